@@ -1,0 +1,199 @@
+"""Choosing a Dask scheduler and running a graph on it.
+
+The rules, in order:
+
+1. A ``distributed.Client`` object given explicitly is used.
+2. A scheduler address (``tcp://host:port``) connects a client for the run and closes it after.
+3. A name: ``"synchronous"`` (also ``"sync"``, ``"single-threaded"``), ``"threads"`` (``"threading"``),
+   ``"processes"`` (``"multiprocessing"``), or ``"distributed"`` (the current client; an error if none).
+4. ``None``: Dask's current default, as ``dask.compute`` would pick it: the scheduler set with
+   ``dask.config.set(scheduler=...)``, else an active ``distributed.Client``, else threads.
+
+``num_workers`` sizes the thread or process pool; a cluster uses the workers it has.
+Nothing here sets a scheduler globally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.local
+import dask.multiprocessing
+import dask.threaded
+from dask.base import get_scheduler
+
+__all__ = ["SchedulerChoice", "choose_scheduler", "SCHEDULER_NAMES"]
+
+_ALIASES = {
+    "sync": "synchronous",
+    "synchronous": "synchronous",
+    "single-threaded": "synchronous",
+    "threads": "threads",
+    "threading": "threads",
+    "processes": "processes",
+    "multiprocessing": "processes",
+    "distributed": "distributed",
+}
+#: Scheduler names accepted by `choose_scheduler`.
+SCHEDULER_NAMES = tuple(sorted(_ALIASES))
+
+
+@dataclass
+class SchedulerChoice:
+    """A resolved scheduler: what kind it is, and how to run a graph on it."""
+
+    kind: str
+    num_workers: int | None = None
+    client: Any = None
+    owns_client: bool = False
+
+    @property
+    def shares_memory(self) -> bool:
+        """Whether tasks run in this process and may write into the caller's arrays."""
+        return self.kind in ("synchronous", "threads")
+
+    def get(self, graph: dict, keys: list) -> list:
+        """Compute ``keys`` of a graph and return their values in order."""
+        if self.kind == "distributed":
+            return self.client.get(graph, keys)
+        return self._local_get()(graph, keys, **self._local_kwargs())
+
+    def iterate(self, graph: dict, keys: list) -> Iterator[Any]:
+        """Yield the values of ``keys`` (in any order), releasing each as soon as it is consumed."""
+        if self.kind != "distributed":
+            yield from self.get(graph, keys)
+            return
+        from distributed import as_completed
+
+        futures = self.client.get(graph, keys, sync=False)
+        for future in as_completed(futures):
+            value = future.result()
+            future.release()
+            yield value
+
+    def _local_get(self):
+        return {
+            "synchronous": dask.local.get_sync,
+            "threads": dask.threaded.get,
+            "processes": dask.multiprocessing.get,
+        }[self.kind]
+
+    def _local_kwargs(self) -> dict[str, Any]:
+        if self.kind in ("threads", "processes") and self.num_workers:
+            return {"num_workers": self.num_workers}
+        return {}
+
+    def describe(self) -> str:
+        """A short description for logs and metadata."""
+        if self.kind == "distributed":
+            return f"distributed ({self.client.scheduler.address})"
+        workers = f", {self.num_workers} workers" if self.num_workers else ""
+        return f"{self.kind}{workers}"
+
+    def close(self) -> None:
+        """Close a client this choice opened itself."""
+        if self.owns_client and self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def __enter__(self) -> SchedulerChoice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_client(obj: Any) -> bool:
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return False
+    return isinstance(obj, Client)
+
+
+def _connect(address: str, timeout: float) -> Any:
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(
+            f"cannot reach a Dask scheduler at {address!r} within {timeout:g} s ({exc}); "
+            "start one (`dask scheduler`) or pass scheduler=None to run locally"
+        ) from None
+
+
+def choose_scheduler(scheduler: Any = None, num_workers: int | None = None, timeout: float = 10.0) -> SchedulerChoice:
+    """Resolve a scheduler argument into a `SchedulerChoice` (see the module docs for the rules).
+
+    Parameters
+    ----------
+    scheduler : `str`, ``distributed.Client`` or `None`
+        A scheduler name, a scheduler address, a client, or None for Dask's current default.
+    num_workers : `int`, optional
+        Threads or processes to use locally.
+    timeout : `float`
+        Seconds to wait when connecting to a scheduler address.
+    """
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
+    if _is_client(scheduler):
+        return SchedulerChoice("distributed", num_workers, scheduler)
+    if isinstance(scheduler, str) and "://" in scheduler:
+        return SchedulerChoice("distributed", num_workers, _connect(scheduler, timeout), owns_client=True)
+    if isinstance(scheduler, str):
+        kind = _ALIASES.get(scheduler.lower())
+        if kind is None:
+            raise ValueError(
+                f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULER_NAMES)}, "
+                "a scheduler address such as 'tcp://127.0.0.1:8786', a distributed.Client, or None"
+            )
+        if kind == "distributed":
+            return SchedulerChoice("distributed", num_workers, _current_client())
+        return SchedulerChoice(kind, num_workers)
+    if scheduler is not None:
+        raise TypeError(f"scheduler must be a name, an address, a distributed.Client or None; got {type(scheduler).__name__}")
+    return _default_choice(num_workers)
+
+
+def _current_client() -> Any:
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except ValueError:
+        raise ValueError(
+            "scheduler='distributed' needs an active distributed.Client; create one first "
+            "(client = distributed.Client(...)) or pass the client or its address as the scheduler"
+        ) from None
+
+
+def _default_choice(num_workers: int | None) -> SchedulerChoice:
+    """Dask's current default scheduler, as dask.compute would choose it."""
+    get = get_scheduler()
+    owner = getattr(get, "__self__", None)
+    if _is_client(owner):
+        return SchedulerChoice("distributed", num_workers, owner)
+    if get is dask.local.get_sync:
+        return SchedulerChoice("synchronous", num_workers)
+    if get is dask.multiprocessing.get:
+        return SchedulerChoice("processes", num_workers)
+    if get is None or get is dask.threaded.get:
+        return SchedulerChoice("threads", num_workers)
+    # A custom get function set in dask.config: wrap it.
+    return _CustomChoice("custom", num_workers, get_function=get)
+
+
+@dataclass
+class _CustomChoice(SchedulerChoice):
+    """A scheduler function configured by the user (``dask.config.set(scheduler=fn)``)."""
+
+    get_function: Any = None
+
+    def _local_get(self):
+        return self.get_function
+
+

@@ -1,0 +1,20 @@
+"""Point-spread functions with ``lsst.afw.detection`` / ``lsst.meas.algorithms`` names, numpy underneath.
+
+`GaussianPsf` and `DoubleGaussianPsf` are analytic and constant over the image; `CoaddPsf` is the
+weighted mean of the PSFs of a coadd's inputs. Shapes are `Quadrupole` second moments, measured
+on images with `adaptive_moments`.
+"""
+
+from ._base import Psf
+from ._coadd import CoaddPsf
+from ._gaussian import DoubleGaussianPsf, GaussianPsf
+from ._shape import Quadrupole, adaptive_moments
+
+__all__ = [
+    "Psf",
+    "GaussianPsf",
+    "DoubleGaussianPsf",
+    "CoaddPsf",
+    "Quadrupole",
+    "adaptive_moments",
+]

@@ -1,0 +1,198 @@
+"""Second-moment shapes: `Quadrupole` and Gaussian-weighted `adaptive_moments`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..geom import Point2D
+
+__all__ = ["Quadrupole", "adaptive_moments"]
+
+
+class Quadrupole:
+    """The second moments of a profile, as ``lsst.afw.geom.ellipses.Quadrupole``.
+
+    Parameters
+    ----------
+    ixx, iyy, ixy : `float`
+        The moments ``<x^2>``, ``<y^2>`` and ``<xy>`` in pixels squared.
+
+    Examples
+    --------
+    >>> q = Quadrupole(4.0, 4.0, 0.0)
+    >>> q.getDeterminantRadius(), q.getTraceRadius()
+    (2.0, 2.0)
+    """
+
+    __slots__ = ("_ixx", "_iyy", "_ixy")
+    _ixx: float
+    _iyy: float
+    _ixy: float
+
+    def __init__(self, ixx: float = 1.0, iyy: float = 1.0, ixy: float = 0.0) -> None:
+        # afw's default-constructed Quadrupole is the unit circle, hence the defaults.
+        object.__setattr__(self, "_ixx", float(ixx))
+        object.__setattr__(self, "_iyy", float(iyy))
+        object.__setattr__(self, "_ixy", float(ixy))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Quadrupole is immutable")
+
+    def getIxx(self) -> float:  # noqa: D102 - LSST accessor
+        return self._ixx
+
+    def getIyy(self) -> float:  # noqa: D102 - LSST accessor
+        return self._iyy
+
+    def getIxy(self) -> float:  # noqa: D102 - LSST accessor
+        return self._ixy
+
+    def getDeterminant(self) -> float:
+        """Return ``ixx * iyy - ixy**2``."""
+        return self._ixx * self._iyy - self._ixy * self._ixy
+
+    def getDeterminantRadius(self) -> float:
+        """Return ``det**(1/4)``, the radius of the circle of equal area; NaN for a negative determinant.
+
+        NaN rather than an exception mirrors C++ ``std::pow`` of a negative number, which afw returns.
+        """
+        det = self.getDeterminant()
+        return det**0.25 if det >= 0 else math.nan
+
+    def getTraceRadius(self) -> float:
+        """Return ``sqrt((ixx + iyy) / 2)``; NaN for a negative trace."""
+        half_trace = 0.5 * (self._ixx + self._iyy)
+        return math.sqrt(half_trace) if half_trace >= 0 else math.nan
+
+    def getMatrix(self) -> np.ndarray:
+        """Return the moments as the symmetric 2x2 matrix ``[[ixx, ixy], [ixy, iyy]]``."""
+        return np.array([[self._ixx, self._ixy], [self._ixy, self._iyy]])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Quadrupole):
+            return NotImplemented
+        return (self._ixx, self._iyy, self._ixy) == (other._ixx, other._iyy, other._ixy)
+
+    def __hash__(self) -> int:
+        return hash(("Quadrupole", self._ixx, self._iyy, self._ixy))
+
+    def __reduce__(self) -> tuple[type[Quadrupole], tuple[float, float, float]]:
+        return (Quadrupole, (self._ixx, self._iyy, self._ixy))
+
+    def __repr__(self) -> str:
+        return f"Quadrupole(ixx={self._ixx!r}, iyy={self._iyy!r}, ixy={self._ixy!r})"
+
+
+def _fail(reason: str) -> ValueError:
+    return ValueError(f"adaptive moments failed: {reason}")
+
+
+def adaptive_moments(
+    array: Any,
+    center: tuple[float, float] | None = None,
+    *,
+    recentroid: bool = True,
+    max_iter: int = 200,
+    tol: float = 1e-8,
+) -> tuple[Quadrupole, Point2D]:
+    """Measure Gaussian-weighted adaptive second moments, as SdssShape and HSM do.
+
+    The weight is an elliptical Gaussian with the current estimate of the moments, centred on the
+    current centroid. Weighting a Gaussian of covariance ``C`` by a Gaussian of covariance ``M``
+    gives moments ``(C^-1 + M^-1)^-1``, so ``M <- 2 * weighted moments`` has ``M = C`` as its fixed
+    point: a Gaussian returns its own covariance. The centroid is moved by twice the weighted
+    first moment for the same reason.
+
+    Parameters
+    ----------
+    array : array-like, 2-d
+        The pixels, rows = y. Must be finite.
+    center : `tuple` of `float`, optional
+        ``(x, y)`` starting centroid in array index coordinates (``x`` = column). Defaults to the
+        brightest pixel.
+    recentroid : `bool`
+        Whether to iterate the centroid too; when `False` it stays at ``center``.
+    max_iter : `int`
+        Iterations allowed before giving up.
+    tol : `float`
+        Convergence threshold on the change of the moments relative to their trace, and of the
+        centroid in pixels.
+
+    Returns
+    -------
+    shape : `Quadrupole`
+        The adaptive moments.
+    centroid : `lsst.geom.Point2D`-like `Point2D`
+        The final centroid in array index coordinates.
+
+    Raises
+    ------
+    ValueError
+        If the array is not 2-d and finite, the weighted flux is not positive, the moments stop
+        being positive-definite, the centroid leaves the array, or the iteration does not converge.
+    """
+    data = np.asarray(array, dtype=np.float64)
+    if data.ndim != 2 or data.size == 0:
+        raise ValueError(f"adaptive_moments needs a non-empty 2-d array, got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("adaptive_moments needs finite pixels; mask or interpolate NaN/inf first")
+    ny, nx = data.shape
+    if center is None:
+        yc_i, xc_i = np.unravel_index(int(np.argmax(data)), data.shape)
+        xc, yc = float(xc_i), float(yc_i)
+    else:
+        xc, yc = float(center[0]), float(center[1])
+    xs = np.arange(nx, dtype=np.float64)
+    ys = np.arange(ny, dtype=np.float64)
+    # SdssShape's starting weight: sigma^2 = 1.5 pixel^2; small weights grow geometrically to fit.
+    ixx, iyy, ixy = 1.5, 1.5, 0.0
+    # Moments larger than this mean the weight no longer fits in the array: the fit has run away.
+    max_moment = float(max(nx, ny)) ** 2
+    for _ in range(max_iter):
+        det = ixx * iyy - ixy * ixy
+        if not det > 0:
+            raise _fail(f"moments not positive-definite (ixx={ixx}, iyy={iyy}, ixy={ixy})")
+        dx = xs - xc
+        dy = ys - yc
+        # Inverse of [[ixx, ixy], [ixy, iyy]] applied as a quadratic form, built by broadcasting.
+        quad = (iyy * dx[np.newaxis, :] ** 2 + ixx * dy[:, np.newaxis] ** 2) / det
+        quad = quad - 2.0 * ixy / det * np.outer(dy, dx)
+        weighted = data * np.exp(-0.5 * quad)
+        flux = weighted.sum()
+        if not flux > 0:
+            raise _fail(f"weighted flux {flux} is not positive")
+        row = weighted.sum(axis=0)  # marginal over y, a function of x
+        col = weighted.sum(axis=1)
+        mx = float(row @ dx) / flux
+        my = float(col @ dy) / flux
+        mxx = float(row @ dx**2) / flux
+        myy = float(col @ dy**2) / flux
+        mxy = float(dy @ weighted @ dx) / flux
+        new_ixx, new_iyy, new_ixy = 2.0 * mxx, 2.0 * myy, 2.0 * mxy
+        if recentroid:
+            # Moments about the weight centre include the offset of the mean; remove it so a
+            # still-moving centroid does not inflate the shape.
+            new_ixx -= 2.0 * mx * mx
+            new_iyy -= 2.0 * my * my
+            new_ixy -= 2.0 * mx * my
+            shift_x, shift_y = 2.0 * mx, 2.0 * my
+        else:
+            shift_x = shift_y = 0.0
+        scale = max(new_ixx + new_iyy, 1e-300)
+        change = max(abs(new_ixx - ixx), abs(new_iyy - iyy), abs(new_ixy - ixy)) / scale
+        ixx, iyy, ixy = new_ixx, new_iyy, new_ixy
+        xc, yc = xc + shift_x, yc + shift_y
+        if not (math.isfinite(ixx) and math.isfinite(iyy) and math.isfinite(ixy)):
+            raise _fail("moments are not finite")
+        if ixx > max_moment or iyy > max_moment:
+            raise _fail(f"moments ({ixx}, {iyy}) outgrew the {nx}x{ny} array")
+        if not (-0.5 <= xc <= nx - 0.5 and -0.5 <= yc <= ny - 0.5):
+            raise _fail(f"centroid ({xc}, {yc}) left the {nx}x{ny} array")
+        if change < tol and math.hypot(shift_x, shift_y) < tol:
+            if ixx * iyy - ixy * ixy <= 0:
+                raise _fail(f"moments not positive-definite (ixx={ixx}, iyy={iyy}, ixy={ixy})")
+            return Quadrupole(ixx, iyy, ixy), Point2D(xc, yc)
+    raise _fail(f"did not converge in {max_iter} iterations (last relative change {change:.3g})")
