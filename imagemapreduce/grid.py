@@ -63,13 +63,22 @@ def psf_fwhm(psf: Any) -> float:
     return float(shape.getDeterminantRadius()) * FWHM_PER_SIGMA
 
 
-def rescale(value: float, fwhm: float | None, name: str) -> int:
-    """Scale a grid parameter by the FWHM (if given) and round half to even, as ``np.rint`` does."""
+def rescale(value: float, fwhm: float | None, name: str, minimum: int | None = None) -> int:
+    """Scale a grid parameter by the FWHM (if given) and round half to even, as ``np.rint`` does.
+
+    ``minimum`` is the smallest allowed result in pixels. By default it is 1 for cell sizes and
+    grid steps (LSST would divide by zero or lay an empty grid) and 0 for borders (``name``
+    starting with ``borderSize``): LSST accepts a border that rounds to 0, the expanded cell is
+    then the cell itself.
+    """
+    if minimum is None:
+        minimum = 0 if name.startswith("borderSize") else 1
     scaled = int(np.rint(value * fwhm if fwhm is not None else value))
-    if scaled < 1:
+    if scaled < minimum:
         hint = f" (scaled by the PSF FWHM {fwhm:.3g})" if fwhm is not None else ""
         raise ValueError(
-            f"{name} = {value}{hint} rounds to {scaled} pixels; it must be at least 1 pixel. "
+            f"{name} = {value}{hint} rounds to {scaled} pixels; it must be at least {minimum} "
+            f"pixel{'s' if minimum != 1 else ''}. "
             f"Increase {name}" + (" or set scaleByFwhm=False" if fwhm is not None else "")
         )
     return scaled
@@ -157,6 +166,11 @@ def cell_boxes(
     if cx.shape != cy.shape:
         raise ValueError(f"cellCentroidsX and cellCentroidsY must have equal length; got {cx.size} and {cy.size}")
     (w, h), (bx, by) = cell_size, border
+    if w <= 0 or h <= 0:
+        # An empty cell (LSST's Box2I with a non-positive extent) stays empty when grown, so its
+        # expanded cell is empty too and no pair is kept, even with force_even_sized.
+        empty = np.zeros((0, 4), dtype=np.int64)
+        return CellGrid(empty, empty.copy())
     x0 = bbox.getBeginX() + np.floor(cx).astype(np.int64) - w // 2
     y0 = bbox.getBeginY() + np.floor(cy).astype(np.int64) - h // 2
     x1, y1 = x0 + w - 1, y0 + h - 1

@@ -8,7 +8,7 @@ from typing import Any
 import lsst.pex.config as pexConfig
 import numpy as np
 
-from .engine import MapReducePlan, choose_scheduler, execute_cells, execute_stitch
+from .engine import ExposurePlan, choose_scheduler, execute_cells, execute_stitch
 from .geom import Box2I
 from .grid import CellGrid, boxes_to_array, cell_boxes, grid_centroids, psf_fwhm, rescale
 from .image import Exposure
@@ -222,26 +222,28 @@ class ImageMapReduceTask(Task):
         doClone = bool(kwargs.get("doClone", False))
         mapperKwargs = {k: v for k, v in kwargs.items() if k != "doClone"}
         operation = self.reducer.config.reduceOperation
-        plan = MapReducePlan(self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages)
+        plan = ExposurePlan(self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages)
         with self._chooseScheduler() as scheduler:
             self.metadata["scheduler"] = scheduler.describe()
             self.log.info("Reducer sub-task: %s", self.reducer._DefaultName)
             if operation not in IMAGE_REDUCE_OPERATIONS or self._reducerIsCustom():
                 outcomes = execute_cells(plan, scheduler)
-                self._recordCells([(o.index, o.wall_time, o.cpu_time, o.worker) for o in outcomes])
+                self._recordCells([o.summary() for o in outcomes])
                 return self.reducer.run([o.result for o in outcomes], exposure, **kwargs)
             output, badBits = self.reducer.prepareOutput(exposure)
-            stats, summaries = execute_stitch(plan, output, badBits, self.config.stitchRegionSize, scheduler)
-        self._recordCells([s[:4] for s in summaries])
-        return Struct(exposure=self.reducer.finishOutput(output, stats, [s[4] for s in summaries]))
+            stats, summaries, components = execute_stitch(
+                plan, output, badBits, self.config.stitchRegionSize, scheduler
+            )
+        self._recordCells(summaries)
+        return Struct(exposure=self.reducer.finishOutput(output, stats, components))
 
     def _runMapper(self, exposure: Exposure, doClone: bool = False, **kwargs: Any) -> list[Struct]:
         """Run the mapper on every cell (in parallel) and return the results in grid order."""
         grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
-        plan = MapReducePlan(self.mapper, exposure, grid, kwargs, "none", doClone, self.config.returnSubImages)
+        plan = ExposurePlan(self.mapper, exposure, grid, kwargs, "none", doClone, self.config.returnSubImages)
         with self._chooseScheduler() as scheduler:
             outcomes = execute_cells(plan, scheduler)
-        self._recordCells([(o.index, o.wall_time, o.cpu_time, o.worker) for o in outcomes])
+        self._recordCells([o.summary() for o in outcomes])
         return [o.result for o in outcomes]
 
     def _reduceImage(self, mapperResults: list[Struct], exposure: Exposure, **kwargs: Any) -> Struct:

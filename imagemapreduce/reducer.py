@@ -7,6 +7,7 @@ from typing import Any
 
 import lsst.pex.config as pexConfig
 
+from .engine.sources import is_dask_array
 from .image import Exposure
 from .pipe_base import Struct, Task
 from .psf import CoaddPsf
@@ -84,7 +85,13 @@ class ImageReducer(Task):
 
     def prepareOutput(self, exposure: Exposure) -> tuple[Exposure, int]:
         """Clone the input as the output and add the bad-pixel planes; return it and their bit mask."""
-        newExp = exposure.clone()
+        if any(is_dask_array(p.array) for p in (exposure.image, exposure.mask, exposure.variance)):
+            # A lazy input is not read here: the stitcher fills every plane region by region.
+            newExp = type(exposure)(exposure.getBBox(), psf=exposure.getPsf(), wcs=exposure.getWcs(),
+                                    metadata=dict(exposure.getMetadata()))  # fmt: skip
+            newExp.mask._planes = exposure.mask.getMaskPlaneDict()
+        else:
+            newExp = exposure.clone()
         mask = newExp.mask
         for name in self.config.badMaskPlanes:
             mask.addMaskPlane(name)

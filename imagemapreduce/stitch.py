@@ -57,23 +57,27 @@ class RegionAccumulator:
     ----------
     bbox : `Box2I`
         The region, in parent coordinates.
-    mask : `numpy.ndarray`
+    mask : `numpy.ndarray` or `None`
         The region's output mask, initialised from the input mask (the output is a clone of the
-        input). It is written in place.
+        input) and written in place; None for plain arrays, which have no mask.
     dtype : numpy dtype
-        Pixel type of the output image and variance (the input exposure's).
+        Pixel type of the output image and variance (the input's).
     operation : {'copy', 'sum', 'average'}
         The reduce operation.
     image, variance : `numpy.ndarray`, optional
         Arrays to accumulate into (for example views of the output exposure); new ones otherwise.
+    with_variance : `bool`
+        Whether there is a variance plane. Without one, a pixel is valid when its image value is
+        not NaN (LSST's rule, ``image * variance`` not NaN, with the variance left out).
     """
 
     bbox: Box2I
-    mask: np.ndarray
+    mask: np.ndarray | None
     dtype: Any
     operation: str
     image: np.ndarray | None = None
     variance: np.ndarray | None = None
+    with_variance: bool = True
     count: np.ndarray | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +86,7 @@ class RegionAccumulator:
         shape = (self.bbox.getHeight(), self.bbox.getWidth())
         # copy starts from NaN so that uncovered pixels stay NaN; sum and average start from zero.
         start = np.nan if self.operation == "copy" else 0.0
-        for name in ("image", "variance"):
+        for name in ("image", "variance") if self.with_variance else ("image",):
             plane = getattr(self, name)
             if plane is None:
                 setattr(self, name, np.full(shape, start, dtype=self.dtype))
@@ -91,40 +95,44 @@ class RegionAccumulator:
         if self.operation == "average":
             self.count = np.zeros(shape, dtype=np.int32)
 
-    def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray, mask: np.ndarray) -> None:
+    def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None) -> None:
         """Add one cell's result (planes covering ``bbox``) to the part of the region it overlaps."""
         overlap = bbox.clipped_to(self.bbox)
         if overlap.isEmpty():
             return
         cell = overlap.slices(bbox.getBegin())
         here = overlap.slices(self.bbox.getBegin())
-        patch_image, patch_variance = image[cell], variance[cell]
-        valid = ~np.isnan(patch_image * patch_variance)
-        out_image, out_variance = self.image[here], self.variance[here]
-        if self.operation == "copy":
-            np.copyto(out_image, patch_image, where=valid)
-            np.copyto(out_variance, patch_variance, where=valid)
-        else:
-            # Same arithmetic and casting as LSST's ``a[valid] += b[valid]``, without the gathers.
-            np.add(out_image, patch_image, out=out_image, where=valid)
-            np.add(out_variance, patch_variance, out=out_variance, where=valid)
-            if self.count is not None:
-                self.count[here] += valid
-        self.mask[here] |= mask[cell]
+        patch_image = image[cell]
+        patch_variance = variance[cell] if self.with_variance else None
+        valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
+        planes = [(self.image[here], patch_image)]
+        if self.with_variance:
+            planes.append((self.variance[here], patch_variance))
+        for out, patch in planes:
+            if self.operation == "copy":
+                np.copyto(out, patch, where=valid)
+            else:
+                # Same arithmetic and casting as LSST's ``a[valid] += b[valid]``, without the gathers.
+                np.add(out, patch, out=out, where=valid)
+        if self.count is not None:
+            self.count[here] += valid
+        if self.mask is not None and mask is not None:
+            self.mask[here] |= mask[cell]
 
     def finish(self, bad_bits: int) -> RegionStats:
         """Flag NaN pixels, divide an ``average`` by its counts, and return the overlap counts."""
-        nan = np.isnan(self.image * self.variance)
-        self.mask[nan] |= bad_bits
+        if self.mask is not None:
+            nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
+            self.mask[nan] |= bad_bits
         if self.count is None:
             return RegionStats()
         weights = self.count.astype(np.float64)
         zero = weights == 0.0
-        np.divide(self.image, weights, out=self.image, where=~zero)
-        np.divide(self.variance, weights, out=self.variance, where=~zero)
-        self.image[zero] = np.nan
-        self.variance[zero] = np.nan
-        self.mask[zero] |= bad_bits
+        for plane in (self.image, self.variance) if self.with_variance else (self.image,):
+            np.divide(plane, weights, out=plane, where=~zero)
+            plane[zero] = np.nan
+        if self.mask is not None:
+            self.mask[zero] |= bad_bits
         return RegionStats(
             max_count=int(self.count.max()) if self.count.size else 0,
             min_count=int(self.count.min()) if self.count.size else 0,

@@ -1,21 +1,18 @@
-"""The one place that builds Dask graphs and runs them.
+"""Building the graph: one task per cell, one task per output region.
 
 A map-reduce becomes a graph with one task per cell (the mapper on that cell's expanded box) and
 one task per output region (stitching, in grid order, the cells whose expanded box overlaps the
-region). Regions are disjoint, so the stitched output is bitwise identical to one whole-image loop
-whatever the scheduler, the number of workers or the region size.
+region). Regions are disjoint and every stitching step is per pixel, so the output is bitwise
+identical to one whole-image loop whatever the scheduler, the number of workers or the region size.
 
-On the shared-memory schedulers (synchronous, threads) each region writes straight into the output
-exposure; on the others (processes, a distributed cluster) regions come back as arrays and are
-copied in as they arrive, so neither path ever holds every cell's result at once.
+On the shared-memory schedulers (synchronous, threads) each region writes straight into the
+output; on the others (processes, a cluster) regions come back as arrays and are copied in as they
+arrive, so no path ever holds every cell's result at once. Regions can also be the chunks of a
+lazy Dask array (for Dask input, or for writing to zarr region by region).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,190 +23,27 @@ import numpy as np
 from ..geom import Box2I, Point2I
 from ..grid import CellGrid, boxes_from_array
 from ..image import Exposure
-from ..pipe_base import Struct
-from ..stitch import IMAGE_REDUCE_OPERATIONS, RegionAccumulator, RegionStats
+from ..stitch import RegionAccumulator, RegionStats
+from .cells import ArrayCellTask, CellOutcome, CellTask, Piece, array_piece, exposure_piece, run_array_cell, run_cell
+from .scheduling import SchedulerChoice
+from .sources import ExposureSource, PlaneSource
 
 __all__ = [
-    "CellFailure",
-    "CellOutcome",
-    "CellTask",
-    "MapReducePlan",
+    "ExposurePlan",
+    "ArrayPlan",
     "StitchOutcome",
     "region_boxes",
-    "run_cell",
     "execute_cells",
     "execute_stitch",
+    "lazy_stitch",
 ]
 
-
-class CellFailure(RuntimeError):
-    """A mapper raised on one cell; the message names the cell and the original exception."""
+Summary = tuple[int, float, float, str]
 
 
 @dataclass
-class CellOutcome:
-    """What one cell task returns: the mapper's result and how long it took."""
-
-    index: int
-    result: Any
-    wall_time: float
-    cpu_time: float
-    worker: str
-
-
-@dataclass
-class CellTask:
-    """Everything one cell needs, in one object so that Dask does not walk its contents."""
-
-    mapper: Any
-    expanded: Exposure
-    index: int
-    box0: Box2I
-    box1: Box2I
-    full_bbox: Box2I
-    do_clone: bool
-    return_sub_images: bool
-    operation: str
-    kwargs: dict[str, Any]
-
-
-def _read_only(exposure: Exposure) -> Exposure:
-    """Protect the input from mappers that write into their arguments (use doClone=True for copies)."""
-    for plane in (exposure.image, exposure.mask, exposure.variance):
-        if isinstance(plane.array, np.ndarray):
-            plane.array.flags.writeable = False
-    return exposure
-
-
-def run_cell(task: CellTask) -> CellOutcome:
-    """Run the mapper on one cell and check that its result can be reduced."""
-    start_wall, start_cpu = time.perf_counter(), time.thread_time()
-    expanded = task.expanded
-    if task.do_clone:
-        expanded = expanded.clone()
-    sub = expanded.subset(task.box0)
-    if task.do_clone:
-        sub = sub.clone()  # private copies that do not share pixels with each other either
-    try:
-        result = task.mapper.run(sub, expanded, task.full_bbox, **task.kwargs)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the cell named
-        raise CellFailure(
-            f"mapper {type(task.mapper).__name__} failed on cell {task.index} (box {task.box0}, "
-            f"expanded box {task.box1}): {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        ) from exc
-    if task.return_sub_images:
-        result.mergeItems(
-            Struct(inputSubExposure=sub, inputExpandedSubExposure=expanded),
-            "inputSubExposure",
-            "inputExpandedSubExposure",
-        )
-    _check_result(task, result)
-    return CellOutcome(
-        index=task.index,
-        result=result,
-        wall_time=time.perf_counter() - start_wall,
-        cpu_time=time.thread_time() - start_cpu,
-        worker=f"{os.getpid()}:{threading.current_thread().name}",
-    )
-
-
-def _check_result(task: CellTask, result: Any) -> None:
-    """Validate a result where it is produced, so the error names the cell."""
-    if task.operation not in IMAGE_REDUCE_OPERATIONS:
-        return
-    item = getattr(result, "subExposure", None)
-    if not isinstance(item, Exposure):
-        raise TypeError(
-            f"Expecting an Exposure type, got {type(item)} from cell {task.index} (box {task.box0}). "
-            f'Consider using `reduceOperation="none"` to get the mapper results as a list.'
-        )
-    bbox = item.getBBox()
-    if not task.box1.contains(bbox):
-        raise ValueError(
-            f"mapper result for cell {task.index} has bbox {bbox}, outside its expanded cell {task.box1}; "
-            "return a subExposure within the expanded cell (the stitcher reads only those)"
-        )
-
-
-@dataclass
-class RegionTask:
-    """One output region: its box, and either where to write (shared memory) or the input mask there."""
-
-    bbox: Box2I
-    operation: str
-    dtype: Any
-    bad_bits: int
-    input_mask: Any
-    home_cells: tuple[int, ...]
-    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None
-
-
-@dataclass
-class StitchOutcome:
-    """What a region task returns: overlap statistics, per-cell summaries, arrays when not shared."""
-
-    bbox: Box2I
-    stats: RegionStats
-    summaries: list[tuple[int, float, float, str, Any]] = field(default_factory=list)
-    planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-
-def stitch_region(task: RegionTask, outcomes: Sequence[CellOutcome]) -> StitchOutcome:
-    """Stitch, in grid order, the cells that overlap one region."""
-    if task.out is not None:  # shared memory: the output is a clone of the input, mask included
-        out_image, mask, out_variance = task.out
-    else:
-        out_image, out_variance, mask = None, None, np.array(task.input_mask, dtype=np.int32, copy=True)
-    acc = RegionAccumulator(task.bbox, mask, task.dtype, task.operation, out_image, out_variance)
-    for outcome in outcomes:
-        item = outcome.result.subExposure
-        mi = item.maskedImage
-        acc.add(item.getBBox(), mi.image.array, mi.variance.array, mi.mask.array)
-    stats = acc.finish(task.bad_bits)
-    home = set(task.home_cells)
-    summaries = [_summary(o) for o in outcomes if o.index in home]
-    if task.out is not None:
-        return StitchOutcome(task.bbox, stats, summaries)
-    return StitchOutcome(task.bbox, stats, summaries, (acc.image, acc.mask, acc.variance))
-
-
-def _summary(outcome: CellOutcome) -> tuple[int, float, float, str, Any]:
-    """Timing and PSF component of one cell: small, so it can travel with the region's answer."""
-    item = outcome.result.subExposure
-    return (outcome.index, outcome.wall_time, outcome.cpu_time, outcome.worker, (item.getPsf(), item.getBBox()))
-
-
-def region_boxes(bbox: Box2I, region_size: int) -> list[Box2I]:
-    """Tile ``bbox`` with square regions of ``region_size`` pixels (smaller at the far edges), x-major."""
-    if region_size < 1:
-        raise ValueError(f"stitchRegionSize must be at least 1 pixel, got {region_size}")
-    regions = []
-    for x0 in range(bbox.getBeginX(), bbox.getEndX(), region_size):
-        for y0 in range(bbox.getBeginY(), bbox.getEndY(), region_size):
-            x1 = min(x0 + region_size, bbox.getEndX()) - 1
-            y1 = min(y0 + region_size, bbox.getEndY()) - 1
-            regions.append(Box2I(Point2I(x0, y0), Point2I(x1, y1)))
-    return regions
-
-
-def _cells_by_region(grid: CellGrid, bbox: Box2I, region_size: int) -> dict[tuple[int, int], list[int]]:
-    """Indices (in grid order) of the cells whose expanded box overlaps each region."""
-    ex = grid.expanded
-    ix0 = (ex[:, 0] - bbox.getBeginX()) // region_size
-    iy0 = (ex[:, 1] - bbox.getBeginY()) // region_size
-    ix1 = (ex[:, 2] - bbox.getBeginX()) // region_size
-    iy1 = (ex[:, 3] - bbox.getBeginY()) // region_size
-    members: dict[tuple[int, int], list[int]] = {}
-    for index, (a, b, c, d) in enumerate(zip(ix0.tolist(), iy0.tolist(), ix1.tolist(), iy1.tolist())):
-        for i in range(a, c + 1):
-            for j in range(b, d + 1):
-                members.setdefault((i, j), []).append(index)
-    return members
-
-
-@dataclass
-class MapReducePlan:
-    """The inputs of a map-reduce, independent of how it is scheduled."""
+class ExposurePlan:
+    """A map-reduce of an `Exposure` by an `ImageMapper`, independent of how it is scheduled."""
 
     mapper: Any
     exposure: Exposure
@@ -218,86 +52,293 @@ class MapReducePlan:
     operation: str
     do_clone: bool = False
     return_sub_images: bool = False
+    # Class attributes, not fields: how the stitcher reads this plan's results.
+    extract = staticmethod(exposure_piece)
+    with_variance = True
 
     def cell_graph(self, name: str) -> dict[Any, Any]:
-        """One task per cell, each holding a view of its expanded box only."""
+        """One task per cell, each holding (or reading) its expanded box only."""
+        source = ExposureSource(self.exposure)
+        graph = source.graph()
         full_bbox = self.exposure.getBBox()
-        boxes0 = boxes_from_array(self.grid.cells)
-        boxes1 = boxes_from_array(self.grid.expanded)
-        graph: dict[Any, Any] = {}
+        boxes0, boxes1 = boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded)
         for index, (box0, box1) in enumerate(zip(boxes0, boxes1)):
-            expanded = _read_only(self.exposure.subset(box1))
             task = CellTask(
-                self.mapper, expanded, index, box0, box1, full_bbox,
+                self.mapper, index, box0, box1, full_bbox,
                 self.do_clone, self.return_sub_images, self.operation, self.kwargs,
             )  # fmt: skip
-            graph[(name, index)] = (run_cell, task)
+            graph[(name, index)] = (run_cell, task, source.cut(box1))
         return graph
 
+    @property
+    def bbox(self) -> Box2I:
+        """The bounding box of the input (and output)."""
+        return self.exposure.getBBox()
 
-def execute_cells(plan: MapReducePlan, scheduler: SchedulerChoice) -> list[CellOutcome]:
-    """Run every cell and return the outcomes in grid order (for ``none``, ``coaddPsf`` and custom reducers)."""
-    name = f"imr-cell-{uuid.uuid4().hex}"
+    def input_mask(self) -> PlaneSource | None:
+        """The input mask, which every output region starts from."""
+        return PlaneSource(self.exposure.mask.array, self.exposure.getXY0())
+
+    @property
+    def lazy(self) -> bool:
+        """Whether any input plane is a Dask array (then regions read the input mask themselves)."""
+        return ExposureSource(self.exposure).lazy
+
+
+@dataclass
+class ArrayPlan:
+    """A map-reduce of plain 2-d arrays (numpy or Dask) by a function of the expanded cell."""
+
+    func: Callable[..., Any]
+    array: Any
+    grid: CellGrid
+    kwargs: dict[str, Any]
+    operation: str
+    origin: Point2I = field(default_factory=lambda: Point2I(0, 0))
+    companions: dict[str, Any] = field(default_factory=dict)
+    geometry: tuple[str, ...] = ()
+    grid_indices: np.ndarray | None = None
+    extract = staticmethod(array_piece)
+    with_variance = False
+
+    def cell_graph(self, name: str) -> dict[Any, Any]:
+        """One task per cell, each holding (or reading) its expanded box of every array only."""
+        sources = [PlaneSource(self.array, self.origin)]
+        sources += [PlaneSource(a, self.origin) for a in self.companions.values()]
+        graph: dict[Any, Any] = {}
+        for source in sources:
+            graph.update(source.graph())
+        names = tuple(self.companions)
+        indices = self.grid_indices.tolist() if self.grid_indices is not None else None
+        for index, (box0, box1) in enumerate(zip(boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded))):
+            task = ArrayCellTask(
+                self.func, index, box0, box1, self.operation, self.kwargs, self.geometry,
+                tuple(indices[index]) if indices is not None else None, names,
+            )  # fmt: skip
+            graph[(name, index)] = (run_array_cell, task, *(s.cut(box1) for s in sources))
+        return graph
+
+    @property
+    def bbox(self) -> Box2I:
+        """The bounding box of the input (and output)."""
+        height, width = self.array.shape
+        return Box2I(self.origin, Point2I(self.origin.x + width - 1, self.origin.y + height - 1))
+
+    def input_mask(self) -> PlaneSource | None:
+        """Plain arrays have no mask."""
+        return None
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the input is a Dask array."""
+        return PlaneSource(self.array, self.origin).lazy
+
+
+Plan = ExposurePlan | ArrayPlan
+
+
+@dataclass
+class RegionTask:
+    """One output region: its box, how to stitch, and either where to write or the input mask."""
+
+    bbox: Box2I
+    operation: str
+    dtype: Any
+    bad_bits: int
+    extract: Callable[[CellOutcome], Piece]
+    with_variance: bool
+    home_cells: tuple[int, ...]
+    out: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None
+
+
+@dataclass
+class StitchOutcome:
+    """What a region task returns: overlap statistics, home cells' summaries, arrays when not shared."""
+
+    bbox: Box2I
+    stats: RegionStats
+    summaries: list[Summary] = field(default_factory=list)
+    psf_components: list[tuple[Any, Box2I]] = field(default_factory=list)
+    planes: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
+
+
+def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Sequence[CellOutcome]) -> StitchOutcome:
+    """Stitch, in grid order, the cells that overlap one region."""
+    if task.out is not None:  # shared memory: the output is a clone of the input, mask included
+        image, mask, variance = task.out
+    else:
+        image, variance = None, None
+        mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
+    acc = RegionAccumulator(task.bbox, mask, task.dtype, task.operation, image, variance, task.with_variance)
+    home = set(task.home_cells)
+    summaries, components = [], []
+    for outcome in outcomes:
+        piece = task.extract(outcome)
+        acc.add(piece.bbox, piece.image, piece.variance, piece.mask)
+        if outcome.index in home:
+            summaries.append(outcome.summary())
+            components.append((piece.psf, piece.bbox))
+    stats = acc.finish(task.bad_bits)
+    planes = None if task.out is not None else (acc.image, acc.mask, acc.variance)
+    return StitchOutcome(task.bbox, stats, summaries, components, planes)
+
+
+def region_boxes(bbox: Box2I, region_size: int) -> list[list[Box2I]]:
+    """Tile ``bbox`` with square regions of ``region_size`` pixels (smaller at the far edges), by row."""
+    if region_size < 1:
+        raise ValueError(f"stitchRegionSize must be at least 1 pixel, got {region_size}")
+    rows = []
+    for y0 in range(bbox.getBeginY(), bbox.getEndY(), region_size):
+        y1 = min(y0 + region_size, bbox.getEndY()) - 1
+        row = []
+        for x0 in range(bbox.getBeginX(), bbox.getEndX(), region_size):
+            x1 = min(x0 + region_size, bbox.getEndX()) - 1
+            row.append(Box2I(Point2I(x0, y0), Point2I(x1, y1)))
+        rows.append(row)
+    return rows
+
+
+def _region_members(grid: CellGrid, bbox: Box2I, region_size: int) -> tuple[dict, dict]:
+    """For each region (row, column): the cells whose expanded box overlaps it, in grid order, and
+    the cells it reports (each cell is reported by the region holding its expanded box's first pixel)."""
+    ex = grid.expanded
+    c0 = (ex[:, 0] - bbox.getBeginX()) // region_size
+    r0 = (ex[:, 1] - bbox.getBeginY()) // region_size
+    c1 = (ex[:, 2] - bbox.getBeginX()) // region_size
+    r1 = (ex[:, 3] - bbox.getBeginY()) // region_size
+    members: dict[tuple[int, int], list[int]] = {}
+    home: dict[tuple[int, int], list[int]] = {}
+    for index, (a, b, c, d) in enumerate(zip(r0.tolist(), c0.tolist(), r1.tolist(), c1.tolist())):
+        home.setdefault((a, b), []).append(index)
+        for i in range(a, c + 1):
+            for j in range(b, d + 1):
+                members.setdefault((i, j), []).append(index)
+    return members, home
+
+
+def _stitch_graph(
+    plan: Plan,
+    cell_name: str,
+    region_name: str,
+    region_size: int,
+    dtype: Any,
+    bad_bits: int,
+    output: Exposure | np.ndarray | None,
+) -> tuple[dict, list[tuple[str, int, int]], list[list[Box2I]]]:
+    """The region tasks, writing into ``output`` when given (shared memory) or returning arrays."""
+    bbox = plan.bbox
+    members, home = _region_members(plan.grid, bbox, region_size)
+    rows = region_boxes(bbox, region_size)
+    mask_source = plan.input_mask() if output is None else None
+    graph: dict[Any, Any] = dict(mask_source.graph()) if mask_source is not None else {}
+    keys = []
+    for i, row in enumerate(rows):
+        for j, region in enumerate(row):
+            task = RegionTask(
+                region, plan.operation, dtype, bad_bits, plan.extract, plan.with_variance,
+                tuple(home.get((i, j), ())), _output_views(output, region, bbox.getBegin()),
+            )  # fmt: skip
+            mask = mask_source.cut(region) if mask_source is not None else None
+            cells = [(cell_name, k) for k in members.get((i, j), [])]
+            graph[(region_name, i, j)] = (stitch_region, task, mask, cells)
+            keys.append((region_name, i, j))
+    return graph, keys, rows
+
+
+def _output_views(output: Exposure | np.ndarray | None, region: Box2I, origin: Point2I):
+    if output is None:
+        return None
+    if isinstance(output, Exposure):
+        view = output.subset(region)
+        return (view.image.array, view.mask.array, view.variance.array)
+    return (output[region.slices(origin)], None, None)
+
+
+def _tokens() -> tuple[str, str]:
+    token = uuid.uuid4().hex
+    return f"imr-cell-{token}", f"imr-stitch-{token}"
+
+
+def execute_cells(plan: Plan, scheduler: SchedulerChoice) -> list[CellOutcome]:
+    """Run every cell and return the outcomes in grid order (for ``none``, ``coaddPsf``, custom reducers)."""
+    name, _ = _tokens()
     graph = plan.cell_graph(name)
-    keys = [(name, i) for i in range(len(plan.grid))]
-    return list(scheduler.get(graph, keys))
+    return list(scheduler.get(graph, [(name, i) for i in range(len(plan.grid))]))
 
 
 def execute_stitch(
-    plan: MapReducePlan,
-    output: Exposure,
+    plan: Plan,
+    output: Exposure | np.ndarray,
     bad_bits: int,
     region_size: int,
     scheduler: SchedulerChoice,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[RegionStats, list[tuple[int, float, float, str, Any]]]:
-    """Map every cell and stitch the results into ``output`` region by region.
+) -> tuple[RegionStats, list[Summary], list[tuple[Any, Box2I]]]:
+    """Map every cell and stitch the results into ``output`` (an exposure or a 2-d array) region by region.
 
-    Returns the merged overlap statistics and, in grid order, each cell's (index, wall time, CPU
-    time, worker, (psf, bbox)).
+    ``output`` must already hold a clone of the input's mask (it is the starting point of every
+    region). Returns the merged overlap statistics, and in grid order each cell's summary and
+    (psf, bbox) component.
     """
-    token = uuid.uuid4().hex
-    cell_name, region_name = f"imr-cell-{token}", f"imr-stitch-{token}"
+    cell_name, region_name = _tokens()
     graph = plan.cell_graph(cell_name)
-    bbox = output.getBBox()
-    members = _cells_by_region(plan.grid, bbox, region_size)
-    home = _home_regions(plan.grid, bbox, region_size)
-    keys = []
-    for region in region_boxes(bbox, region_size):
-        ij = ((region.getBeginX() - bbox.getBeginX()) // region_size, (region.getBeginY() - bbox.getBeginY()) // region_size)
-        cells = members.get(ij, [])
-        out, input_mask = None, None
-        if scheduler.shares_memory:
-            view = output.subset(region)
-            out = (view.image.array, view.mask.array, view.variance.array)
-        else:
-            input_mask = output.mask.subset(region).array.copy()
-        task = RegionTask(
-            region, plan.operation, output.dtype, bad_bits, input_mask, tuple(home.get(ij, ())), out
-        )
-        key = (region_name, len(keys))
-        graph[key] = (stitch_region, task, [(cell_name, i) for i in cells])
-        keys.append(key)
-    stats: list[RegionStats] = []
-    summaries: list[tuple[int, float, float, str, Any]] = []
+    # Regions write in place only where tasks share our memory and the output already holds the
+    # input's mask (a lazy input's mask is read region by region instead).
+    shared = output if scheduler.shares_memory and not plan.lazy else None
+    dtype = output.dtype
+    regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, shared)
+    graph.update(regions)
+    stats, summaries, components = [], [], []
     for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
         if outcome.planes is not None:
-            view = output.subset(outcome.bbox)
-            for plane, array in zip((view.image, view.mask, view.variance), outcome.planes):
-                plane.array[...] = array
+            _copy_region(output, outcome, plan.bbox.getBegin())
         stats.append(outcome.stats)
         summaries.extend(outcome.summaries)
+        components.extend(zip((s[0] for s in outcome.summaries), outcome.psf_components))
         if progress is not None:
             progress(done, len(keys))
-    summaries.sort(key=lambda s: s[0])
-    return RegionStats.merge(stats), summaries
+    order = np.argsort([s[0] for s in summaries], kind="stable")
+    components.sort(key=lambda c: c[0])
+    return RegionStats.merge(stats), [summaries[k] for k in order], [c[1] for c in components]
 
 
-def _home_regions(grid: CellGrid, bbox: Box2I, region_size: int) -> dict[tuple[int, int], list[int]]:
-    """Give each cell one region (the one holding its expanded box's first pixel) to report it."""
-    ix = (grid.expanded[:, 0] - bbox.getBeginX()) // region_size
-    iy = (grid.expanded[:, 1] - bbox.getBeginY()) // region_size
-    home: dict[tuple[int, int], list[int]] = {}
-    for index, ij in enumerate(zip(ix.tolist(), iy.tolist())):
-        home.setdefault(ij, []).append(index)
-    return home
+def _copy_region(output: Exposure | np.ndarray, outcome: StitchOutcome, origin: Point2I) -> None:
+    image, mask, variance = outcome.planes
+    if isinstance(output, Exposure):
+        view = output.subset(outcome.bbox)
+        view.image.array[...] = image
+        view.mask.array[...] = mask
+        view.variance.array[...] = variance
+    else:
+        output[outcome.bbox.slices(origin)] = image
+
+
+def _plane_of(outcome: StitchOutcome, index: int) -> np.ndarray:
+    return outcome.planes[index]
+
+
+def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tuple[Any, Any, Any]:
+    """The stitched planes as lazy Dask arrays (image, mask, variance) whose chunks are the regions.
+
+    Mask and variance are None where the plan has none (plain arrays).
+    """
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    cell_name, region_name = _tokens()
+    graph = plan.cell_graph(cell_name)
+    regions, keys, rows = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, None)
+    graph.update(regions)
+    chunks = (tuple(row[0].getHeight() for row in rows), tuple(b.getWidth() for b in rows[0]))
+    wanted = [(0, dtype)]
+    if plan.input_mask() is not None:
+        wanted.append((1, np.dtype(np.int32)))
+    if plan.with_variance:
+        wanted.append((2, dtype))
+    out: list[Any] = [None, None, None]
+    for index, plane_dtype in wanted:
+        name = f"imr-plane{index}-{region_name}"
+        layer = {(name, i, j): (_plane_of, key, index) for key in keys for (_, i, j) in [key]}
+        hlg = HighLevelGraph.from_collections(name, {**graph, **layer}, dependencies=())
+        out[index] = da.Array(hlg, name, chunks=chunks, dtype=plane_dtype)
+    return out[0], out[1], out[2]

@@ -69,7 +69,7 @@ class SchedulerChoice:
         from distributed import as_completed
 
         futures = self.client.get(graph, keys, sync=False)
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=self.client.loop):
             value = future.result()
             future.release()
             yield value

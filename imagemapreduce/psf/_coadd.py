@@ -233,17 +233,18 @@ class CoaddPsf(Psf):
     @staticmethod
     def _weighted_mean(images: Sequence[ImageD], weights: Sequence[float]) -> ImageD:
         """Add images on the union of their boxes with weights, and normalise the sum to 1."""
-        union = Box2I()
-        for image in images:
-            union.include(image.getBBox())
-        result = ImageD(union)
-        origin = union.getBegin()
-        for image, weight in zip(images, weights, strict=True):
-            result.array[image.getBBox().slices(origin)] += weight * image.array
+        # Plain integer corners rather than Box2I arithmetic: with thousands of distinct component
+        # PSFs the per-image geometry objects would cost more than the pixels.
+        corners = np.array([(im.getX0(), im.getY0(), *im.array.shape) for im in images], dtype=np.int64)
+        x0, y0 = corners[:, 0].min(), corners[:, 1].min()
+        x1, y1 = (corners[:, 0] + corners[:, 3]).max(), (corners[:, 1] + corners[:, 2]).max()
+        total = np.zeros((y1 - y0, x1 - x0), dtype=np.float64)
+        for image, weight, (ix, iy, ny, nx) in zip(images, weights, corners.tolist(), strict=True):
+            total[iy - y0 : iy - y0 + ny, ix - x0 : ix - x0 + nx] += weight * image.array
         # Each component sums to 1, so this only removes rounding; it also keeps the promise for
         # a third-party component that is not normalised.
-        result.array /= result.array.sum()
-        return result
+        total /= total.sum()
+        return ImageD(total, xy0=Point2I(int(x0), int(y0)))
 
     def _combine(self, position: Point2D, kernel: bool) -> ImageD:
         weights = self._covering_weights(position)

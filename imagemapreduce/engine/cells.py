@@ -1,0 +1,190 @@
+"""What one cell task does: run the mapper (or function), check its result, time it.
+
+Each result is checked where it is produced, so an error names the cell. A `Piece` is the part of
+a result the stitcher needs: a box and its planes (variance and mask may be absent for plain arrays).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..geom import Box2I
+from ..image import Exposure
+from ..pipe_base import Struct
+from ..stitch import IMAGE_REDUCE_OPERATIONS
+
+__all__ = [
+    "CellFailure",
+    "CellOutcome",
+    "CellTask",
+    "ArrayCellTask",
+    "Piece",
+    "run_cell",
+    "run_array_cell",
+    "exposure_piece",
+    "array_piece",
+]
+
+
+class CellFailure(RuntimeError):
+    """A mapper raised on one cell; the message names the cell and the original exception."""
+
+
+class Piece(NamedTuple):
+    """The planes of one cell's result, covering ``bbox`` (parent coordinates)."""
+
+    bbox: Box2I
+    image: np.ndarray
+    variance: np.ndarray | None
+    mask: np.ndarray | None
+    psf: Any = None
+
+
+@dataclass
+class CellOutcome:
+    """What one cell task returns: the result and how long it took."""
+
+    index: int
+    box0: Box2I
+    result: Any
+    wall_time: float
+    cpu_time: float
+    worker: str
+
+    def summary(self) -> tuple[int, float, float, str]:
+        """(index, wall time, CPU time, worker): small enough to travel with a region's answer."""
+        return (self.index, self.wall_time, self.cpu_time, self.worker)
+
+
+def _worker_name() -> str:
+    return f"{os.getpid()}:{threading.current_thread().name}"
+
+
+def _fail(what: str, index: int, box0: Box2I, box1: Box2I, exc: BaseException) -> CellFailure:
+    return CellFailure(
+        f"{what} failed on cell {index} (box {box0}, expanded box {box1}): "
+        f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    )
+
+
+@dataclass
+class CellTask:
+    """One cell of an exposure map-reduce; kept in one object so Dask does not walk its contents."""
+
+    mapper: Any
+    index: int
+    box0: Box2I
+    box1: Box2I
+    full_bbox: Box2I
+    do_clone: bool
+    return_sub_images: bool
+    operation: str
+    kwargs: dict[str, Any]
+
+
+def run_cell(task: CellTask, expanded: Exposure) -> CellOutcome:
+    """Run the mapper on one cell (``expanded`` is its read-only expanded sub-exposure)."""
+    start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    if task.do_clone:
+        expanded = expanded.clone()
+    sub = expanded.subset(task.box0)
+    if task.do_clone:
+        sub = sub.clone()  # private copies that do not share pixels with each other either
+    try:
+        result = task.mapper.run(sub, expanded, task.full_bbox, **task.kwargs)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the cell named
+        raise _fail(f"mapper {type(task.mapper).__name__}", task.index, task.box0, task.box1, exc) from exc
+    if task.return_sub_images:
+        result.mergeItems(
+            Struct(inputSubExposure=sub, inputExpandedSubExposure=expanded),
+            "inputSubExposure",
+            "inputExpandedSubExposure",
+        )
+    if task.operation in IMAGE_REDUCE_OPERATIONS:
+        _check_exposure_result(task, result)
+    return CellOutcome(
+        task.index, task.box0, result, time.perf_counter() - start_wall, time.thread_time() - start_cpu, _worker_name()
+    )
+
+
+def _check_exposure_result(task: CellTask, result: Any) -> None:
+    item = getattr(result, "subExposure", None)
+    if not isinstance(item, Exposure):
+        raise TypeError(
+            f"Expecting an Exposure type, got {type(item)} from cell {task.index} (box {task.box0}). "
+            f'Consider using `reduceOperation="none"` to get the mapper results as a list.'
+        )
+    bbox = item.getBBox()
+    if not task.box1.contains(bbox):
+        raise ValueError(
+            f"mapper result for cell {task.index} has bbox {bbox}, outside its expanded cell {task.box1}; "
+            "return a subExposure within the expanded cell (the stitcher reads only those)"
+        )
+
+
+def exposure_piece(outcome: CellOutcome) -> Piece:
+    """The stitchable planes of an exposure mapper's result."""
+    item = outcome.result.subExposure
+    mi = item.maskedImage
+    return Piece(item.getBBox(), mi.image.array, mi.variance.array, mi.mask.array, item.getPsf())
+
+
+@dataclass
+class ArrayCellTask:
+    """One cell of a plain-array map-reduce: a function of the expanded cell's array."""
+
+    func: Callable[..., Any]
+    index: int
+    box0: Box2I
+    box1: Box2I
+    operation: str
+    kwargs: dict[str, Any]
+    geometry: tuple[str, ...] = ()
+    grid_index: tuple[int, int] | None = None
+    companion_names: tuple[str, ...] = field(default=())
+
+
+def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.ndarray) -> CellOutcome:
+    """Call the function on one expanded cell and keep the cell's core of its answer."""
+    start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    kwargs = dict(task.kwargs)
+    kwargs.update(zip(task.companion_names, companions))
+    geometry = {"cell_box": task.box0, "expanded_box": task.box1, "grid_index": task.grid_index}
+    kwargs.update({name: geometry[name] for name in task.geometry})
+    try:
+        result = task.func(expanded, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the cell named
+        raise _fail(f"function {getattr(task.func, '__name__', task.func)!r}", task.index, task.box0, task.box1, exc) from exc
+    if task.operation in IMAGE_REDUCE_OPERATIONS:
+        result = _core_of(task, result, expanded.shape)
+    return CellOutcome(
+        task.index, task.box0, result, time.perf_counter() - start_wall, time.thread_time() - start_cpu, _worker_name()
+    )
+
+
+def _core_of(task: ArrayCellTask, result: Any, expanded_shape: tuple[int, ...]) -> np.ndarray:
+    """The cell's core of a result the shape of the expanded cell (or the cell itself)."""
+    result = np.asarray(result)
+    cell_shape = (task.box0.getHeight(), task.box0.getWidth())
+    if result.shape == tuple(expanded_shape):
+        return result[task.box0.slices(task.box1.getBegin())]
+    if result.shape == cell_shape:
+        return result
+    raise ValueError(
+        f"function returned shape {result.shape} for cell {task.index} (box {task.box0}); it must return an "
+        f"array the shape of the expanded cell {tuple(expanded_shape)} (or of the cell {cell_shape}), or use "
+        'reduce="none" to collect arbitrary results'
+    )
+
+
+def array_piece(outcome: CellOutcome) -> Piece:
+    """The stitchable plane of a plain-array result (its core, covering the cell)."""
+    return Piece(outcome.box0, outcome.result, None, None)

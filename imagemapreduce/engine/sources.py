@@ -1,0 +1,155 @@
+"""Where a cell's pixels come from: a view of an in-memory array, or the blocks of a Dask array.
+
+A cell task never receives a whole image. For a numpy plane the graph holds a read-only view of
+the cell's expanded box (a view costs nothing in threads; pickling it for another process copies
+just the box). For a Dask plane the cell task depends on the few blocks that overlap its box and
+cuts the box out of them when it runs, so nothing is read before it is needed and the graph
+holds no pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..geom import Box2I, Point2I
+from ..image import Exposure, Image, Mask, MaskedImage
+
+__all__ = ["PlaneSource", "ExposureSource", "is_dask_array", "assemble_box"]
+
+
+def is_dask_array(array: Any) -> bool:
+    """Whether ``array`` is a Dask array (without importing dask.array when it is not)."""
+    return type(array).__module__.startswith("dask.array") and hasattr(array, "__dask_graph__")
+
+
+@dataclass(frozen=True)
+class BoxFromBlocks:
+    """How to cut one box out of the blocks of a Dask array that overlap it."""
+
+    shape: tuple[int, int]
+    # (row slice in the box, column slice in the box, row slice in the block, column slice in the block)
+    pieces: tuple[tuple[slice, slice, slice, slice], ...]
+    dtype: Any
+
+
+def assemble_box(spec: BoxFromBlocks, blocks: list[np.ndarray]) -> np.ndarray:
+    """Copy the overlapping parts of ``blocks`` into one array covering the box."""
+    if len(blocks) == 1:
+        rows, cols, brows, bcols = spec.pieces[0]
+        block = np.asarray(blocks[0])
+        if block[brows, bcols].shape == spec.shape:
+            return block[brows, bcols]
+    out = np.empty(spec.shape, dtype=spec.dtype)
+    for (rows, cols, brows, bcols), block in zip(spec.pieces, blocks):
+        out[rows, cols] = np.asarray(block)[brows, bcols]
+    return out
+
+
+class PlaneSource:
+    """One 2-d plane (numpy or Dask) whose pixel ``[0, 0]`` sits at parent coordinates ``origin``."""
+
+    def __init__(self, array: Any, origin: Point2I):
+        if array.ndim != 2:
+            raise ValueError(f"image planes must be 2-d, got shape {array.shape}")
+        self.array = array
+        self.origin = Point2I(origin)
+        self.lazy = is_dask_array(array)
+        if self.lazy:
+            self._row_edges = np.concatenate([[0], np.cumsum(array.chunks[0])])
+            self._col_edges = np.concatenate([[0], np.cumsum(array.chunks[1])])
+            self._name = array.name
+
+    def graph(self) -> dict:
+        """The Dask graph this plane's blocks come from (empty for numpy)."""
+        if not self.lazy:
+            return {}
+        return dict(self.array.__dask_graph__())
+
+    def cut(self, box: Box2I) -> Any:
+        """A read-only view of ``box`` (numpy), or a task that assembles it from blocks (Dask)."""
+        rows, cols = box.slices(self.origin)
+        if not self.lazy:
+            view = self.array[rows, cols]
+            if isinstance(view, np.ndarray):
+                view.flags.writeable = False
+            return view
+        return self._cut_lazy(rows, cols)
+
+    def _cut_lazy(self, rows: slice, cols: slice) -> tuple:
+        r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
+        bi0 = int(np.searchsorted(self._row_edges, r0, side="right")) - 1
+        bi1 = int(np.searchsorted(self._row_edges, r1, side="left")) - 1
+        bj0 = int(np.searchsorted(self._col_edges, c0, side="right")) - 1
+        bj1 = int(np.searchsorted(self._col_edges, c1, side="left")) - 1
+        pieces, keys = [], []
+        for bi in range(bi0, bi1 + 1):
+            top, bottom = self._row_edges[bi], self._row_edges[bi + 1]
+            lo_r, hi_r = max(r0, top), min(r1, bottom)
+            for bj in range(bj0, bj1 + 1):
+                left, right = self._col_edges[bj], self._col_edges[bj + 1]
+                lo_c, hi_c = max(c0, left), min(c1, right)
+                pieces.append(
+                    (
+                        slice(int(lo_r - r0), int(hi_r - r0)),
+                        slice(int(lo_c - c0), int(hi_c - c0)),
+                        slice(int(lo_r - top), int(hi_r - top)),
+                        slice(int(lo_c - left), int(hi_c - left)),
+                    )
+                )
+                keys.append((self._name, bi, bj))
+        spec = BoxFromBlocks((r1 - r0, c1 - c0), tuple(pieces), self.array.dtype)
+        return (assemble_box, spec, keys)
+
+
+@dataclass(frozen=True)
+class ExposureParts:
+    """What an exposure is besides its pixels: enough to rebuild a sub-exposure on a worker."""
+
+    cls: type
+    bbox: Box2I
+    psf: Any
+    wcs: Any
+    planes: dict[str, int]
+
+
+def build_exposure(parts: ExposureParts, image: np.ndarray, mask: np.ndarray, variance: np.ndarray) -> Exposure:
+    """Wrap the planes of one box as a read-only exposure."""
+    xy0 = parts.bbox.getBegin()
+    for array in (image, mask, variance):
+        if isinstance(array, np.ndarray) and array.flags.writeable and array.base is not None:
+            array.flags.writeable = False
+    mi = MaskedImage(Image(image, xy0=xy0), Mask(mask, xy0=xy0, planeDict=dict(parts.planes)), Image(variance, xy0=xy0))
+    return parts.cls(mi, psf=parts.psf, wcs=parts.wcs)
+
+
+class ExposureSource:
+    """The three planes of an exposure, cut per box (views in memory, block tasks when lazy)."""
+
+    def __init__(self, exposure: Exposure):
+        self.exposure = exposure
+        origin = exposure.getXY0()
+        self.planes = [PlaneSource(p.array, origin) for p in (exposure.image, exposure.mask, exposure.variance)]
+        self.lazy = any(p.lazy for p in self.planes)
+
+    def graph(self) -> dict:
+        """The Dask graphs of any lazy planes."""
+        graph: dict = {}
+        for plane in self.planes:
+            graph.update(plane.graph())
+        return graph
+
+    def cut(self, box: Box2I) -> Any:
+        """A read-only sub-exposure view of ``box``, or a task that builds one from blocks."""
+        if not self.lazy:
+            view = self.exposure.subset(box)
+            for plane in (view.image, view.mask, view.variance):
+                plane.array.flags.writeable = False
+            return view
+        parts = ExposureParts(
+            type(self.exposure), box, self.exposure.getPsf(), self.exposure.getWcs(),
+            self.exposure.mask.getMaskPlaneDict(),
+        )  # fmt: skip
+        return (build_exposure, parts, *(plane.cut(box) for plane in self.planes))

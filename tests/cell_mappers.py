@@ -1,0 +1,101 @@
+"""Mappers used by the tests (a module of its own so worker processes can import them)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import imagemapreduce as imr
+from imagemapreduce.pipe_base import Struct
+
+
+class CentreValueMapper(imr.ImageMapper):
+    """Add a value that depends on the cell's centre, poke NaN holes and set a mask bit.
+
+    Overlapping cells disagree, some pixels are invalid in some cells only, and masks differ:
+    everything the reducer has to get right.
+    """
+
+    _DefaultName = "test_CentreValueMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        out = subExposure.clone()
+        centre = subExposure.getBBox().getCenter()
+        out.image.array += np.float32(0.01 * centre.x + 0.1 * centre.y + kwargs.get("offset", 0.0))
+        out.variance.array *= np.float32(1.0 + 0.001 * centre.x)
+        h, w = out.image.array.shape
+        # NaN holes on a diagonal that moves with the cell, so neighbours cover each other's holes.
+        ys = np.arange(h)
+        xs = (ys * 3 + int(centre.x)) % w
+        out.image.array[ys, xs] = np.nan
+        if (int(centre.x) + int(centre.y)) % 3 == 0:
+            out.variance.array[0, :] = np.nan
+        out.mask.array[:, 0] |= out.mask.getPlaneBitMask("CR")
+        return Struct(subExposure=out)
+
+
+class ExpandedResultMapper(imr.ImageMapper):
+    """Return the whole expanded cell, scaled: results overlap far more than the cells do."""
+
+    _DefaultName = "test_ExpandedResultMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        out = expandedSubExposure.clone()
+        out.maskedImage *= 2.0
+        return Struct(subExposure=out)
+
+
+class EchoMapper(imr.ImageMapper):
+    """Return what it was given, for reduceOperation='none'."""
+
+    _DefaultName = "test_EchoMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        return Struct(
+            bbox=subExposure.getBBox(),
+            expandedBBox=expandedSubExposure.getBBox(),
+            fullBBox=fullBBox,
+            kwargs=dict(kwargs),
+            sum=float(np.sum(subExposure.image.array)),
+            writeable=bool(subExposure.image.array.flags.writeable),
+        )
+
+
+class InPlaceMapper(imr.ImageMapper):
+    """Write into the sub-exposure it was given (only legal with doClone=True)."""
+
+    _DefaultName = "test_InPlaceMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        subExposure.image.array += 1.0
+        return Struct(subExposure=subExposure)
+
+
+class FailingMapper(imr.ImageMapper):
+    """Raise on the cell whose box contains a given pixel."""
+
+    _DefaultName = "test_FailingMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        if subExposure.getBBox().contains(imr.Point2I(*kwargs.get("failAt", (0, 0)))):
+            raise ZeroDivisionError("boom in this cell")
+        return Struct(subExposure=subExposure)
+
+
+class NotAnExposureMapper(imr.ImageMapper):
+    """Return a number, which only reduceOperation='none' accepts."""
+
+    _DefaultName = "test_NotAnExposureMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        return Struct(subExposure=float(subExposure.image.array.sum()))
+
+
+class PsfPerCellMapper(imr.ImageMapper):
+    """Return a Gaussian PSF whose width depends on the cell, for reduceOperation='coaddPsf'."""
+
+    _DefaultName = "test_PsfPerCellMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        centre = subExposure.getBBox().getCenter()
+        sigma = 1.5 + centre.x / max(fullBBox.getWidth(), 1)
+        return Struct(psf=imr.GaussianPsf(21, 21, sigma), bbox=subExposure.getBBox())

@@ -1,0 +1,53 @@
+"""Shared fixtures: synthetic exposures and a real local Dask cluster on 127.0.0.1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import imagemapreduce as imr
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+def make_exposure(width=96, height=80, xy0=(0, 0), seed=0, dtype=np.float32, psf=True):
+    """A random exposure: noise image, positive variance, a few mask bits, a DoubleGaussianPsf."""
+    rng = np.random.default_rng(seed)
+    cls = imr.ExposureF if np.dtype(dtype) == np.float32 else imr.ExposureD
+    exp = cls(imr.Box2I(imr.Point2I(*xy0), imr.Extent2I(width, height)))
+    exp.image.array[...] = rng.normal(10.0, 3.0, size=(height, width))
+    exp.variance.array[...] = rng.uniform(0.5, 2.0, size=(height, width))
+    exp.mask.array[...] = np.where(rng.uniform(size=(height, width)) < 0.05, exp.mask.getPlaneBitMask("SAT"), 0)
+    if psf:
+        exp.setPsf(imr.DoubleGaussianPsf(11, 11, 2.0, 3.7))
+    return exp
+
+
+@pytest.fixture
+def exposure():
+    return make_exposure(xy0=(17, -5))
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A LocalCluster of two worker processes on 127.0.0.1, shut down after the session."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+    client = Client(cluster, set_as_default=False)
+    yield client
+    client.close()
+    cluster.close()
