@@ -222,7 +222,11 @@ class ImageMapReduceTask(Task):
         doClone = bool(kwargs.get("doClone", False))
         mapperKwargs = {k: v for k, v in kwargs.items() if k != "doClone"}
         operation = self.reducer.config.reduceOperation
-        plan = ExposurePlan(self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages)
+        makeWeighting = getattr(self.reducer.config, "makeWeighting", None)
+        plan = ExposurePlan(
+            self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages,
+            makeWeighting() if makeWeighting is not None else None,
+        )  # fmt: skip
         with self._chooseScheduler() as scheduler:
             self.metadata["scheduler"] = scheduler.describe()
             self.log.info("Reducer sub-task: %s", self.reducer._DefaultName)

@@ -10,8 +10,9 @@ import lsst.pex.config as pexConfig
 from .engine.sources import is_dask_array
 from .image import Exposure
 from .pipe_base import Struct, Task
-from .psf import CoaddPsf
-from .stitch import REDUCE_OPERATIONS, RegionAccumulator, RegionStats
+from .psf import CoaddPsf, WindowedCoaddPsf
+from .stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator
+from .weights import Weighting
 
 __all__ = ["ImageReducerConfig", "ImageReducer"]
 
@@ -40,6 +41,56 @@ class ImageReducerConfig(pexConfig.Config):
         doc="Mask planes to set for invalid pixels",
         default=("INVALID_MAPREDUCE", "BAD", "NO_DATA"),
     )
+    # -- not in LSST: weighted stitching for `average` ------------------------------------------
+    weighting = pexConfig.ChoiceField(
+        dtype=str,
+        doc="How overlapping cells are weighted by `average` (see imagemapreduce.weights).",
+        default="uniform",
+        allowed={
+            "uniform": "every valid contribution weighs the same (LSST's average, bit for bit)",
+            "linear": "triangular taper over each cell, highest at its centre",
+            "cosine": "Hann (sin^2) taper over each cell",
+            "gaussian": "Gaussian taper over each cell, sigma = gaussianWidth x the cell size",
+            "inverseVariance": "per pixel 1 / variance of each cell's result",
+            "custom": "the function named by weightFunction",
+        },
+    )
+    gaussianWidth = pexConfig.Field(
+        dtype=float, default=0.25, check=lambda w: w > 0,
+        doc="Sigma of the Gaussian taper as a fraction of the cell size",
+    )  # fmt: skip
+    weightFunction = pexConfig.Field(
+        dtype=str, optional=True, default=None,
+        doc="For weighting='custom': 'module:function', called as function(bbox, image, variance) -> weights",
+    )  # fmt: skip
+    weightedVariance = pexConfig.ChoiceField(
+        dtype=str, default="correlated",
+        doc="Variance of a weighted average: overlapping cells see the same input pixels, so by default their "
+        "errors are taken as correlated",
+        allowed={
+            "correlated": "sum(w v) / sum(w): exact for fully correlated errors; LSST's average for uniform w",
+            "independent": "sum(w^2 v) / sum(w)^2: for results with independent noise",
+        },
+    )  # fmt: skip
+
+    def validate(self) -> None:
+        """Check that weights are used only with `average`, and that a custom weighting has a function."""
+        super().validate()
+        if self.weighting != "uniform" and self.reduceOperation != "average":
+            raise pexConfig.FieldValidationError(
+                ImageReducerConfig.weighting, self,
+                f"weighting={self.weighting!r} applies to reduceOperation='average' only; "
+                f"got reduceOperation={self.reduceOperation!r}",
+            )  # fmt: skip
+        if self.weighting == "custom" and not self.weightFunction:
+            raise pexConfig.FieldValidationError(
+                ImageReducerConfig.weightFunction, self, "weighting='custom' needs weightFunction='module:function'"
+            )
+
+    def makeWeighting(self) -> Weighting:
+        """The `Weighting` these fields describe."""
+        function = _import_function(self.weightFunction) if self.weighting == "custom" else None
+        return Weighting(self.weighting, self.gaussianWidth, function, self.weightedVariance)
 
 
 class ImageReducer(Task):
@@ -73,14 +124,24 @@ class ImageReducer(Task):
         """Stitch the results into a new exposure with one whole-image region (LSST's serial loop)."""
         newExp, badBits = self.prepareOutput(exposure)
         mi = newExp.maskedImage
-        acc = RegionAccumulator(
-            newExp.getBBox(), mi.mask.array, newExp.dtype, self.config.reduceOperation,
-            mi.image.array, mi.variance.array,
-        )  # fmt: skip
+        weighting = self.config.makeWeighting()
+        operation = self.config.reduceOperation
+        if operation == "average" and not weighting.is_uniform:
+            acc = WeightedRegionAccumulator(
+                newExp.getBBox(), mi.mask.array, newExp.dtype, weighting, mi.image.array, mi.variance.array
+            )
+        else:
+            acc = RegionAccumulator(newExp.getBBox(), mi.mask.array, newExp.dtype, operation,
+                                    mi.image.array, mi.variance.array)  # fmt: skip
+        components = []
         for item in _sub_exposures(mapperResults):
-            acc.add(item.getBBox(), item.image.array, item.variance.array, item.mask.array)
+            weights = None
+            if isinstance(acc, WeightedRegionAccumulator):
+                weights = weighting.pixel_weights(item.getBBox(), item.image.array, item.variance.array)
+            acc.add(item.getBBox(), item.image.array, item.variance.array, item.mask.array, weights)
+            psf_weight = 1.0 if weights is None or weighting.is_window else weighting.psf_weight(weights)
+            components.append((item.getPsf(), item.getBBox(), psf_weight))
         stats = acc.finish(badBits)
-        components = [(item.getPsf(), item.getBBox()) for item in _sub_exposures(mapperResults)]
         return self.finishOutput(newExp, stats, components)
 
     def prepareOutput(self, exposure: Exposure) -> tuple[Exposure, int]:
@@ -97,8 +158,14 @@ class ImageReducer(Task):
             mask.addMaskPlane(name)
         return newExp, mask.getPlaneBitMask(list(self.config.badMaskPlanes))
 
-    def finishOutput(self, newExp: Exposure, stats: RegionStats, components: Sequence[tuple[Any, Any]]) -> Exposure:
-        """Log the overlap statistics and attach the CoaddPsf of the cells (sum and average)."""
+    def finishOutput(
+        self, newExp: Exposure, stats: RegionStats, components: Sequence[tuple[Any, Any, float]]
+    ) -> Exposure:
+        """Log the overlap statistics and attach the CoaddPsf of the cells (sum and average).
+
+        The CoaddPsf's weights follow the pixel weights: a taper window weighs each cell's PSF by
+        the window at the position asked for; other weightings by the cell's mean pixel weight.
+        """
         operation = self.config.reduceOperation
         if operation == "average" and stats.pixels:
             self.log.info("AVERAGE: Maximum overlap: %f", float(stats.max_count))
@@ -109,8 +176,13 @@ class ImageReducer(Task):
                 float(stats.zero_pixels),
                 stats.zero_pixels * 100.0 / stats.pixels,
             )
-        if operation in ("sum", "average") and components:
-            newExp.setPsf(CoaddPsf([(psf, bbox, 1.0) for psf, bbox in components if psf is not None]))
+        usable = [c for c in components if c[0] is not None and c[2] > 0]
+        if operation in ("sum", "average") and usable:
+            weighting = self.config.makeWeighting() if operation == "average" else Weighting()
+            if weighting.is_window:
+                newExp.setPsf(WindowedCoaddPsf(usable, weighting))
+            else:
+                newExp.setPsf(CoaddPsf(usable))
         return newExp
 
     def _constructPsf(self, mapperResults: Sequence[Struct], exposure: Exposure) -> CoaddPsf:
@@ -144,3 +216,16 @@ def _sub_exposures(mapperResults: Sequence[Struct]) -> list[Exposure]:
             )
         items.append(item)
     return items
+
+
+def _import_function(path: str) -> Any:
+    """Import ``'package.module:function'``; a clear error when it cannot be found."""
+    import importlib
+
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"weightFunction must look like 'package.module:function', got {path!r}")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import weightFunction {path!r}: {exc}") from exc

@@ -95,8 +95,12 @@ class RegionAccumulator:
         if self.operation == "average":
             self.count = np.zeros(shape, dtype=np.int32)
 
-    def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None) -> None:
-        """Add one cell's result (planes covering ``bbox``) to the part of the region it overlaps."""
+    def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
+            weights: None = None) -> None:  # fmt: skip
+        """Add one cell's result (planes covering ``bbox``) to the part of the region it overlaps.
+
+        ``weights`` is accepted for symmetry with `WeightedRegionAccumulator` and must be None.
+        """
         overlap = bbox.clipped_to(self.bbox)
         if overlap.isEmpty():
             return
@@ -133,6 +137,79 @@ class RegionAccumulator:
             plane[zero] = np.nan
         if self.mask is not None:
             self.mask[zero] |= bad_bits
+        return RegionStats(
+            max_count=int(self.count.max()) if self.count.size else 0,
+            min_count=int(self.count.min()) if self.count.size else 0,
+            sum_count=int(self.count.sum(dtype=np.int64)),
+            zero_pixels=int(zero.sum()),
+            pixels=int(self.count.size),
+        )
+
+
+@dataclass
+class WeightedRegionAccumulator:
+    """An ``average`` with per-pixel weights (taper windows, inverse variance, a user function).
+
+    Each valid pixel adds ``w * image`` and ``w * variance`` (or ``w**2 * variance`` for
+    independent errors) in float64; `finish` divides by the sum of weights. Pixels whose weights
+    sum to zero (no valid, weighted contribution) become NaN and get the bad-pixel bits. Masks are
+    ORed from every overlapping cell, as in LSST's average.
+    """
+
+    bbox: Box2I
+    mask: np.ndarray | None
+    dtype: Any
+    weighting: Any
+    image: np.ndarray | None = None
+    variance: np.ndarray | None = None
+    with_variance: bool = True
+
+    def __post_init__(self) -> None:
+        shape = (self.bbox.getHeight(), self.bbox.getWidth())
+        self.sum_weights = np.zeros(shape)
+        self.sum_image = np.zeros(shape)
+        self.sum_variance = np.zeros(shape) if self.with_variance else None
+        self.count = np.zeros(shape, dtype=np.int32)
+        if self.image is None:
+            self.image = np.empty(shape, dtype=self.dtype)
+        if self.with_variance and self.variance is None:
+            self.variance = np.empty(shape, dtype=self.dtype)
+
+    def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
+            weights: np.ndarray | None = None) -> None:  # fmt: skip
+        """Add one cell's result; ``weights`` are its pixel weights over the whole of ``bbox``."""
+        overlap = bbox.clipped_to(self.bbox)
+        if overlap.isEmpty():
+            return
+        cell = overlap.slices(bbox.getBegin())
+        here = overlap.slices(self.bbox.getBegin())
+        if weights is None:
+            weights = self.weighting.pixel_weights(bbox, image, variance)
+        w = weights[cell]
+        patch_image = image[cell].astype(np.float64)
+        patch_variance = variance[cell].astype(np.float64) if self.with_variance else None
+        valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
+        w = np.where(valid, w, 0.0)
+        self.sum_weights[here] += w
+        self.sum_image[here] += np.where(valid, w * patch_image, 0.0)
+        if self.with_variance:
+            factor = w * w if self.weighting.variance_formula == "independent" else w
+            self.sum_variance[here] += np.where(valid, factor * patch_variance, 0.0)
+        self.count[here] += valid
+        if self.mask is not None and mask is not None:
+            self.mask[here] |= mask[cell]
+
+    def finish(self, bad_bits: int) -> RegionStats:
+        """Divide by the summed weights; flag pixels with none."""
+        zero = self.sum_weights == 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.image[...] = np.where(zero, np.nan, self.sum_image / self.sum_weights)
+            if self.with_variance:
+                norm = self.sum_weights**2 if self.weighting.variance_formula == "independent" else self.sum_weights
+                self.variance[...] = np.where(zero, np.nan, self.sum_variance / norm)
+        if self.mask is not None:
+            nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
+            self.mask[nan | zero] |= bad_bits
         return RegionStats(
             max_count=int(self.count.max()) if self.count.size else 0,
             min_count=int(self.count.min()) if self.count.size else 0,

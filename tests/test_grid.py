@@ -29,6 +29,7 @@ from imagemapreduce import (  # noqa: E402
     ImageMapper,
     ImageMapReduceConfig,
     ImageMapReduceTask,
+    Quadrupole,
 )
 from imagemapreduce.geom import Box2I, Extent2I, Point2D, Point2I  # noqa: E402
 from imagemapreduce.grid import (  # noqa: E402
@@ -50,7 +51,9 @@ PROPERTY_SETTINGS = settings(max_examples=100, deadline=None, database=None)
 # -- the reference: LSST's serial loop ---------------------------------------------------------------
 def lsst_fwhm(psf) -> float:
     """LSST: determinant radius of the PSF shape at its average position x 2 sqrt(2 ln 2)."""
-    return psf.computeShape(psf.getAveragePosition()).getDeterminantRadius() * 2.0 * np.sqrt(2.0 * np.log(2.0))
+    return (
+        psf.computeShape(psf.getAveragePosition()).getDeterminantRadius() * 2.0 * np.sqrt(2.0 * np.log(2.0))
+    )
 
 
 def reference_grid(
@@ -150,7 +153,7 @@ def reference_grid(
 
 
 def reference_for_task(exposure, config: ImageMapReduceConfig, forceEvenSized: bool = False):
-    """The reference grid for a task's config and an exposure."""
+    """Return the reference grid for a task's config and an exposure."""
     given = config.cellCentroidsX is not None and len(config.cellCentroidsX) > 0
     fwhm = lsst_fwhm(exposure.getPsf()) if (config.scaleByFwhm and not given) else None
     return reference_grid(
@@ -235,7 +238,9 @@ PSF = GaussianPsf(21, 21, 1.5)  # FWHM ~ 3.53 pixels: scaled sizes are not whole
 @pytest.mark.parametrize("adjust", ["spacing", "size", "none"])
 def test_grid_matches_lsst_loop(adjust, scaleByFwhm, width, height, xy0, cells, forceEvenSized):
     names = ("cellSizeX", "cellSizeY", "gridStepX", "gridStepY", "borderSizeX", "borderSizeY")
-    config = make_config(adjustGridOption=adjust, scaleByFwhm=scaleByFwhm, **dict(zip(names, cells)))
+    config = make_config(
+        adjustGridOption=adjust, scaleByFwhm=scaleByFwhm, **dict(zip(names, cells, strict=True))
+    )
     exposure = make_exposure(width, height, xy0, psf=PSF)
     task = ImageMapReduceTask(config=config)
 
@@ -252,7 +257,7 @@ def test_grid_matches_lsst_loop(adjust, scaleByFwhm, width, height, xy0, cells, 
     assert boxes1 == ref1
     assert all(type(b) is Box2I for b in boxes0 + boxes1)
     bbox = exposure.getBBox()
-    for b0, b1 in zip(boxes0, boxes1):
+    for b0, b1 in zip(boxes0, boxes1, strict=True):
         assert bbox.contains(b0) and bbox.contains(b1) and b1.contains(b0)
         if forceEvenSized:
             assert b0.getWidth() % 2 == b0.getHeight() % 2 == b1.getWidth() % 2 == b1.getHeight() % 2 == 0
@@ -282,9 +287,16 @@ def test_given_centroids_match_lsst_loop(scaleByFwhm, xs, ys, sizes, forceEvenSi
     cellX, cellY, borderX, borderY = sizes
     # Given centroids ignore scaleByFwhm and the grid options (and need no PSF).
     config = make_config(
-        cellCentroidsX=xs, cellCentroidsY=ys, cellSizeX=cellX, cellSizeY=cellY,
-        borderSizeX=borderX, borderSizeY=borderY, scaleByFwhm=scaleByFwhm, gridStepX=1.0, gridStepY=99.0,
-    )  # fmt: skip
+        cellCentroidsX=xs,
+        cellCentroidsY=ys,
+        cellSizeX=cellX,
+        cellSizeY=cellY,
+        borderSizeX=borderX,
+        borderSizeY=borderY,
+        scaleByFwhm=scaleByFwhm,
+        gridStepX=1.0,
+        gridStepY=99.0,
+    )
     exposure = make_exposure(97, 61, (100, 37))
     task = ImageMapReduceTask(config=config)
     expected = outcome(lambda: reference_for_task(exposure, config, forceEvenSized))
@@ -295,8 +307,14 @@ def test_given_centroids_match_lsst_loop(scaleByFwhm, xs, ys, sizes, forceEvenSi
 
 
 def test_given_centroids_one_cell_per_pair_relative_to_begin():
-    config = make_config(cellCentroidsX=[10.0, 40.7], cellCentroidsY=[20.0, 5.2], cellSizeX=6.9, cellSizeY=4.0,
-                         borderSizeX=2.0, borderSizeY=3.0)  # fmt: skip
+    config = make_config(
+        cellCentroidsX=[10.0, 40.7],
+        cellCentroidsY=[20.0, 5.2],
+        cellSizeX=6.9,
+        cellSizeY=4.0,
+        borderSizeX=2.0,
+        borderSizeY=3.0,
+    )
     task = ImageMapReduceTask(config=config)
     boxes0, boxes1 = task._generateGrid(make_exposure(60, 50, (100, 37)))
     # int(6.9) = 6: starts at begin + floor(c) - 3
@@ -306,8 +324,14 @@ def test_given_centroids_one_cell_per_pair_relative_to_begin():
 
 def test_empty_cells_from_centroids_have_no_even_size_error():
     """A cell size that truncates to 0 gives empty cells and empty expanded cells, as in LSST."""
-    config = make_config(cellCentroidsX=[5.0], cellCentroidsY=[2.0], cellSizeX=0.5, cellSizeY=5.0,
-                         borderSizeX=1.0, borderSizeY=1.0)  # fmt: skip
+    config = make_config(
+        cellCentroidsX=[5.0],
+        cellCentroidsY=[2.0],
+        cellSizeX=0.5,
+        cellSizeY=5.0,
+        borderSizeX=1.0,
+        borderSizeY=1.0,
+    )
     exposure = make_exposure(10, 5)
     assert reference_for_task(exposure, config, forceEvenSized=True) == ([], [])
     task = ImageMapReduceTask(config=config)
@@ -316,7 +340,8 @@ def test_empty_cells_from_centroids_have_no_even_size_error():
 
 # -- grid functions on their own ---------------------------------------------------------------------
 def test_rescale_rounds_half_to_even():
-    assert [rescale(v, None, "cellSizeX") for v in (1.5, 2.5, 3.5, 10.49, 10.5, 11.5)] == [2, 2, 4, 10, 10, 12]
+    values = (1.5, 2.5, 3.5, 10.49, 10.5, 11.5)
+    assert [rescale(v, None, "cellSizeX") for v in values] == [2, 2, 4, 10, 10, 12]
     assert rescale(2.5, 2.0, "cellSizeX") == 5
     assert rescale(1.25, 2.0, "gridStepX") == 2  # 2.5 -> 2
     assert rescale(1.75, 2.0, "gridStepX") == 4  # 3.5 -> 4
@@ -401,6 +426,36 @@ def test_lsst_defaults_on_128x128_double_gaussian():
     assert boxes1[4].getDimensions() == Extent2I(95, 95)
 
 
+class _EllipticalPsf:
+    """A stub PSF whose shape is elliptical and depends on where it is computed."""
+
+    def getAveragePosition(self):
+        return Point2D(30.0, 40.0)
+
+    def computeShape(self, position):
+        # Elongated: the trace radius (sqrt((ixx + iyy) / 2)) differs from the determinant radius.
+        scale = 1.0 if (position.getX(), position.getY()) == (30.0, 40.0) else 3.0
+        return Quadrupole(9.0 * scale, 1.0 * scale, 0.5 * scale)
+
+
+def test_fwhm_is_determinant_radius_at_average_position():
+    psf = _EllipticalPsf()
+    shape = Quadrupole(9.0, 1.0, 0.5)
+    assert shape.getDeterminantRadius() != pytest.approx(shape.getTraceRadius(), rel=0.01)
+    assert psf_fwhm(psf) == pytest.approx(shape.getDeterminantRadius() * FWHM_FACTOR, rel=1e-12)
+    config = make_config(
+        cellSizeX=4.0, cellSizeY=3.0, gridStepX=4.0, gridStepY=3.0, borderSizeX=1.0, borderSizeY=2.0
+    )
+    exposure = make_exposure(90, 70, (100, 37), psf=psf)
+    task = ImageMapReduceTask(config=config)
+    boxes0, boxes1 = task._generateGrid(exposure)
+    assert (boxes0, boxes1) == reference_for_task(exposure, config)
+    # FWHM = 1.7199 x 2.3548 = 4.050: the first cell is rint(4 x 4.05) x rint(3 x 4.05) = 16 x 12
+    fwhm = psf_fwhm(psf)
+    assert fwhm == pytest.approx(4.050044, abs=1e-6)
+    assert boxes0[0].getDimensions() == Extent2I(16, 12)
+
+
 def test_scaling_is_logged(caplog):
     task = ImageMapReduceTask(config=make_config())
     with caplog.at_level("INFO", logger=task.log.name):
@@ -439,7 +494,9 @@ def _boxes_of_different_lengths():
 
 
 def _even_impossible_width_one():
-    task = ImageMapReduceTask(config=make_config(scaleByFwhm=False, cellSizeX=4.0, gridStepX=4.0, borderSizeX=1.0))
+    task = ImageMapReduceTask(
+        config=make_config(scaleByFwhm=False, cellSizeX=4.0, gridStepX=4.0, borderSizeX=1.0)
+    )
     task._generateGrid(make_exposure(1, 6), forceEvenSized=True)
 
 
@@ -449,7 +506,9 @@ def _even_impossible_odd_width_equal_to_box():
 
 
 def _cell_rounds_to_zero():
-    ImageMapReduceTask(config=make_config(scaleByFwhm=False, cellSizeY=0.3))._generateGrid(make_exposure(20, 20))
+    ImageMapReduceTask(config=make_config(scaleByFwhm=False, cellSizeY=0.3))._generateGrid(
+        make_exposure(20, 20)
+    )
 
 
 def _step_scaled_to_zero():
@@ -493,7 +552,9 @@ ERRORS = [
     pytest.param(FieldValidationError, "cellSizeX", _set_field("cellSizeX", -4.0), id="cellSizeX<0"),
     pytest.param(FieldValidationError, "gridStepY", _set_field("gridStepY", 0.0), id="gridStepY=0"),
     pytest.param(FieldValidationError, "borderSizeX", _set_field("borderSizeX", -1.0), id="borderSizeX<0"),
-    pytest.param(FieldValidationError, "adjustGridOption", _set_field("adjustGridOption", "bogus"), id="bogus"),
+    pytest.param(
+        FieldValidationError, "adjustGridOption", _set_field("adjustGridOption", "bogus"), id="bogus"
+    ),
     pytest.param(TypeError, "abstract", _abstract_default_mapper, id="abstract-default-mapper"),
     pytest.param(TypeError, "abstract", _abstract_subclass_mapper, id="abstract-subclass-mapper"),
 ]
@@ -599,7 +660,9 @@ def test_cells_cover_every_pixel(params):
     full = boxes_to_array([bbox])[0]
     for boxes in (grid.cells, grid.expanded):
         assert (boxes[:, :2] >= full[:2]).all() and (boxes[:, 2:] <= full[2:]).all()
-    assert (grid.expanded[:, :2] <= grid.cells[:, :2]).all() and (grid.expanded[:, 2:] >= grid.cells[:, 2:]).all()
+    assert (grid.expanded[:, :2] <= grid.cells[:, :2]).all() and (
+        grid.expanded[:, 2:] >= grid.cells[:, 2:]
+    ).all()
 
 
 @PROPERTY_SETTINGS
@@ -625,10 +688,14 @@ _BORDERS = st.one_of(st.integers(1, 40).map(lambda n: n / 2), st.floats(0.01, 20
 def test_task_matches_lsst_loop_with_float_config(params, values, force_even):
     bbox, _, _, _, adjust = params
     names = ("cellSizeX", "cellSizeY", "gridStepX", "gridStepY", "borderSizeX", "borderSizeY")
-    fields = dict(zip(names, values))
+    fields = dict(zip(names, values, strict=True))
     # Keep at most ~17 cells per axis so the serial reference stays quick.
-    for name, length in (("cellSizeX", bbox.getWidth()), ("gridStepX", bbox.getWidth()),
-                         ("cellSizeY", bbox.getHeight()), ("gridStepY", bbox.getHeight())):  # fmt: skip
+    for name, length in (
+        ("cellSizeX", bbox.getWidth()),
+        ("gridStepX", bbox.getWidth()),
+        ("cellSizeY", bbox.getHeight()),
+        ("gridStepY", bbox.getHeight()),
+    ):
         fields[name] = max(fields[name], length / 16)
     config = make_config(scaleByFwhm=False, adjustGridOption=adjust, **fields)
     exposure = ExposureF(bbox)
@@ -642,7 +709,9 @@ def test_task_matches_lsst_loop_with_float_config(params, values, force_even):
 @given(
     st.integers(2, 120),
     st.integers(2, 120),
-    st.lists(st.tuples(st.floats(-50, 200, allow_nan=False), st.floats(-50, 200, allow_nan=False)), max_size=30),
+    st.lists(
+        st.tuples(st.floats(-50, 200, allow_nan=False), st.floats(-50, 200, allow_nan=False)), max_size=30
+    ),
     st.integers(1, 40),
     st.integers(1, 40),
     st.integers(0, 15),
@@ -653,9 +722,23 @@ def test_given_centroids_property(width, height, centroids, cw, ch, bx, by, forc
     bbox = Box2I(Point2I(100, 37), Extent2I(width, height))
     xs = [c[0] for c in centroids]
     ys = [c[1] for c in centroids]
-    expected = outcome(lambda: reference_grid(bbox, cw, ch, 0, 0, bx, by, cellCentroidsX=xs or [0.0],
-                                              cellCentroidsY=ys or [0.0], forceEvenSized=force_even))  # fmt: skip
-    got = outcome(lambda: cell_boxes(bbox, np.array(xs or [0.0]), np.array(ys or [0.0]), (cw, ch), (bx, by), force_even))
+    expected = outcome(
+        lambda: reference_grid(
+            bbox,
+            cw,
+            ch,
+            0,
+            0,
+            bx,
+            by,
+            cellCentroidsX=xs or [0.0],
+            cellCentroidsY=ys or [0.0],
+            forceEvenSized=force_even,
+        )
+    )
+    got = outcome(
+        lambda: cell_boxes(bbox, np.array(xs or [0.0]), np.array(ys or [0.0]), (cw, ch), (bx, by), force_even)
+    )
     if expected[0] == "raises":
         assert got == expected
     else:
@@ -689,11 +772,11 @@ def test_plot_boxes_draws_every_skipth_cell(skip):
         assert ax.get_xlim() == (bbox.getBeginX(), bbox.getEndX())
         assert ax.get_ylim() == (bbox.getBeginY(), bbox.getEndY())
         # Each dashed outline goes through the corners of its cell, closing on the first.
-        for line, box in zip(dashed, task.boxes0[::skip]):
+        for line, box in zip(dashed, task.boxes0[::skip], strict=True):
             xs, ys = line.get_data()
             corners = [(p.getX(), p.getY()) for p in box.getCorners()]
-            assert list(zip(xs, ys)) == corners + corners[:1]
-        for line, box in zip(dotted, task.boxes1[::skip]):
+            assert list(zip(xs, ys, strict=True)) == corners + corners[:1]
+        for line, box in zip(dotted, task.boxes1[::skip], strict=True):
             xs, _ = line.get_data()
             assert (min(xs), max(xs)) == (box.getMinX(), box.getMaxX())
         # A cell and its expanded cell share a colour.
@@ -731,8 +814,18 @@ def test_hundred_thousand_cells():
     rng = np.random.default_rng(42)
     pick = np.sort(rng.choice(len(cx), 300, replace=False))
     pick = np.concatenate([[0, len(cx) - 1], pick])
-    ref0, ref1 = reference_grid(bbox, 11, 11, 0, 0, 4, 4, cellCentroidsX=list(cx[pick]),
-                                cellCentroidsY=list(cy[pick]), forceEvenSized=True)  # fmt: skip
+    ref0, ref1 = reference_grid(
+        bbox,
+        11,
+        11,
+        0,
+        0,
+        4,
+        4,
+        cellCentroidsX=list(cx[pick]),
+        cellCentroidsY=list(cy[pick]),
+        forceEvenSized=True,
+    )
     assert boxes_from_array(grid.cells[pick]) == ref0
     assert boxes_from_array(grid.expanded[pick]) == ref1
 

@@ -23,7 +23,8 @@ import numpy as np
 from ..geom import Box2I, Point2I
 from ..grid import CellGrid, boxes_from_array
 from ..image import Exposure
-from ..stitch import RegionAccumulator, RegionStats
+from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator
+from ..weights import Weighting
 from .cells import ArrayCellTask, CellOutcome, CellTask, Piece, array_piece, exposure_piece, run_array_cell, run_cell
 from .scheduling import SchedulerChoice
 from .sources import ExposureSource, PlaneSource
@@ -52,6 +53,7 @@ class ExposurePlan:
     operation: str
     do_clone: bool = False
     return_sub_images: bool = False
+    weighting: Weighting | None = None
     # Class attributes, not fields: how the stitcher reads this plan's results.
     extract = staticmethod(exposure_piece)
     with_variance = True
@@ -98,6 +100,7 @@ class ArrayPlan:
     companions: dict[str, Any] = field(default_factory=dict)
     geometry: tuple[str, ...] = ()
     grid_indices: np.ndarray | None = None
+    weighting: Weighting | None = None
     extract = staticmethod(array_piece)
     with_variance = False
 
@@ -149,6 +152,13 @@ class RegionTask:
     with_variance: bool
     home_cells: tuple[int, ...]
     out: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None
+    weighting: Weighting | None = None
+
+    def accumulator(self, image, mask, variance):
+        """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
+        if self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform:
+            return WeightedRegionAccumulator(self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance)
+        return RegionAccumulator(self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance)
 
 
 @dataclass
@@ -158,7 +168,7 @@ class StitchOutcome:
     bbox: Box2I
     stats: RegionStats
     summaries: list[Summary] = field(default_factory=list)
-    psf_components: list[tuple[Any, Box2I]] = field(default_factory=list)
+    psf_components: list[tuple[Any, Box2I, float]] = field(default_factory=list)
     planes: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
 
 
@@ -169,15 +179,18 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
     else:
         image, variance = None, None
         mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
-    acc = RegionAccumulator(task.bbox, mask, task.dtype, task.operation, image, variance, task.with_variance)
+    acc = task.accumulator(image, mask, variance)
+    weighted = isinstance(acc, WeightedRegionAccumulator)
     home = set(task.home_cells)
     summaries, components = [], []
     for outcome in outcomes:
         piece = task.extract(outcome)
-        acc.add(piece.bbox, piece.image, piece.variance, piece.mask)
+        weights = task.weighting.pixel_weights(piece.bbox, piece.image, piece.variance) if weighted else None
+        acc.add(piece.bbox, piece.image, piece.variance, piece.mask, weights)
         if outcome.index in home:
             summaries.append(outcome.summary())
-            components.append((piece.psf, piece.bbox))
+            psf_weight = 1.0 if weights is None or task.weighting.is_window else task.weighting.psf_weight(weights)
+            components.append((piece.psf, piece.bbox, psf_weight))
     stats = acc.finish(task.bad_bits)
     planes = None if task.out is not None else (acc.image, acc.mask, acc.variance)
     return StitchOutcome(task.bbox, stats, summaries, components, planes)
@@ -236,7 +249,7 @@ def _stitch_graph(
         for j, region in enumerate(row):
             task = RegionTask(
                 region, plan.operation, dtype, bad_bits, plan.extract, plan.with_variance,
-                tuple(home.get((i, j), ())), _output_views(output, region, bbox.getBegin()),
+                tuple(home.get((i, j), ())), _output_views(output, region, bbox.getBegin()), plan.weighting,
             )  # fmt: skip
             mask = mask_source.cut(region) if mask_source is not None else None
             cells = [(cell_name, k) for k in members.get((i, j), [])]
@@ -273,7 +286,7 @@ def execute_stitch(
     region_size: int,
     scheduler: SchedulerChoice,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[RegionStats, list[Summary], list[tuple[Any, Box2I]]]:
+) -> tuple[RegionStats, list[Summary], list[tuple[Any, Box2I, float]]]:
     """Map every cell and stitch the results into ``output`` (an exposure or a 2-d array) region by region.
 
     ``output`` must already hold a clone of the input's mask (it is the starting point of every

@@ -9,12 +9,14 @@ from ._base import Psf
 from ._coadd import CoaddPsf
 from ._gaussian import DoubleGaussianPsf, GaussianPsf
 from ._shape import Quadrupole, adaptive_moments
+from ._windowed import WindowedCoaddPsf
 
 __all__ = [
     "Psf",
     "GaussianPsf",
     "DoubleGaussianPsf",
     "CoaddPsf",
+    "WindowedCoaddPsf",
     "Quadrupole",
     "adaptive_moments",
 ]

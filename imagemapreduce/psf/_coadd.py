@@ -212,13 +212,17 @@ class CoaddPsf(Psf):
                 f"the CoaddPsf covers boxes {self._describe_boxes()}"
             )
         weights = np.bincount(
-            self._psf_index[covered], weights=self._weights[covered], minlength=len(self._psfs)
+            self._psf_index[covered], weights=self._component_weights(covered, pixel), minlength=len(self._psfs)
         )
         if not weights.sum() > 0:
             raise ValueError(
                 f"the component PSFs covering position ({position.x}, {position.y}) all have zero weight"
             )
         return weights
+
+    def _component_weights(self, covered: np.ndarray, pixel: Point2I) -> np.ndarray:
+        """The weights of the covering components at ``pixel`` (a hook for position-dependent weights)."""
+        return self._weights[covered]
 
     def _describe_boxes(self) -> str:
         shown = [str(self.getBBox(i)) for i in range(min(self.getComponentCount(), _BOXES_IN_MESSAGE))]

@@ -1,0 +1,166 @@
+"""Per-pixel weights for seamless stitching: taper windows, inverse variance, or a user function.
+
+LSST's ``average`` gives every overlapping cell the same weight, so wherever a mapper's answer
+changes from cell to cell the stitched image steps at cell edges. A taper window that falls off
+towards each cell's edges blends neighbours smoothly instead (as MONAI's Gaussian blending and
+tiler's windows do). Windows are sampled at pixel centres, ``u = (i + 0.5) / n``, so they are
+positive on every pixel of the cell: a pixel covered by a single cell keeps that cell's value
+after normalising by the sum of weights, and the image edge is never lost.
+
+Variance: overlapping cells are computed from the same input pixels, so their errors are
+correlated, not independent. The default (``"correlated"``) propagates the variance as the
+weighted mean of the cells' variances, ``sum(w v) / sum(w)``: exact when the cells' errors are
+fully correlated (as for the same input pixels passed through similar mappers), and reducing to
+LSST's ``average`` (``sum(v) / n``) for uniform weights. ``"independent"`` uses
+``sum(w^2 v) / sum(w)^2``, right only when overlapping results have independent noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .geom import Box2I
+
+__all__ = ["WEIGHTINGS", "VARIANCE_FORMULAS", "Weighting", "make_weighting", "window_1d"]
+
+#: Weighting names accepted by `make_weighting` (``"custom"`` is a callable).
+WEIGHTINGS = ("uniform", "linear", "cosine", "gaussian", "inverseVariance", "custom")
+#: How the variance of a weighted mean is propagated.
+VARIANCE_FORMULAS = ("correlated", "independent")
+_ALIASES = {
+    "uniform": "uniform",
+    "average": "uniform",
+    "linear": "linear",
+    "triangular": "linear",
+    "cosine": "cosine",
+    "hann": "cosine",
+    "gaussian": "gaussian",
+    "inverseVariance": "inverseVariance",
+    "inverse_variance": "inverseVariance",
+    "inverse-variance": "inverseVariance",
+}
+
+
+def window_1d(kind: str, n: int, gaussian_width: float = 0.25) -> np.ndarray:
+    """A taper window over ``n`` pixels, sampled at pixel centres; positive everywhere, peak 1.
+
+    Parameters
+    ----------
+    kind : {'linear', 'cosine', 'gaussian'}
+        Triangular, Hann (``sin^2``), or Gaussian with sigma ``gaussian_width * n``.
+    n : `int`
+        Number of pixels.
+    gaussian_width : `float`
+        Sigma of the Gaussian window as a fraction of the cell size.
+    """
+    u = (np.arange(n, dtype=np.float64) + 0.5) / n
+    return _window_of(kind, u, gaussian_width)
+
+
+def _window_of(kind: str, u: np.ndarray, gaussian_width: float) -> np.ndarray:
+    if kind == "linear":
+        return 1.0 - np.abs(2.0 * u - 1.0)
+    if kind == "cosine":
+        return np.sin(np.pi * u) ** 2
+    if kind == "gaussian":
+        return np.exp(-0.5 * ((u - 0.5) / gaussian_width) ** 2)
+    raise ValueError(f"unknown window {kind!r}; use 'linear', 'cosine' or 'gaussian'")
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """How each cell's result is weighted when cells overlap (picklable; travels to workers).
+
+    Parameters
+    ----------
+    kind : `str`
+        One of `WEIGHTINGS`.
+    gaussian_width : `float`
+        Sigma of the Gaussian window as a fraction of the cell size.
+    function : callable, optional
+        For ``kind="custom"``: ``function(bbox, image, variance) -> weights`` with ``bbox`` the
+        result's `Box2I` and the planes its arrays (variance None for plain arrays); it returns
+        non-negative weights the shape of ``image`` (or a scalar).
+    variance_formula : {'correlated', 'independent'}
+        How the output variance is propagated (see the module notes).
+    """
+
+    kind: str = "uniform"
+    gaussian_width: float = 0.25
+    function: Callable[..., Any] | None = None
+    variance_formula: str = "correlated"
+
+    def __post_init__(self) -> None:
+        if self.kind not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {self.kind!r}")
+        if self.kind == "custom" and not callable(self.function):
+            raise TypeError("a custom weighting needs a callable function(bbox, image, variance) -> weights")
+        if not (math.isfinite(self.gaussian_width) and self.gaussian_width > 0):
+            raise ValueError(f"gaussian_width must be a positive fraction of the cell size, got {self.gaussian_width}")
+        if self.variance_formula not in VARIANCE_FORMULAS:
+            raise ValueError(f"variance_formula must be one of {VARIANCE_FORMULAS}; got {self.variance_formula!r}")
+
+    @property
+    def is_uniform(self) -> bool:
+        """Whether this is LSST's plain average (stitched by the exact LSST path)."""
+        return self.kind == "uniform"
+
+    @property
+    def is_window(self) -> bool:
+        """Whether the weight depends only on the position within the result's box."""
+        return self.kind in ("linear", "cosine", "gaussian")
+
+    def pixel_weights(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None) -> np.ndarray:
+        """Weights (float64, the shape of ``image``) of one result covering ``bbox``."""
+        if self.is_window:
+            wy = window_1d(self.kind, bbox.getHeight(), self.gaussian_width)
+            wx = window_1d(self.kind, bbox.getWidth(), self.gaussian_width)
+            return np.outer(wy, wx)
+        if self.kind == "inverseVariance":
+            if variance is None:
+                raise ValueError("inverse-variance weighting needs a variance plane; plain arrays have none")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                weights = 1.0 / variance.astype(np.float64)
+            # Zero, negative or NaN variance carries no usable weight.
+            return np.where(np.isfinite(weights) & (weights > 0), weights, 0.0)
+        if self.kind == "custom":
+            weights = np.asarray(self.function(bbox, image, variance), dtype=np.float64)
+            weights = np.broadcast_to(weights, image.shape)
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+                raise ValueError(f"the weight function returned negative or non-finite weights for the cell at {bbox}")
+            return weights
+        return np.ones(image.shape)
+
+    def psf_weight(self, weights: np.ndarray) -> float:
+        """The scalar weight of a cell's PSF in the output CoaddPsf: its mean pixel weight."""
+        return float(np.mean(weights)) if weights.size else 0.0
+
+    def window_at(self, bboxes: np.ndarray, x: float, y: float) -> np.ndarray:
+        """The window value at pixel (x, y) of each box in an ``(n, 4)`` array (for the CoaddPsf)."""
+        width = bboxes[:, 2] - bboxes[:, 0] + 1
+        height = bboxes[:, 3] - bboxes[:, 1] + 1
+        u = (x - bboxes[:, 0] + 0.5) / width
+        v = (y - bboxes[:, 1] + 0.5) / height
+        return _window_of(self.kind, u, self.gaussian_width) * _window_of(self.kind, v, self.gaussian_width)
+
+
+def make_weighting(weights: Any = "uniform", *, gaussian_width: float = 0.25, variance_formula: str = "correlated") -> Weighting:
+    """Turn a user's ``weights`` argument (a name, a callable or a `Weighting`) into a `Weighting`."""
+    if isinstance(weights, Weighting):
+        return weights
+    if callable(weights):
+        return Weighting("custom", gaussian_width, weights, variance_formula)
+    if isinstance(weights, str):
+        kind = _ALIASES.get(weights)
+        if kind is None:
+            raise ValueError(
+                f"unknown weights {weights!r}; use 'uniform', 'linear', 'cosine', 'gaussian', 'inverseVariance' "
+                "or a function(bbox, image, variance) -> weights"
+            )
+        return Weighting(kind, gaussian_width, None, variance_formula)
+    raise TypeError(f"weights must be a name, a callable or a Weighting, not {type(weights).__name__}")
