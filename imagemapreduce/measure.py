@@ -78,9 +78,9 @@ def measure_star_widths(
     exposure: Exposure,
     stars: Any,
     *,
-    stamp_radius: int = 20,
-    aperture_radius: float = 12.0,
-    sky_annulus: tuple[float, float] = (15.0, 20.0),
+    stamp_radius: int = 15,
+    aperture_radius: float = 9.0,
+    sky_annulus: tuple[float, float] = (11.0, 15.0),
     isolated_only: bool = True,
     isolation_radius: float | None = None,
     bad_mask_planes: Sequence[str] = DEFAULT_BAD_PLANES,
@@ -105,7 +105,8 @@ def measure_star_widths(
     isolated_only : `bool`
         Skip stars with another star within ``isolation_radius``.
     isolation_radius : `float`, optional
-        Default: ``stamp_radius``, so that no other star falls in the stamp.
+        Default: ``sky_annulus[1] + aperture_radius``, so that no other star's aperture reaches
+        into this star's sky annulus.
     bad_mask_planes : sequence of `str`
         Skip stars with any stamp pixel in these planes (unknown planes are ignored).
     min_snr : `float`
@@ -127,7 +128,8 @@ def measure_star_widths(
     x, y, saturated = _positions(stars)
     usable = ~saturated
     if isolated_only:
-        usable &= _isolated(x, y, float(stamp_radius if isolation_radius is None else isolation_radius))
+        radius = r_out + aperture_radius if isolation_radius is None else isolation_radius
+        usable &= _isolated(x, y, float(radius))
     mask_plane = exposure.mask
     known = mask_plane.getMaskPlaneDict()
     bad_bits = mask_plane.getPlaneBitMask([p for p in bad_mask_planes if p in known]) if bad_mask_planes else 0

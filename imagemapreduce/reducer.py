@@ -56,7 +56,7 @@ class ImageReducerConfig(pexConfig.Config):
         },
     )
     gaussianWidth = pexConfig.Field(
-        dtype=float, default=0.25, check=lambda w: w > 0,
+        dtype=float, default=0.125, check=lambda w: w > 0,
         doc="Sigma of the Gaussian taper as a fraction of the cell size",
     )  # fmt: skip
     weightFunction = pexConfig.Field(

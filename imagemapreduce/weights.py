@@ -46,7 +46,7 @@ _ALIASES = {
 }
 
 
-def window_1d(kind: str, n: int, gaussian_width: float = 0.25) -> np.ndarray:
+def window_1d(kind: str, n: int, gaussian_width: float = 0.125) -> np.ndarray:
     """A taper window over ``n`` pixels, sampled at pixel centres; positive everywhere, peak 1.
 
     Parameters
@@ -91,7 +91,7 @@ class Weighting:
     """
 
     kind: str = "uniform"
-    gaussian_width: float = 0.25
+    gaussian_width: float = 0.125
     function: Callable[..., Any] | None = None
     variance_formula: str = "correlated"
 
@@ -149,7 +149,7 @@ class Weighting:
         return _window_of(self.kind, u, self.gaussian_width) * _window_of(self.kind, v, self.gaussian_width)
 
 
-def make_weighting(weights: Any = "uniform", *, gaussian_width: float = 0.25, variance_formula: str = "correlated") -> Weighting:
+def make_weighting(weights: Any = "uniform", *, gaussian_width: float = 0.125, variance_formula: str = "correlated") -> Weighting:
     """Turn a user's ``weights`` argument (a name, a callable or a `Weighting`) into a `Weighting`."""
     if isinstance(weights, Weighting):
         return weights

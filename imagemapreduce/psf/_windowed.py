@@ -16,7 +16,7 @@ __all__ = ["WindowedCoaddPsf"]
 
 def _rebuild_windowed(psfs, psf_index, bboxes, weights, weighting) -> WindowedCoaddPsf:
     self = WindowedCoaddPsf._from_arrays(psfs, psf_index, bboxes, weights)
-    self._weighting = weighting
+    object.__setattr__(self, "_weighting", weighting)
     return self
 
 
@@ -41,7 +41,7 @@ class WindowedCoaddPsf(CoaddPsf):
         if not weighting.is_window:
             raise ValueError(f"WindowedCoaddPsf needs a taper window weighting, not {weighting.kind!r}")
         super().__init__(components)
-        self._weighting = weighting
+        object.__setattr__(self, "_weighting", weighting)
 
     def _component_weights(self, covered: np.ndarray, pixel: Point2I) -> np.ndarray:
         window = self._weighting.window_at(self._bboxes[covered], pixel.x, pixel.y)
