@@ -8,7 +8,7 @@ from typing import Any
 import lsst.pex.config as pexConfig
 import numpy as np
 
-from .engine import ExposurePlan, choose_scheduler, execute_cells, execute_stitch
+from .engine import ExposurePlan, FailurePolicy, choose_scheduler, companion_images, execute_cells, execute_stitch
 from .geom import Box2I
 from .grid import CellGrid, boxes_to_array, cell_boxes, grid_centroids, psf_fwhm, rescale
 from .image import Exposure
@@ -80,6 +80,20 @@ class ImageMapReduceConfig(pexConfig.Config):
     )  # fmt: skip
     numWorkers = pexConfig.Field(dtype=int, optional=True, default=None, check=_positive,
                                  doc="Threads or processes for the local schedulers (None: one per core).")  # fmt: skip
+    maskFailures = pexConfig.Field(
+        dtype=bool, default=False,
+        doc="If a mapper raises on a cell (after numRetries retries), finish the run anyway: the cell's pixels "
+        "that no other cell covers become NaN with the badMaskPlanes (INVALID_MAPREDUCE) set, and the result's "
+        "`failures` and the metadata list each failed cell. If False, the run fails naming the cell.",
+    )  # fmt: skip
+    numRetries = pexConfig.Field(dtype=int, default=0, check=lambda n: n >= 0,
+                                 doc="Times to retry a cell whose mapper raises (for flaky mappers)")  # fmt: skip
+    cutCompanions = pexConfig.Field(
+        dtype=bool, default=True,
+        doc="Cut images passed to run() as keyword arguments (an Exposure, MaskedImage or Image with the "
+        "exposure's bbox, e.g. template=) to each cell's expanded box before they travel to the mapper. "
+        "Mappers that address them by bbox see no difference.",
+    )  # fmt: skip
     stitchRegionSize = pexConfig.Field(
         dtype=int, default=1024, check=_positive,
         doc="Side in pixels of the output regions stitched as separate Dask tasks. Any value gives the "
@@ -219,35 +233,54 @@ class ImageMapReduceTask(Task):
         self.log.info("Mapper sub-task: %s", self.mapper._DefaultName)
         grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
         self.log.info("Processing %d sub-exposures", len(grid))
-        doClone = bool(kwargs.get("doClone", False))
-        mapperKwargs = {k: v for k, v in kwargs.items() if k != "doClone"}
         operation = self.reducer.config.reduceOperation
-        makeWeighting = getattr(self.reducer.config, "makeWeighting", None)
-        plan = ExposurePlan(
-            self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages,
-            makeWeighting() if makeWeighting is not None else None,
-        )  # fmt: skip
+        plan = self._makePlan(exposure, grid, kwargs, operation)
         with self._chooseScheduler() as scheduler:
             self.metadata["scheduler"] = scheduler.describe()
             self.log.info("Reducer sub-task: %s", self.reducer._DefaultName)
             if operation not in IMAGE_REDUCE_OPERATIONS or self._reducerIsCustom():
                 outcomes = execute_cells(plan, scheduler)
-                self._recordCells([o.summary() for o in outcomes])
-                return self.reducer.run([o.result for o in outcomes], exposure, **kwargs)
+                self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
+                result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs)
+                return self._withFailures(result, [o.failure for o in outcomes if o.failure])
             output, badBits = self.reducer.prepareOutput(exposure)
-            stats, summaries, components = execute_stitch(
-                plan, output, badBits, self.config.stitchRegionSize, scheduler
-            )
-        self._recordCells(summaries)
-        return Struct(exposure=self.reducer.finishOutput(output, stats, components))
+            report = execute_stitch(plan, output, badBits, self.config.stitchRegionSize, scheduler)
+        self._recordCells(report.summaries, report.failures)
+        result = Struct(exposure=self.reducer.finishOutput(output, report.stats, report.components))
+        return self._withFailures(result, report.failures)
+
+    def _makePlan(self, exposure: Exposure, grid: CellGrid, kwargs: dict[str, Any], operation: str) -> ExposurePlan:
+        """Everything the engine needs for one run, checked before any work starts."""
+        doClone = bool(kwargs.get("doClone", False))
+        mapperKwargs = {k: v for k, v in kwargs.items() if k != "doClone"}
+        companions = companion_images(mapperKwargs, exposure.getBBox()) if self.config.cutCompanions else {}
+        for name in companions:
+            del mapperKwargs[name]
+        makeWeighting = getattr(self.reducer.config, "makeWeighting", None)
+        return ExposurePlan(
+            self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages,
+            makeWeighting() if makeWeighting is not None else None,
+            FailurePolicy(self.config.numRetries, self.config.maskFailures), companions,
+        )  # fmt: skip
+
+    def _withFailures(self, result: Struct, failures: list) -> Struct:
+        """Attach the failed cells to the result when failures are masked."""
+        if self.config.maskFailures:
+            result.failures = list(failures)
+            for failure in failures:
+                self.log.warning("Masked failed %s", failure)
+        return result
 
     def _runMapper(self, exposure: Exposure, doClone: bool = False, **kwargs: Any) -> list[Struct]:
-        """Run the mapper on every cell (in parallel) and return the results in grid order."""
+        """Run the mapper on every cell (in parallel) and return the results in grid order.
+
+        With ``maskFailures``, a failed cell's result is None.
+        """
         grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
-        plan = ExposurePlan(self.mapper, exposure, grid, kwargs, "none", doClone, self.config.returnSubImages)
+        plan = self._makePlan(exposure, grid, {**kwargs, "doClone": doClone}, "none")
         with self._chooseScheduler() as scheduler:
             outcomes = execute_cells(plan, scheduler)
-        self._recordCells([o.summary() for o in outcomes])
+        self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
         return [o.result for o in outcomes]
 
     def _reduceImage(self, mapperResults: list[Struct], exposure: Exposure, **kwargs: Any) -> Struct:
@@ -261,9 +294,11 @@ class ImageMapReduceTask(Task):
     def _reducerIsCustom(self) -> bool:
         return type(self.reducer).run is not ImageReducer.run
 
-    def _recordCells(self, cells: list[tuple[int, float, float, str]]) -> None:
-        """Put per-cell timing into the metadata, in grid order."""
+    def _recordCells(self, cells: list[tuple[int, float, float, str]], failures: list | None = None) -> None:
+        """Put per-cell timing (and any masked failures) into the metadata, in grid order."""
         self.metadata["numCells"] = len(cells)
+        self.metadata["numFailedCells"] = len(failures or [])
+        self.metadata["failedCells"] = [str(f) for f in failures or []]
         self.metadata["cellWallTime"] = [float(c[1]) for c in cells]
         self.metadata["cellCpuTime"] = [float(c[2]) for c in cells]
         self.metadata["cellWorker"] = [str(c[3]) for c in cells]

@@ -174,9 +174,6 @@ def simulate_exposure(
 
     exposure = ExposureF(bbox, psf=psf)
     mask = exposure.mask
-    saturated_pixels = image >= saturation
-    image[saturated_pixels] = saturation
-    mask.array[saturated_pixels] |= mask.getPlaneBitMask("SAT")
     column = -1
     if bad_column:
         # Away from the edges so the defect is surrounded by data on both sides.
@@ -184,6 +181,10 @@ def simulate_exposure(
         image[:, column] = 0.0
         mask.array[:, column] |= mask.getPlaneBitMask("BAD")
         column += bbox.getMinX()
+    # After the bad column: a dead pixel reads 0 whatever falls on it, so it never saturates.
+    saturated_pixels = image >= saturation
+    image[saturated_pixels] = saturation
+    mask.array[saturated_pixels] |= mask.getPlaneBitMask("SAT")
     exposure.image.array[...] = image
     exposure.variance.array[...] = variance
 

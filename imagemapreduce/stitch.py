@@ -16,7 +16,14 @@ import numpy as np
 
 from .geom import Box2I
 
-__all__ = ["REDUCE_OPERATIONS", "IMAGE_REDUCE_OPERATIONS", "RegionStats", "RegionAccumulator"]
+__all__ = [
+    "REDUCE_OPERATIONS",
+    "IMAGE_REDUCE_OPERATIONS",
+    "RegionStats",
+    "RegionAccumulator",
+    "WeightedRegionAccumulator",
+    "mark_lost",
+]
 
 #: Every reduce operation of LSST's ``ImageReducerConfig.reduceOperation``.
 REDUCE_OPERATIONS = ("none", "copy", "sum", "average", "coaddPsf")
@@ -49,6 +56,20 @@ class RegionStats:
         )
 
 
+def mark_lost(acc: Any, bbox: Box2I, bad_bits: int) -> None:
+    """After `finish`: pixels of a failed cell's ``bbox`` that no valid result covered become NaN and bad."""
+    overlap = bbox.clipped_to(acc.bbox)
+    if overlap.isEmpty():
+        return
+    here = overlap.slices(acc.bbox.getBegin())
+    lost = acc.count[here] == 0
+    acc.image[here][lost] = np.nan
+    if acc.with_variance:
+        acc.variance[here][lost] = np.nan
+    if acc.mask is not None:
+        acc.mask[here][lost] |= bad_bits
+
+
 @dataclass
 class RegionAccumulator:
     """The output planes of one region while cells are being added.
@@ -78,7 +99,7 @@ class RegionAccumulator:
     image: np.ndarray | None = None
     variance: np.ndarray | None = None
     with_variance: bool = True
-    count: np.ndarray | None = field(default=None, init=False)
+    count: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         if self.operation not in IMAGE_REDUCE_OPERATIONS:
@@ -92,8 +113,9 @@ class RegionAccumulator:
                 setattr(self, name, np.full(shape, start, dtype=self.dtype))
             else:
                 plane[...] = start
-        if self.operation == "average":
-            self.count = np.zeros(shape, dtype=np.int32)
+        # Every operation counts valid contributions: average divides by them, and all use them
+        # to find the pixels of failed cells that no other cell covered.
+        self.count = np.zeros(shape, dtype=np.int32)
 
     def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
             weights: None = None) -> None:  # fmt: skip
@@ -118,8 +140,7 @@ class RegionAccumulator:
             else:
                 # Same arithmetic and casting as LSST's ``a[valid] += b[valid]``, without the gathers.
                 np.add(out, patch, out=out, where=valid)
-        if self.count is not None:
-            self.count[here] += valid
+        self.count[here] += valid
         if self.mask is not None and mask is not None:
             self.mask[here] |= mask[cell]
 
@@ -128,7 +149,7 @@ class RegionAccumulator:
         if self.mask is not None:
             nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
             self.mask[nan] |= bad_bits
-        if self.count is None:
+        if self.operation != "average":
             return RegionStats()
         weights = self.count.astype(np.float64)
         zero = weights == 0.0

@@ -1,9 +1,28 @@
 """All Dask graph building and scheduling lives in this subpackage."""
 
-from .cells import ArrayCellTask, CellFailure, CellOutcome, CellTask, Piece, run_array_cell, run_cell
-from .graph import ArrayPlan, ExposurePlan, StitchOutcome, execute_cells, execute_stitch, lazy_stitch, region_boxes
+from .cells import (
+    ArrayCellTask,
+    CellFailure,
+    CellOutcome,
+    CellTask,
+    FailedCell,
+    FailurePolicy,
+    Piece,
+    run_array_cell,
+    run_cell,
+)
+from .graph import (
+    ArrayPlan,
+    ExposurePlan,
+    StitchOutcome,
+    StitchReport,
+    execute_cells,
+    execute_stitch,
+    lazy_stitch,
+    region_boxes,
+)
 from .scheduling import SCHEDULER_NAMES, SchedulerChoice, choose_scheduler
-from .sources import ExposureSource, PlaneSource, is_dask_array
+from .sources import CompanionSource, ExposureSource, PlaneSource, companion_images, is_dask_array
 
 __all__ = [
     "ArrayCellTask",
@@ -11,6 +30,11 @@ __all__ = [
     "CellFailure",
     "CellOutcome",
     "CellTask",
+    "CompanionSource",
+    "FailedCell",
+    "FailurePolicy",
+    "StitchReport",
+    "companion_images",
     "ExposurePlan",
     "ExposureSource",
     "Piece",

@@ -23,6 +23,8 @@ from ..stitch import IMAGE_REDUCE_OPERATIONS
 
 __all__ = [
     "CellFailure",
+    "FailedCell",
+    "FailurePolicy",
     "CellOutcome",
     "CellTask",
     "ArrayCellTask",
@@ -36,6 +38,19 @@ __all__ = [
 
 class CellFailure(RuntimeError):
     """A mapper raised on one cell; the message names the cell and the original exception."""
+
+
+@dataclass(frozen=True)
+class FailedCell:
+    """A cell whose mapper raised (after any retries) in a run that masks failures."""
+
+    index: int
+    bbox: Box2I
+    expandedBBox: Box2I
+    error: str
+
+    def __str__(self) -> str:
+        return f"cell {self.index} (box {self.bbox}): {self.error}"
 
 
 class Piece(NamedTuple):
@@ -58,6 +73,7 @@ class CellOutcome:
     wall_time: float
     cpu_time: float
     worker: str
+    failure: FailedCell | None = None
 
     def summary(self) -> tuple[int, float, float, str]:
         """(index, wall time, CPU time, worker): small enough to travel with a region's answer."""
@@ -75,6 +91,32 @@ def _fail(what: str, index: int, box0: Box2I, box1: Box2I, exc: BaseException) -
     )
 
 
+@dataclass(frozen=True)
+class FailurePolicy:
+    """What to do when a cell's mapper raises: retry it, then fail the run or mask the cell."""
+
+    retries: int = 0
+    mask_failures: bool = False
+
+
+def _call_with_retries(policy: FailurePolicy, call: Callable[[], Any]) -> Any:
+    """Call ``call()``; on an exception retry up to ``policy.retries`` times, then re-raise."""
+    for attempt in range(policy.retries + 1):
+        try:
+            return call()
+        except Exception:
+            if attempt == policy.retries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _failed_outcome(index: int, box0: Box2I, box1: Box2I, exc: BaseException, start: tuple[float, float]) -> CellOutcome:
+    failure = FailedCell(index, box0, box1, f"{type(exc).__name__}: {exc}")
+    return CellOutcome(
+        index, box0, None, time.perf_counter() - start[0], time.thread_time() - start[1], _worker_name(), failure
+    )
+
+
 @dataclass
 class CellTask:
     """One cell of an exposure map-reduce; kept in one object so Dask does not walk its contents."""
@@ -88,19 +130,28 @@ class CellTask:
     return_sub_images: bool
     operation: str
     kwargs: dict[str, Any]
+    policy: FailurePolicy = field(default_factory=FailurePolicy)
+    companion_names: tuple[str, ...] = ()
 
 
-def run_cell(task: CellTask, expanded: Exposure) -> CellOutcome:
-    """Run the mapper on one cell (``expanded`` is its read-only expanded sub-exposure)."""
+def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcome:
+    """Run the mapper on one cell (``expanded`` is its read-only expanded sub-exposure).
+
+    ``companions`` are the companion images cut to the expanded box, passed to the mapper under
+    ``task.companion_names`` in place of the whole images.
+    """
     start_wall, start_cpu = time.perf_counter(), time.thread_time()
     if task.do_clone:
         expanded = expanded.clone()
     sub = expanded.subset(task.box0)
     if task.do_clone:
         sub = sub.clone()  # private copies that do not share pixels with each other either
+    kwargs = {**task.kwargs, **dict(zip(task.companion_names, companions))}
     try:
-        result = task.mapper.run(sub, expanded, task.full_bbox, **task.kwargs)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the cell named
+        result = _call_with_retries(task.policy, lambda: task.mapper.run(sub, expanded, task.full_bbox, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - re-raised with the cell named, or masked
+        if task.policy.mask_failures:
+            return _failed_outcome(task.index, task.box0, task.box1, exc, (start_wall, start_cpu))
         raise _fail(f"mapper {type(task.mapper).__name__}", task.index, task.box0, task.box1, exc) from exc
     if task.return_sub_images:
         result.mergeItems(
@@ -150,6 +201,7 @@ class ArrayCellTask:
     geometry: tuple[str, ...] = ()
     grid_index: tuple[int, int] | None = None
     companion_names: tuple[str, ...] = field(default=())
+    policy: FailurePolicy = field(default_factory=FailurePolicy)
 
 
 def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.ndarray) -> CellOutcome:
@@ -160,8 +212,10 @@ def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.nd
     geometry = {"cell_box": task.box0, "expanded_box": task.box1, "grid_index": task.grid_index}
     kwargs.update({name: geometry[name] for name in task.geometry})
     try:
-        result = task.func(expanded, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the cell named
+        result = _call_with_retries(task.policy, lambda: task.func(expanded, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - re-raised with the cell named, or masked
+        if task.policy.mask_failures:
+            return _failed_outcome(task.index, task.box0, task.box1, exc, (start_wall, start_cpu))
         raise _fail(f"function {getattr(task.func, '__name__', task.func)!r}", task.index, task.box0, task.box1, exc) from exc
     if task.operation in IMAGE_REDUCE_OPERATIONS:
         result = _core_of(task, result, expanded.shape)

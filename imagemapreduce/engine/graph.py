@@ -23,13 +23,25 @@ import numpy as np
 from ..geom import Box2I, Point2I
 from ..grid import CellGrid, boxes_from_array
 from ..image import Exposure
-from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator
+from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, mark_lost
 from ..weights import Weighting
-from .cells import ArrayCellTask, CellOutcome, CellTask, Piece, array_piece, exposure_piece, run_array_cell, run_cell
+from .cells import (
+    ArrayCellTask,
+    CellOutcome,
+    CellTask,
+    FailedCell,
+    FailurePolicy,
+    Piece,
+    array_piece,
+    exposure_piece,
+    run_array_cell,
+    run_cell,
+)
 from .scheduling import SchedulerChoice
-from .sources import ExposureSource, PlaneSource
+from .sources import CompanionSource, ExposureSource, PlaneSource
 
 __all__ = [
+    "StitchReport",
     "ExposurePlan",
     "ArrayPlan",
     "StitchOutcome",
@@ -54,6 +66,8 @@ class ExposurePlan:
     do_clone: bool = False
     return_sub_images: bool = False
     weighting: Weighting | None = None
+    policy: FailurePolicy = field(default_factory=FailurePolicy)
+    companions: dict[str, Any] = field(default_factory=dict)
     # Class attributes, not fields: how the stitcher reads this plan's results.
     extract = staticmethod(exposure_piece)
     with_variance = True
@@ -61,15 +75,19 @@ class ExposurePlan:
     def cell_graph(self, name: str) -> dict[Any, Any]:
         """One task per cell, each holding (or reading) its expanded box only."""
         source = ExposureSource(self.exposure)
+        companions = [CompanionSource(c) for c in self.companions.values()]
         graph = source.graph()
+        for companion in companions:
+            graph.update(companion.graph())
         full_bbox = self.exposure.getBBox()
+        names = tuple(self.companions)
         boxes0, boxes1 = boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded)
         for index, (box0, box1) in enumerate(zip(boxes0, boxes1)):
             task = CellTask(
-                self.mapper, index, box0, box1, full_bbox,
-                self.do_clone, self.return_sub_images, self.operation, self.kwargs,
+                self.mapper, index, box0, box1, full_bbox, self.do_clone, self.return_sub_images,
+                self.operation, self.kwargs, self.policy, names,
             )  # fmt: skip
-            graph[(name, index)] = (run_cell, task, source.cut(box1))
+            graph[(name, index)] = (run_cell, task, source.cut(box1), *(c.cut(box1) for c in companions))
         return graph
 
     @property
@@ -101,6 +119,7 @@ class ArrayPlan:
     geometry: tuple[str, ...] = ()
     grid_indices: np.ndarray | None = None
     weighting: Weighting | None = None
+    policy: FailurePolicy = field(default_factory=FailurePolicy)
     extract = staticmethod(array_piece)
     with_variance = False
 
@@ -116,7 +135,7 @@ class ArrayPlan:
         for index, (box0, box1) in enumerate(zip(boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded))):
             task = ArrayCellTask(
                 self.func, index, box0, box1, self.operation, self.kwargs, self.geometry,
-                tuple(indices[index]) if indices is not None else None, names,
+                tuple(indices[index]) if indices is not None else None, names, self.policy,
             )  # fmt: skip
             graph[(name, index)] = (run_array_cell, task, *(s.cut(box1) for s in sources))
         return graph
@@ -170,6 +189,7 @@ class StitchOutcome:
     summaries: list[Summary] = field(default_factory=list)
     psf_components: list[tuple[Any, Box2I, float]] = field(default_factory=list)
     planes: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
+    failures: list[FailedCell] = field(default_factory=list)
 
 
 def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Sequence[CellOutcome]) -> StitchOutcome:
@@ -182,8 +202,13 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
     acc = task.accumulator(image, mask, variance)
     weighted = isinstance(acc, WeightedRegionAccumulator)
     home = set(task.home_cells)
-    summaries, components = [], []
+    summaries, components, failed = [], [], []
     for outcome in outcomes:
+        if outcome.failure is not None:
+            failed.append(outcome.failure)
+            if outcome.index in home:
+                summaries.append(outcome.summary())
+            continue
         piece = task.extract(outcome)
         weights = task.weighting.pixel_weights(piece.bbox, piece.image, piece.variance) if weighted else None
         acc.add(piece.bbox, piece.image, piece.variance, piece.mask, weights)
@@ -192,8 +217,11 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
             psf_weight = 1.0 if weights is None or task.weighting.is_window else task.weighting.psf_weight(weights)
             components.append((piece.psf, piece.bbox, psf_weight))
     stats = acc.finish(task.bad_bits)
+    for failure in failed:
+        mark_lost(acc, failure.bbox, task.bad_bits)
     planes = None if task.out is not None else (acc.image, acc.mask, acc.variance)
-    return StitchOutcome(task.bbox, stats, summaries, components, planes)
+    reported = [f for f in failed if f.index in home]
+    return StitchOutcome(task.bbox, stats, summaries, components, planes, reported)
 
 
 def region_boxes(bbox: Box2I, region_size: int) -> list[list[Box2I]]:
@@ -286,7 +314,7 @@ def execute_stitch(
     region_size: int,
     scheduler: SchedulerChoice,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[RegionStats, list[Summary], list[tuple[Any, Box2I, float]]]:
+) -> StitchReport:
     """Map every cell and stitch the results into ``output`` (an exposure or a 2-d array) region by region.
 
     ``output`` must already hold a clone of the input's mask (it is the starting point of every
@@ -301,18 +329,43 @@ def execute_stitch(
     dtype = output.dtype
     regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, shared)
     graph.update(regions)
-    stats, summaries, components = [], [], []
+    report = StitchReport()
     for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
         if outcome.planes is not None:
             _copy_region(output, outcome, plan.bbox.getBegin())
-        stats.append(outcome.stats)
-        summaries.extend(outcome.summaries)
-        components.extend(zip((s[0] for s in outcome.summaries), outcome.psf_components))
+        report.add(outcome)
         if progress is not None:
             progress(done, len(keys))
-    order = np.argsort([s[0] for s in summaries], kind="stable")
-    components.sort(key=lambda c: c[0])
-    return RegionStats.merge(stats), [summaries[k] for k in order], [c[1] for c in components]
+    return report.finish()
+
+
+@dataclass
+class StitchReport:
+    """What the regions reported, merged: statistics, and per cell (in grid order) its summary,
+    PSF component and failure."""
+
+    stats: RegionStats = field(default_factory=RegionStats)
+    summaries: list[Summary] = field(default_factory=list)
+    components: list[tuple[Any, Box2I, float]] = field(default_factory=list)
+    failures: list[FailedCell] = field(default_factory=list)
+    _parts: list[RegionStats] = field(default_factory=list, repr=False)
+    _indexed: list[tuple[int, tuple[Any, Box2I, float]]] = field(default_factory=list, repr=False)
+
+    def add(self, outcome: StitchOutcome) -> None:
+        """Take one region's answer."""
+        self._parts.append(outcome.stats)
+        self.summaries.extend(outcome.summaries)
+        done = [s[0] for s in outcome.summaries if not any(f.index == s[0] for f in outcome.failures)]
+        self._indexed.extend(zip(done, outcome.psf_components))
+        self.failures.extend(outcome.failures)
+
+    def finish(self) -> StitchReport:
+        """Merge the statistics and put everything in grid order."""
+        self.stats = RegionStats.merge(self._parts)
+        self.summaries.sort(key=lambda s: s[0])
+        self.components = [c for _, c in sorted(self._indexed, key=lambda item: item[0])]
+        self.failures.sort(key=lambda f: f.index)
+        return self
 
 
 def _copy_region(output: Exposure | np.ndarray, outcome: StitchOutcome, origin: Point2I) -> None:

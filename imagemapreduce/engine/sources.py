@@ -17,7 +17,14 @@ import numpy as np
 from ..geom import Box2I, Point2I
 from ..image import Exposure, Image, Mask, MaskedImage
 
-__all__ = ["PlaneSource", "ExposureSource", "is_dask_array", "assemble_box"]
+__all__ = [
+    "PlaneSource",
+    "ExposureSource",
+    "CompanionSource",
+    "companion_images",
+    "is_dask_array",
+    "assemble_box",
+]
 
 
 def is_dask_array(array: Any) -> bool:
@@ -153,3 +160,40 @@ class ExposureSource:
             self.exposure.mask.getMaskPlaneDict(),
         )  # fmt: skip
         return (build_exposure, parts, *(plane.cut(box) for plane in self.planes))
+
+
+class CompanionSource:
+    """A companion image (Exposure, MaskedImage or Image) with the exposure's box, cut per cell."""
+
+    def __init__(self, image: Any):
+        self.image = image
+        self._exposure = ExposureSource(image) if isinstance(image, Exposure) else None
+
+    def graph(self) -> dict:
+        """The Dask graphs of a lazy companion exposure's planes."""
+        return self._exposure.graph() if self._exposure is not None else {}
+
+    def cut(self, box: Box2I) -> Any:
+        """A read-only view of the companion inside ``box`` (or a task building one)."""
+        if self._exposure is not None:
+            return self._exposure.cut(box)
+        view = self.image.subset(box)
+        planes = (view.image, view.mask, view.variance) if isinstance(view, MaskedImage) else (view,)
+        for plane in planes:
+            if isinstance(plane.array, np.ndarray):
+                plane.array.flags.writeable = False
+        return view
+
+
+def companion_images(kwargs: dict[str, Any], bbox: Box2I) -> dict[str, Any]:
+    """The keyword arguments that are images to cut per cell; a clear error for a mismatched box."""
+    found = {}
+    for name, value in kwargs.items():
+        if isinstance(value, (Exposure, MaskedImage, Image)):
+            if value.getBBox() != bbox:
+                raise ValueError(
+                    f"companion image {name}= has bbox {value.getBBox()} but the exposure has {bbox}; give it "
+                    "the same box, or set config.cutCompanions = False to pass it to every cell whole"
+                )
+            found[name] = value
+    return found

@@ -14,29 +14,11 @@ from astropy.io import fits
 
 from ..psf import DoubleGaussianPsf, GaussianPsf
 from ._errors import FitsFormatError
+from ._layout import make_card
 
-__all__ = ["read_psf", "archive_hdus", "ARCHIVE_ID_KEYS"]
+__all__ = ["read_psf", "archive_hdus"]
 
 _log = logging.getLogger(__name__)
-
-#: Old-style primary keywords afw writes for archive ids (``<COMPONENT>_ID``), besides ``ARCHIVE_ID_*``.
-ARCHIVE_ID_KEYS = frozenset(
-    {
-        "PSF_ID",
-        "WCS_ID",
-        "SKYWCS_ID",
-        "CALIB_ID",
-        "PHOTOCALIB_ID",
-        "COADD_INPUTS_ID",
-        "AP_CORR_MAP_ID",
-        "VALID_POLYGON_ID",
-        "TRANSMISSION_CURVE_ID",
-        "DETECTOR_ID",
-        "FILTER_ID",
-        "VISIT_INFO_ID",
-        "SUMMARY_STATS_ID",
-    }
-)
 
 _AFW_TABLE_VERSION = 3
 
@@ -165,13 +147,13 @@ def _table(columns: tuple, arrays: list, extra: list[tuple[str, Any, str]]) -> f
     ]
     hdu = fits.BinTableHDU.from_columns(cols)
     header = hdu.header
+    # afw's per-field documentation and field class (astropy writes them after its own column cards).
     for n, (_name, fmt, doc, _unit, *_) in enumerate(columns, start=1):
-        after = f"TUNIT{n}" if f"TUNIT{n}" in header else f"TFORM{n}"
-        header.insert(after, ("TCCLS" + str(n), "String" if fmt.endswith("A") else "Scalar",
-                              "Field template used by lsst.afw.table"), after=True)
-        header.insert(after, (f"TDOC{n}", doc), after=True)
+        header.append(make_card(f"TDOC{n}", doc))
+        field_class = "String" if fmt.endswith("A") else "Scalar"
+        header.append(make_card(f"TCCLS{n}", field_class, "Field template used by lsst.afw.table"))
     for key, value, comment in extra:
-        header[key if len(key) <= 8 else "HIERARCH " + key] = (value, comment)
+        header.append(make_card(key, value, comment or None))
     return hdu
 
 

@@ -24,6 +24,7 @@ __all__ = ["FitsContents", "read_fits"]
 
 _log = logging.getLogger(__name__)
 
+
 @dataclass
 class FitsContents:
     """What `read_fits` found: planes (numpy or dask), xy0, mask planes and exposure extras."""

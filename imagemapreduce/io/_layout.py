@@ -11,13 +11,30 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ._archive import ARCHIVE_ID_KEYS
-
-__all__ = ["ROLES", "reserved_keys", "card_key", "make_card", "xy0_cards"]
+__all__ = ["ROLES", "ARCHIVE_ID_KEYS", "reserved_keys", "card_key", "make_card", "xy0_cards"]
 
 _log = logging.getLogger(__name__)
 
 ROLES = ("IMAGE", "MASK", "VARIANCE")
+
+#: Old-style primary keywords afw writes for archive ids (``<COMPONENT>_ID``), besides ``ARCHIVE_ID_*``.
+ARCHIVE_ID_KEYS = frozenset(
+    {
+        "PSF_ID",
+        "WCS_ID",
+        "SKYWCS_ID",
+        "CALIB_ID",
+        "PHOTOCALIB_ID",
+        "COADD_INPUTS_ID",
+        "AP_CORR_MAP_ID",
+        "VALID_POLYGON_ID",
+        "TRANSMISSION_CURVE_ID",
+        "DETECTOR_ID",
+        "FILTER_ID",
+        "VISIT_INFO_ID",
+        "SUMMARY_STATS_ID",
+    }
+)
 
 _STRUCTURAL = frozenset(
     "SIMPLE BITPIX NAXIS EXTEND XTENSION PCOUNT GCOUNT BZERO BSCALE BLANK CHECKSUM DATASUM END "
@@ -66,11 +83,17 @@ def make_card(key: str, value: Any, comment: str | None = None) -> fits.Card:
         raise ValueError(f"FITS headers cannot hold the float {value}")
     if value is not None and not isinstance(value, (bool, int, float, complex, str)):
         raise ValueError(f"FITS headers cannot hold a {type(value).__name__}")
+    value = fits.card.UNDEFINED if value is None else value
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        card = fits.Card(card_key(key), fits.card.UNDEFINED if value is None else value, comment)
+        card = fits.Card(card_key(key), value)
         card.verify("exception")
-        str(card)  # render it: astropy reports an impossible card here
+        image = str(card)  # render it: astropy reports an impossible card here
+        if comment and len(image) == fits.Card.length:  # room left on a one-line card: add the comment
+            room = fits.Card.length - len(image.rstrip()) - 3
+            if room > 0:
+                card = fits.Card(card_key(key), value, comment[:room])
+                str(card)
     if caught:
         raise ValueError("; ".join(str(w.message) for w in caught))
     return card
