@@ -79,7 +79,7 @@ def matching_sigma(local_sigma: float, target_sigma: float) -> float:
 
 
 def matching_kernel_1d(sigma: float, radius: int) -> np.ndarray:
-    """Return a normalised, sampled 1-d Gaussian on ``[-radius, radius]`` whose discrete variance is ``sigma^2``.
+    """Return a normalised sampled 1-d Gaussian on ``[-radius, radius]`` of discrete variance ``sigma^2``.
 
     A Gaussian sampled at pixel centres has a variance below ``sigma^2`` when ``sigma`` is well
     under a pixel (and, slightly, when truncated). Since variances add exactly under discrete
@@ -197,8 +197,13 @@ class PsfMatchMapper(ImageMapper):
     Within a cell the kernel is constant while the PSF still varies, so a star off the cell's
     centre is matched to ``target^2 + local(star)^2 - local(centre)^2``; overlapping cells averaged
     together cancel this to first order. Keep cells small compared to the scale on which the PSF
-    changes. Non-Gaussian PSFs are matched in second moments only: the output is close to, not
-    exactly, the Gaussian target.
+    changes. The ``average`` reducer weights every covering cell equally, so where neighbouring
+    cells' kernels differ a star straddling a cell edge is a patchwork of differently matched
+    parts: its width and aperture flux then err by a fraction of the kernel difference between
+    cells (for a PSF widening 1.5x across 512 px, 64 px cells stepped by 32: widths within 1.5%,
+    fluxes within 0.5%). Non-Gaussian PSFs are matched in second moments only: the output is
+    close to, not exactly, the Gaussian target. NaN pixels spread over the kernel's footprint;
+    the reducer skips them where another cell covers the pixel.
     """
 
     ConfigClass = PsfMatchMapperConfig
@@ -224,7 +229,9 @@ class PsfMatchMapper(ImageMapper):
             return self.config.kernelSize // 2
         return max(1, math.ceil(self.config.kernelTruncate * sigma))
 
-    def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
+    def run(
+        self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any
+    ) -> Struct:
         """Match one cell to the target PSF.
 
         Returns
@@ -242,7 +249,8 @@ class PsfMatchMapper(ImageMapper):
         kernelSigma = matching_sigma(local, target)
         if local > target * (1.0 + 1e-3):
             self.log.warning(
-                "Cell %s: local PSF sigma %.4g exceeds the target %.4g; it cannot be sharpened and is left as is",
+                "Cell %s: local PSF sigma %.4g exceeds the target %.4g; it cannot be sharpened and "
+                "is left as is",
                 cellBBox, local, target,
             )  # fmt: skip
         radius = self.kernelRadius(kernelSigma)

@@ -9,6 +9,7 @@ import lsst.pex.config as pexConfig
 import numpy as np
 
 from .engine import ExposurePlan, FailurePolicy, choose_scheduler, companion_images, execute_cells, execute_stitch
+from .engine.progress import progress_bar
 from .geom import Box2I
 from .grid import CellGrid, boxes_to_array, cell_boxes, grid_centroids, psf_fwhm, rescale
 from .image import Exposure
@@ -94,6 +95,8 @@ class ImageMapReduceConfig(pexConfig.Config):
         "exposure's bbox, e.g. template=) to each cell's expanded box before they travel to the mapper. "
         "Mappers that address them by bbox see no difference.",
     )  # fmt: skip
+    progressBar = pexConfig.Field(dtype=bool, default=False,
+                                  doc="Show a progress bar on stderr (and the dashboard link on a cluster)")  # fmt: skip
     stitchRegionSize = pexConfig.Field(
         dtype=int, default=1024, check=_positive,
         doc="Side in pixels of the output regions stitched as separate Dask tasks. Any value gives the "
@@ -239,12 +242,14 @@ class ImageMapReduceTask(Task):
             self.metadata["scheduler"] = scheduler.describe()
             self.log.info("Reducer sub-task: %s", self.reducer._DefaultName)
             if operation not in IMAGE_REDUCE_OPERATIONS or self._reducerIsCustom():
-                outcomes = execute_cells(plan, scheduler)
+                with progress_bar(self.config.progressBar, len(grid), scheduler):
+                    outcomes = execute_cells(plan, scheduler)
                 self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
                 result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs)
                 return self._withFailures(result, [o.failure for o in outcomes if o.failure])
             output, badBits = self.reducer.prepareOutput(exposure)
-            report = execute_stitch(plan, output, badBits, self.config.stitchRegionSize, scheduler)
+            with progress_bar(self.config.progressBar, len(grid), scheduler) as onRegion:
+                report = execute_stitch(plan, output, badBits, self.config.stitchRegionSize, scheduler, onRegion)
         self._recordCells(report.summaries, report.failures)
         result = Struct(exposure=self.reducer.finishOutput(output, report.stats, report.components))
         return self._withFailures(result, report.failures)

@@ -21,7 +21,8 @@ __all__ = ["MEASUREMENT_DTYPE", "DEFAULT_BAD_PLANES", "measure_star_widths", "wi
 
 #: One row per measured star. ``index`` is the row of the input catalogue; ``x, y`` the adaptive
 #: centroid (parent pixels); ``sigma`` the determinant radius; ``flux`` the aperture flux minus
-#: sky; ``sky`` the local sky per pixel; ``snr`` the aperture flux over its error from the variance.
+#: sky; ``sky`` the local sky per pixel; ``snr`` the aperture flux over its error from the variance
+#: plane, as for independent pixels (too high on a smoothed image, whose noise is correlated).
 MEASUREMENT_DTYPE = np.dtype(
     [("index", np.int64), ("x", np.float64), ("y", np.float64), ("sigma", np.float64),
      ("flux", np.float64), ("sky", np.float64), ("snr", np.float64)]
@@ -132,7 +133,9 @@ def measure_star_widths(
         usable &= _isolated(x, y, float(radius))
     mask_plane = exposure.mask
     known = mask_plane.getMaskPlaneDict()
-    bad_bits = mask_plane.getPlaneBitMask([p for p in bad_mask_planes if p in known]) if bad_mask_planes else 0
+    bad_bits = (
+        mask_plane.getPlaneBitMask([p for p in bad_mask_planes if p in known]) if bad_mask_planes else 0
+    )
     image, mask, variance = exposure.image.array, mask_plane.array, exposure.variance.array
     x0, y0 = exposure.getX0(), exposure.getY0()
     height, width = image.shape
@@ -215,7 +218,11 @@ def width_map(
     if len(measurements) == 0:
         return np.full((int(ny), int(nx)), np.nan), x_edges, y_edges
     result = binned_statistic_2d(
-        measurements["x"], measurements["y"], measurements[field], statistic=statistic, bins=[x_edges, y_edges]
+        measurements["x"],
+        measurements["y"],
+        measurements[field],
+        statistic=statistic,
+        bins=[x_edges, y_edges],
     )
     values = np.asarray(result.statistic, dtype=np.float64).T  # scipy returns (x, y); images are (y, x)
     return values, x_edges, y_edges

@@ -52,10 +52,11 @@ def default_varying_psf(bbox: Box2I, sigma_center: float = 1.5, widening: float 
 
 
 def _local_fwhm(psf: Psf, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The PSF's FWHM at each position: analytic where the PSF offers it, else from its moments."""
+    """Return the PSF's FWHM at each position: analytic where the PSF offers it, else from its moments."""
     if hasattr(psf, "fwhm_at"):
         return np.asarray(psf.fwhm_at(x, y), dtype=np.float64).reshape(x.shape)
-    radii = [psf.computeShape(Point2D(a, b)).getDeterminantRadius() for a, b in zip(x.tolist(), y.tolist())]
+    points = zip(x.tolist(), y.tolist(), strict=True)
+    radii = [psf.computeShape(Point2D(a, b)).getDeterminantRadius() for a, b in points]
     return np.asarray(radii, dtype=np.float64) * _FWHM_PER_SIGMA
 
 
@@ -145,7 +146,9 @@ def simulate_exposure(
     bbox = Box2I(Point2I(*xy0), Extent2I(width, height))
     if psf is None:
         psf = default_varying_psf(bbox)
-    star_rng, column_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    star_rng, column_rng, noise_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
 
     n_total = n_stars + n_saturated
     # Positions uniform over the pixel area: pixel i covers [i - 0.5, i + 0.5).

@@ -30,7 +30,11 @@ def field():
 def test_same_seed_repeats_bitwise_and_another_seed_differs(field):
     exposure, stars, _, _ = field
     again, again_stars = simulate_exposure(SIZE, SIZE, **KW)
-    for a, b in ((exposure.image, again.image), (exposure.mask, again.mask), (exposure.variance, again.variance)):
+    for a, b in (
+        (exposure.image, again.image),
+        (exposure.mask, again.mask),
+        (exposure.variance, again.variance),
+    ):
         np.testing.assert_array_equal(a.array, b.array)
     np.testing.assert_array_equal(stars, again_stars)
     other, other_stars = simulate_exposure(SIZE, SIZE, **{**KW, "seed": 12})

@@ -24,7 +24,7 @@ POSITIONS = [(180.0, 160.0), (-20.0, 10.0), (380.0, 310.0), (57.3, 222.8), (301.
 
 
 def reference_sigma(x: float, y: float) -> float:
-    """sigma = sum c[i][j] u^i v^j, computed independently of numpy.polynomial."""
+    """Return sigma = sum c[i][j] u^i v^j, computed independently of numpy.polynomial."""
     u, v = (x - 180.0) / 200.0, (y - 160.0) / 150.0
     return sum(COEFFS[i][j] * u**i * v**j for i in range(3) for j in range(3))
 

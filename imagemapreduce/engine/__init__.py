@@ -18,6 +18,7 @@ from .graph import (
     StitchReport,
     execute_cells,
     execute_stitch,
+    execute_to_store,
     lazy_stitch,
     region_boxes,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "choose_scheduler",
     "execute_cells",
     "execute_stitch",
+    "execute_to_store",
     "is_dask_array",
     "lazy_stitch",
     "region_boxes",

@@ -21,139 +21,25 @@ from typing import Any
 import numpy as np
 
 from ..geom import Box2I, Point2I
-from ..grid import CellGrid, boxes_from_array
+from ..grid import CellGrid
 from ..image import Exposure
 from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, mark_lost
 from ..weights import Weighting
-from .cells import (
-    ArrayCellTask,
-    CellOutcome,
-    CellTask,
-    FailedCell,
-    FailurePolicy,
-    Piece,
-    array_piece,
-    exposure_piece,
-    run_array_cell,
-    run_cell,
-)
+from .cells import CellOutcome, FailedCell, Piece
+from .plans import ArrayPlan, ExposurePlan
 from .scheduling import SchedulerChoice
-from .sources import CompanionSource, ExposureSource, PlaneSource
 
 __all__ = [
     "StitchReport",
-    "ExposurePlan",
-    "ArrayPlan",
     "StitchOutcome",
     "region_boxes",
     "execute_cells",
     "execute_stitch",
+    "execute_to_store",
     "lazy_stitch",
 ]
 
 Summary = tuple[int, float, float, str]
-
-
-@dataclass
-class ExposurePlan:
-    """A map-reduce of an `Exposure` by an `ImageMapper`, independent of how it is scheduled."""
-
-    mapper: Any
-    exposure: Exposure
-    grid: CellGrid
-    kwargs: dict[str, Any]
-    operation: str
-    do_clone: bool = False
-    return_sub_images: bool = False
-    weighting: Weighting | None = None
-    policy: FailurePolicy = field(default_factory=FailurePolicy)
-    companions: dict[str, Any] = field(default_factory=dict)
-    # Class attributes, not fields: how the stitcher reads this plan's results.
-    extract = staticmethod(exposure_piece)
-    with_variance = True
-
-    def cell_graph(self, name: str) -> dict[Any, Any]:
-        """One task per cell, each holding (or reading) its expanded box only."""
-        source = ExposureSource(self.exposure)
-        companions = [CompanionSource(c) for c in self.companions.values()]
-        graph = source.graph()
-        for companion in companions:
-            graph.update(companion.graph())
-        full_bbox = self.exposure.getBBox()
-        names = tuple(self.companions)
-        boxes0, boxes1 = boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded)
-        for index, (box0, box1) in enumerate(zip(boxes0, boxes1)):
-            task = CellTask(
-                self.mapper, index, box0, box1, full_bbox, self.do_clone, self.return_sub_images,
-                self.operation, self.kwargs, self.policy, names,
-            )  # fmt: skip
-            graph[(name, index)] = (run_cell, task, source.cut(box1), *(c.cut(box1) for c in companions))
-        return graph
-
-    @property
-    def bbox(self) -> Box2I:
-        """The bounding box of the input (and output)."""
-        return self.exposure.getBBox()
-
-    def input_mask(self) -> PlaneSource | None:
-        """The input mask, which every output region starts from."""
-        return PlaneSource(self.exposure.mask.array, self.exposure.getXY0())
-
-    @property
-    def lazy(self) -> bool:
-        """Whether any input plane is a Dask array (then regions read the input mask themselves)."""
-        return ExposureSource(self.exposure).lazy
-
-
-@dataclass
-class ArrayPlan:
-    """A map-reduce of plain 2-d arrays (numpy or Dask) by a function of the expanded cell."""
-
-    func: Callable[..., Any]
-    array: Any
-    grid: CellGrid
-    kwargs: dict[str, Any]
-    operation: str
-    origin: Point2I = field(default_factory=lambda: Point2I(0, 0))
-    companions: dict[str, Any] = field(default_factory=dict)
-    geometry: tuple[str, ...] = ()
-    grid_indices: np.ndarray | None = None
-    weighting: Weighting | None = None
-    policy: FailurePolicy = field(default_factory=FailurePolicy)
-    extract = staticmethod(array_piece)
-    with_variance = False
-
-    def cell_graph(self, name: str) -> dict[Any, Any]:
-        """One task per cell, each holding (or reading) its expanded box of every array only."""
-        sources = [PlaneSource(self.array, self.origin)]
-        sources += [PlaneSource(a, self.origin) for a in self.companions.values()]
-        graph: dict[Any, Any] = {}
-        for source in sources:
-            graph.update(source.graph())
-        names = tuple(self.companions)
-        indices = self.grid_indices.tolist() if self.grid_indices is not None else None
-        for index, (box0, box1) in enumerate(zip(boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded))):
-            task = ArrayCellTask(
-                self.func, index, box0, box1, self.operation, self.kwargs, self.geometry,
-                tuple(indices[index]) if indices is not None else None, names, self.policy,
-            )  # fmt: skip
-            graph[(name, index)] = (run_array_cell, task, *(s.cut(box1) for s in sources))
-        return graph
-
-    @property
-    def bbox(self) -> Box2I:
-        """The bounding box of the input (and output)."""
-        height, width = self.array.shape
-        return Box2I(self.origin, Point2I(self.origin.x + width - 1, self.origin.y + height - 1))
-
-    def input_mask(self) -> PlaneSource | None:
-        """Plain arrays have no mask."""
-        return None
-
-    @property
-    def lazy(self) -> bool:
-        """Whether the input is a Dask array."""
-        return PlaneSource(self.array, self.origin).lazy
 
 
 Plan = ExposurePlan | ArrayPlan
@@ -172,6 +58,8 @@ class RegionTask:
     home_cells: tuple[int, ...]
     out: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None
     weighting: Weighting | None = None
+    writer: Any = None
+    index: tuple[int, int] = (0, 0)
 
     def accumulator(self, image, mask, variance):
         """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
@@ -220,6 +108,9 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
     for failure in failed:
         mark_lost(acc, failure.bbox, task.bad_bits)
     planes = None if task.out is not None else (acc.image, acc.mask, acc.variance)
+    if task.writer is not None:
+        task.writer.write(task.index, task.bbox, *planes)
+        planes = None
     reported = [f for f in failed if f.index in home]
     return StitchOutcome(task.bbox, stats, summaries, components, planes, reported)
 
@@ -265,8 +156,13 @@ def _stitch_graph(
     dtype: Any,
     bad_bits: int,
     output: Exposure | np.ndarray | None,
+    writer: Any = None,
+    skip: set[tuple[int, int]] | None = None,
 ) -> tuple[dict, list[tuple[str, int, int]], list[list[Box2I]]]:
-    """The region tasks, writing into ``output`` when given (shared memory) or returning arrays."""
+    """The region tasks: writing into ``output`` (shared memory), into ``writer``, or returning arrays.
+
+    Regions in ``skip`` (already written by an interrupted run) get no task.
+    """
     bbox = plan.bbox
     members, home = _region_members(plan.grid, bbox, region_size)
     rows = region_boxes(bbox, region_size)
@@ -275,9 +171,12 @@ def _stitch_graph(
     keys = []
     for i, row in enumerate(rows):
         for j, region in enumerate(row):
+            if skip and (i, j) in skip:
+                continue
             task = RegionTask(
                 region, plan.operation, dtype, bad_bits, plan.extract, plan.with_variance,
                 tuple(home.get((i, j), ())), _output_views(output, region, bbox.getBegin()), plan.weighting,
+                writer, (i, j),
             )  # fmt: skip
             mask = mask_source.cut(region) if mask_source is not None else None
             cells = [(cell_name, k) for k in members.get((i, j), [])]
@@ -302,6 +201,7 @@ def _tokens() -> tuple[str, str]:
 
 def execute_cells(plan: Plan, scheduler: SchedulerChoice) -> list[CellOutcome]:
     """Run every cell and return the outcomes in grid order (for ``none``, ``coaddPsf``, custom reducers)."""
+    scheduler.check_importable(plan.code())
     name, _ = _tokens()
     graph = plan.cell_graph(name)
     return list(scheduler.get(graph, [(name, i) for i in range(len(plan.grid))]))
@@ -377,6 +277,34 @@ def _copy_region(output: Exposure | np.ndarray, outcome: StitchOutcome, origin: 
         view.variance.array[...] = variance
     else:
         output[outcome.bbox.slices(origin)] = image
+
+
+def execute_to_store(
+    plan: Plan,
+    writer: Any,
+    dtype: Any,
+    bad_bits: int,
+    region_size: int,
+    scheduler: SchedulerChoice,
+    skip: set[tuple[int, int]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> StitchReport:
+    """Map and stitch, each region task writing its planes straight into ``writer`` (e.g. a zarr store).
+
+    Nothing is gathered here but each region's small report. Regions in ``skip`` are not redone,
+    and cells that only they need are never run.
+    """
+    scheduler.check_importable(plan.code())
+    cell_name, region_name = _tokens()
+    graph = plan.cell_graph(cell_name)
+    regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, None, writer, skip)
+    graph.update(regions)
+    report = StitchReport()
+    for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
+        report.add(outcome)
+        if progress is not None:
+            progress(done, len(keys))
+    return report.finish()
 
 
 def _plane_of(outcome: StitchOutcome, index: int) -> np.ndarray:

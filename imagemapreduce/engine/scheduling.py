@@ -58,7 +58,7 @@ class SchedulerChoice:
     def get(self, graph: dict, keys: list) -> list:
         """Compute ``keys`` of a graph and return their values in order."""
         if self.kind == "distributed":
-            return self.client.get(graph, keys)
+            return self.client.get(self._scatter_pixels(graph), keys)
         return self._local_get()(graph, keys, **self._local_kwargs())
 
     def iterate(self, graph: dict, keys: list) -> Iterator[Any]:
@@ -68,11 +68,59 @@ class SchedulerChoice:
             return
         from distributed import as_completed
 
-        futures = self.client.get(graph, keys, sync=False)
+        futures = self.client.get(self._scatter_pixels(graph), keys, sync=False)
         for future in as_completed(futures, loop=self.client.loop):
             value = future.result()
             future.release()
             yield value
+
+    def _scatter_pixels(self, graph: dict) -> dict:
+        """Send the pixel arguments of every task straight to the workers, keeping them out of the graph.
+
+        In-memory cells are views of their expanded boxes; shipping them inside the graph would make
+        the graph as large as the image (and pass it through the scheduler). Scattered, each view
+        goes once from here to one worker, and the graph holds only references.
+        """
+        literals: list[Any] = []
+        where: list[tuple[Any, int]] = []
+        for key, task in graph.items():
+            if isinstance(task, tuple) and task and callable(task[0]):
+                for position, arg in enumerate(task[1:], start=1):
+                    if _holds_pixels(arg):
+                        literals.append(arg)
+                        where.append((key, position))
+        if not literals:
+            return graph
+        futures = self.client.scatter(literals, hash=False)
+        graph = dict(graph)
+        for (key, position), future in zip(where, futures):
+            task = list(graph[key])
+            task[position] = future
+            graph[key] = tuple(task)
+        return graph
+
+    def check_importable(self, objects: list[Any]) -> None:
+        """On a cluster, check that every worker can import the modules defining ``objects``.
+
+        Cells are pickled by reference to their class or function, so a worker must be able to
+        import the mapper's module (install the package on the workers, or upload a single module
+        with ``client.upload_file(path)``). Checking first gives one clear error instead of a
+        failure per cell.
+        """
+        if self.kind != "distributed":
+            return
+        modules = sorted({m for m in (_defining_module(o) for o in objects) if m})
+        if not modules:
+            return
+        answers = self.client.run(_import_modules, modules)
+        for worker, missing in answers.items():
+            if missing:
+                name, error = missing[0]
+                raise ImportError(
+                    f"Dask worker {worker} cannot import module {name!r} ({error}), which defines the mapper "
+                    "or function to run. Install the package that provides it on every worker, or upload a "
+                    "single-file module with client.upload_file('path/to/module.py')"
+                )
 
     def _local_get(self):
         return {
@@ -104,6 +152,39 @@ class SchedulerChoice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _holds_pixels(arg: Any) -> bool:
+    """Whether a task argument is pixel data (an array or an image container), not a task or key."""
+    import numpy as np
+
+    from ..image import Exposure, Image, MaskedImage
+
+    return isinstance(arg, (np.ndarray, Exposure, MaskedImage, Image))
+
+
+def _defining_module(obj: Any) -> str | None:
+    """The module a worker must import to unpickle ``obj`` (None for ``__main__``, pickled by value)."""
+    import inspect
+
+    target = obj if isinstance(obj, type) or inspect.isroutine(obj) else type(obj)
+    module = getattr(target, "__module__", None)
+    if module in (None, "__main__", "builtins"):
+        return None
+    return module
+
+
+def _import_modules(names: list[str]) -> list[tuple[str, str]]:
+    """Run on a worker: the modules it cannot import, with the error."""
+    import importlib
+
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - reported back to the client
+            missing.append((name, f"{type(exc).__name__}: {exc}"))
+    return missing
 
 
 def _is_client(obj: Any) -> bool:
@@ -192,6 +273,54 @@ class _CustomChoice(SchedulerChoice):
     """A scheduler function configured by the user (``dask.config.set(scheduler=fn)``)."""
 
     get_function: Any = None
+
+    def _scatter_pixels(self, graph: dict) -> dict:
+        """Send the pixel arguments of every task straight to the workers, keeping them out of the graph.
+
+        In-memory cells are views of their expanded boxes; shipping them inside the graph would make
+        the graph as large as the image (and pass it through the scheduler). Scattered, each view
+        goes once from here to one worker, and the graph holds only references.
+        """
+        literals: list[Any] = []
+        where: list[tuple[Any, int]] = []
+        for key, task in graph.items():
+            if isinstance(task, tuple) and task and callable(task[0]):
+                for position, arg in enumerate(task[1:], start=1):
+                    if _holds_pixels(arg):
+                        literals.append(arg)
+                        where.append((key, position))
+        if not literals:
+            return graph
+        futures = self.client.scatter(literals, hash=False)
+        graph = dict(graph)
+        for (key, position), future in zip(where, futures):
+            task = list(graph[key])
+            task[position] = future
+            graph[key] = tuple(task)
+        return graph
+
+    def check_importable(self, objects: list[Any]) -> None:
+        """On a cluster, check that every worker can import the modules defining ``objects``.
+
+        Cells are pickled by reference to their class or function, so a worker must be able to
+        import the mapper's module (install the package on the workers, or upload a single module
+        with ``client.upload_file(path)``). Checking first gives one clear error instead of a
+        failure per cell.
+        """
+        if self.kind != "distributed":
+            return
+        modules = sorted({m for m in (_defining_module(o) for o in objects) if m})
+        if not modules:
+            return
+        answers = self.client.run(_import_modules, modules)
+        for worker, missing in answers.items():
+            if missing:
+                name, error = missing[0]
+                raise ImportError(
+                    f"Dask worker {worker} cannot import module {name!r} ({error}), which defines the mapper "
+                    "or function to run. Install the package that provides it on every worker, or upload a "
+                    "single-file module with client.upload_file('path/to/module.py')"
+                )
 
     def _local_get(self):
         return self.get_function

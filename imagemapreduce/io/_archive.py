@@ -25,8 +25,18 @@ _AFW_TABLE_VERSION = 3
 # (name, FITS format, doc, unit, afw field class) of afw's archive index catalog.
 _INDEX_COLUMNS = (
     ("id", "1J", "Archive ID of the persistable object that owns the records pointed at by this entry", None),
-    ("cat.archive", "1J", "index of the catalog this entry points to, from the perspective of the archive", None),
-    ("cat.persistable", "1J", "index of the catalog this entry points to, from the perspective of the Persistable", None),  # noqa: E501
+    (
+        "cat.archive",
+        "1J",
+        "index of the catalog this entry points to, from the perspective of the archive",
+        None,
+    ),
+    (
+        "cat.persistable",
+        "1J",
+        "index of the catalog this entry points to, from the perspective of the Persistable",
+        None,
+    ),  # noqa: E501
     ("row0", "1J", "first row used by the persistable object in this catalog", None),
     ("nrows", "1J", "number of rows used by the persistable object in this catalog", None),
     ("name", "64A", "unique name for the persistable object's class", None),
@@ -39,8 +49,20 @@ _PSF_SCHEMAS: dict[type, tuple[str, str, tuple]] = {
         "GaussianPsf",
         "lsst.afw.detection",
         (
-            ("dimensions_x", "1J", "width/height of realization of Psf", "pixel", lambda p: p.getDimensions().x),
-            ("dimensions_y", "1J", "width/height of realization of Psf", "pixel", lambda p: p.getDimensions().y),
+            (
+                "dimensions_x",
+                "1J",
+                "width/height of realization of Psf",
+                "pixel",
+                lambda p: p.getDimensions().x,
+            ),
+            (
+                "dimensions_y",
+                "1J",
+                "width/height of realization of Psf",
+                "pixel",
+                lambda p: p.getDimensions().y,
+            ),
             ("sigma", "1D", "radius of Gaussian", "pixel", lambda p: p.getSigma()),
         ),
     ),
@@ -52,7 +74,13 @@ _PSF_SCHEMAS: dict[type, tuple[str, str, tuple]] = {
             ("dimensions_y", "1J", "width/height of kernel", "pixel", lambda p: p.getDimensions().y),
             ("sigma1", "1D", "radius of inner Gaussian", "pixel", lambda p: p.getSigma1()),
             ("sigma2", "1D", "radius of outer Gaussian", "pixel", lambda p: p.getSigma2()),
-            ("b", "1D", "central amplitude of outer Gaussian (inner amplitude == 1)", None, lambda p: p.getB()),
+            (
+                "b",
+                "1D",
+                "central amplitude of outer Gaussian (inner amplitude == 1)",
+                None,
+                lambda p: p.getB(),
+            ),
         ),
     ),
 }
@@ -73,7 +101,10 @@ def _find_index(hdul: fits.HDUList, path: str) -> int:
         if isinstance(candidate, fits.BinTableHDU):
             return ar_hdu - 1
     for i, hdu in enumerate(hdul):
-        if isinstance(hdu, fits.BinTableHDU) and str(hdu.header.get("EXTTYPE", "")).strip() == "ARCHIVE_INDEX":
+        if (
+            isinstance(hdu, fits.BinTableHDU)
+            and str(hdu.header.get("EXTTYPE", "")).strip() == "ARCHIVE_INDEX"
+        ):
             return i
     raise FitsFormatError(
         f"the primary header gives a PSF archive id but there is no ARCHIVE_INDEX table (AR_HDU = {ar_hdu})",
@@ -192,8 +223,8 @@ def archive_hdus(psf: Any, where: str) -> tuple[list[fits.BinTableHDU], list[tup
         index_rows.append((psf_id, catalog, 0, 0, 1, name, module))
         comment = "archive ID for generic component 'PSF'"
         cards += [("PSF_ID", psf_id, comment), ("ARCHIVE_ID_PSF", psf_id, comment)]
-    index_arrays = [list(column) for column in zip(*index_rows, strict=True)] if index_rows else None
-    if index_arrays is None:
+    index_arrays: list[Any] = [list(column) for column in zip(*index_rows, strict=True)]
+    if not index_rows:
         index_arrays = [np.zeros(0, np.int32)] * 5 + [np.zeros(0, "S64")] * 2
     index = _table(
         _INDEX_COLUMNS,

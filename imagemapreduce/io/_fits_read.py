@@ -82,11 +82,17 @@ def _check_sizes(hdul: fits.HDUList, path: str) -> None:
         if isinstance(hdu, fits.CompImageHDU):
             continue  # its header describes the uncompressed image, not the bytes on disk
         header = hdu.header
-        naxis = int(header.get("NAXIS", 0))
-        count = math.prod(int(header.get(f"NAXIS{n}", 0)) for n in range(1, naxis + 1)) if naxis else 0
-        nbytes = abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * (
-            int(header.get("PCOUNT", 0)) + count
-        )
+        try:
+            naxis = int(header.get("NAXIS", 0))
+            count = math.prod(int(header.get(f"NAXIS{n}", 0)) for n in range(1, naxis + 1)) if naxis else 0
+            nbytes = (
+                abs(int(header.get("BITPIX", 8)))
+                // 8
+                * int(header.get("GCOUNT", 1))
+                * (int(header.get("PCOUNT", 0)) + count)
+            )
+        except (TypeError, ValueError) as exc:
+            raise FitsFormatError(f"malformed structural cards (NAXIS, BITPIX...): {exc}", path, i) from None
         end = hdu.fileinfo()["datLoc"] + nbytes
         if end > file_size:
             raise FitsFormatError(
@@ -167,10 +173,12 @@ def _pixel_spec(hdu: Any, role: str, index: int, path: str, dtype: np.dtype | No
     shape = tuple(int(n) for n in hdu.shape)
     if len(shape) < 2 or any(n != 1 for n in shape[:-2]):
         raise FitsFormatError(f"the {role} plane has shape {shape}; a 2-d image is needed", path, index)
-    bzero, bscale = header.get("BZERO", 0), header.get("BSCALE", 1)
+    bzero_card, bscale_card = header.get("BZERO", 0), header.get("BSCALE", 1)
+    if not isinstance(bzero_card, Real) or not isinstance(bscale_card, Real):
+        raise FitsFormatError(f"non-numeric BZERO/BSCALE ({bzero_card!r}, {bscale_card!r})", path, index)
+    bzero, bscale = float(bzero_card), float(bscale_card)
     blank = header.get("BLANK")
-    if not isinstance(bzero, Real) or not isinstance(bscale, Real):
-        raise FitsFormatError(f"non-numeric BZERO/BSCALE ({bzero!r}, {bscale!r})", path, index)
+    target: np.dtype
     if role == "MASK":
         if bitpix < 0:
             raise FitsFormatError(f"the mask holds floating-point pixels (BITPIX {bitpix})", path, index)
@@ -184,7 +192,7 @@ def _pixel_spec(hdu: Any, role: str, index: int, path: str, dtype: np.dtype | No
     else:
         target = np.dtype(np.float64)
     blank = int(blank) if isinstance(blank, (int, np.integer)) and bitpix > 0 else None
-    return PixelSpec(role, bitpix, shape, float(bzero), float(bscale), blank, target)
+    return PixelSpec(role, bitpix, shape, bzero, bscale, blank, target)
 
 
 # -- xy0, mask planes, metadata -----------------------------------------------------------------
@@ -199,13 +207,13 @@ def _plane_xy0(header: fits.Header, inherited: fits.Header | None) -> tuple[tupl
             value = _number(inherited.get(key))
         return value
 
-    crpix = (get("CRPIX1A"), get("CRPIX2A"))
-    crval = (get("CRVAL1A"), get("CRVAL2A"))
-    if crpix == (1.0, 1.0) and None not in crval:  # afw trusts the "A" WCS only with CRPIX = 1
-        return (math.floor(crval[0] + 0.5), math.floor(crval[1] + 0.5)), "CRVAL1A/CRVAL2A"
-    ltv = (get("LTV1"), get("LTV2"))
-    if None not in ltv:
-        return (-math.floor(ltv[0] + 0.5), -math.floor(ltv[1] + 0.5)), "LTV1/LTV2"
+    crpix1, crpix2, crval1, crval2 = (get(k) for k in ("CRPIX1A", "CRPIX2A", "CRVAL1A", "CRVAL2A"))
+    if crpix1 == 1.0 and crpix2 == 1.0 and crval1 is not None and crval2 is not None:
+        # afw trusts the "A" WCS only with both CRPIXnA = 1, and rounds CRVALnA.
+        return (math.floor(crval1 + 0.5), math.floor(crval2 + 0.5)), "CRVAL1A/CRVAL2A"
+    ltv1, ltv2 = get("LTV1"), get("LTV2")
+    if ltv1 is not None and ltv2 is not None:
+        return (-math.floor(ltv1 + 0.5), -math.floor(ltv2 + 0.5)), "LTV1/LTV2"
     return (0, 0), "no xy0 cards"
 
 
@@ -217,7 +225,9 @@ def _resolve_xy0(hdul: fits.HDUList, roles: dict[str, int], path: str) -> tuple[
         found[role] = (i, *_plane_xy0(header, inherited))
     image_index, xy0, _ = found["IMAGE"]
     if any(other[1] != xy0 for other in found.values()):
-        described = "; ".join(f"{role} (HDU {i}) says {tuple(v)} from {src}" for role, (i, v, src) in found.items())
+        described = "; ".join(
+            f"{role} (HDU {i}) says {tuple(v)} from {src}" for role, (i, v, src) in found.items()
+        )
         warnings.warn(
             FitsLayoutWarning(
                 f"FITS file {path!r}: the planes disagree on xy0: {described}. "
@@ -240,11 +250,12 @@ def _plane_dict(header: fits.Header, path: str, index: int) -> dict[str, int] | 
             raise FitsFormatError(f"mask plane card {key} = {bit!r} is not a bit index in 0..31", path, index)
         if name in planes:
             raise FitsFormatError(f"mask plane {name!r} appears twice (MP_{name} cards)", path, index)
+        bit = int(bit)
         if bit in owner:
             raise FitsFormatError(
                 f"mask planes {owner[bit]!r} and {name!r} both claim bit {bit} (MP_ cards)", path, index
             )
-        planes[name], owner[int(bit)] = int(bit), name
+        planes[name], owner[bit] = bit, name
     return planes or None
 
 
@@ -280,15 +291,14 @@ def _plane_array(hdul, index, spec, path, lazy, chunks, stamp):
 
 
 def _fill_variance(image: Any, variance: Any, lazy: bool) -> Any:
-    """The variance of a file without one: zeros, a constant, an array, or 'image' (Poisson-like)."""
+    """Make the variance of a file without one: zeros, a constant, an array, or 'image' (Poisson-like)."""
     shape, dtype = image.shape, image.dtype
+    xp: Any = np
+    kwargs: dict[str, Any] = {}
     if lazy:
         import dask.array as da
 
-        xp = da
-        kwargs = {"chunks": image.chunks}
-    else:
-        xp, kwargs = np, {}
+        xp, kwargs = da, {"chunks": image.chunks}
     if variance is None:
         return xp.zeros(shape, dtype=dtype, **kwargs)
     if isinstance(variance, str):
@@ -299,7 +309,9 @@ def _fill_variance(image: Any, variance: Any, lazy: bool) -> Any:
         return xp.full(shape, variance, dtype=dtype, **kwargs)
     if hasattr(variance, "shape") and hasattr(variance, "dtype"):
         if tuple(variance.shape) != tuple(shape):
-            raise ValueError(f"variance array has shape {tuple(variance.shape)}; the image has {tuple(shape)}")
+            raise ValueError(
+                f"variance array has shape {tuple(variance.shape)}; the image has {tuple(shape)}"
+            )
         if lazy:
             return xp.asarray(variance).astype(dtype).rechunk(image.chunks)
         return np.array(variance, dtype=dtype)
@@ -327,19 +339,21 @@ def read_fits(
             image_dtype = specs["IMAGE"].dtype
             specs["VARIANCE"] = replace(specs["VARIANCE"], dtype=image_dtype)
         shapes = {role: spec.raw_shape[-2:] for role, spec in specs.items()}
-        if len(set(shapes.values())) != 1:
+        odd = [role for role, shape in shapes.items() if shape != shapes["IMAGE"]]
+        if odd:
             raise FitsFormatError(
-                "the planes have different shapes: "
-                + ", ".join(f"{role} (HDU {roles[role]}) {shape[::-1]} (width, height)" for role, shape in shapes.items()),
+                f"the {odd[0]} plane does not match the IMAGE plane: (width, height) "
+                + ", ".join(f"{role} (HDU {roles[role]}) {shape[::-1]}" for role, shape in shapes.items()),
                 path,
-                roles["MASK"],
+                roles[odd[0]],
             )
         xy0 = _resolve_xy0(hdul, roles, path)
         plane_dict = _plane_dict(hdul[roles["MASK"]].header, path, roles["MASK"]) if "MASK" in roles else None
         stat = os.stat(path)
         stamp = (stat.st_size, stat.st_mtime_ns)
         arrays = {
-            role: _plane_array(hdul, roles[role], spec, path, lazy, chunks, stamp) for role, spec in specs.items()
+            role: _plane_array(hdul, roles[role], spec, path, lazy, chunks, stamp)
+            for role, spec in specs.items()
         }
         image = arrays["IMAGE"]
         if "MASK" not in arrays:

@@ -173,7 +173,10 @@ def write_fits(
     planes = []
     for role, pixels in zip(ROLES, (image_px, mask_px, variance_px), strict=True):
         header = _plane_header(
-            role, xy0, common + (image_extra if role == "IMAGE" else []), plane_dict if role == "MASK" else None
+            role,
+            xy0,
+            common + (image_extra if role == "IMAGE" else []),
+            plane_dict if role == "MASK" else None,
         )
         planes.append(fits.ImageHDU(data=pixels, header=header))
     _atomic_write(fits.HDUList([primary, *planes, *archive]), path, overwrite)

@@ -41,14 +41,10 @@ class PixelSpec:
             return (values & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
         if self.bitpix < 0 and self.bscale == 1 and self.bzero == 0:
             return raw.astype(self.dtype)
-        values = raw.astype(np.float64)
-        if self.bscale != 1:
-            values *= self.bscale
-        if self.bzero != 0:
-            values += self.bzero
+        scaled = raw.astype(np.float64) * self.bscale + self.bzero
         if self.bitpix > 0 and self.blank is not None:
-            values[raw == self.blank] = np.nan
-        return values.astype(self.dtype)
+            scaled[raw == self.blank] = np.nan
+        return scaled.astype(self.dtype)
 
 
 class PlaneSource:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ..geom import Point2I
 from ..image import Exposure, Image, ImageD, ImageF, Mask, MaskedImage, MaskedImageD, MaskedImageF
 from ._errors import FitsFormatError, FitsLayoutWarning
 from ._fits_read import FitsContents, read_fits
@@ -63,7 +64,7 @@ PathLike = str | os.PathLike
 
 
 def _target_dtype(cls: type, base: type, dtype: Any) -> np.dtype | None:
-    """The pixel type asked for: ``dtype``, else the class's (ExposureF: float32), else the file's."""
+    """Return the pixel type asked for: ``dtype``, else the class's (ExposureF: float32), else the file's."""
     if dtype is None and cls is not base:
         dtype = getattr(cls, "_default_dtype", None)
     if dtype is None:
@@ -76,9 +77,10 @@ def _target_dtype(cls: type, base: type, dtype: Any) -> np.dtype | None:
 
 def _planes(contents: FitsContents, masked_image_cls: type | None = None) -> MaskedImage:
     image_cls = {np.dtype(np.float32): ImageF, np.dtype(np.float64): ImageD}.get(contents.image.dtype, Image)
-    image = image_cls(contents.image, xy0=contents.xy0)
-    mask = Mask(contents.mask, xy0=contents.xy0, planeDict=contents.plane_dict)
-    variance = image_cls(contents.variance, xy0=contents.xy0)
+    xy0 = Point2I(*contents.xy0)
+    image = image_cls(contents.image, xy0=xy0)
+    mask = Mask(contents.mask, xy0=xy0, planeDict=contents.plane_dict)
+    variance = image_cls(contents.variance, xy0=xy0)
     if masked_image_cls is None:
         masked_image_cls = {np.dtype(np.float32): MaskedImageF, np.dtype(np.float64): MaskedImageD}.get(
             contents.image.dtype, MaskedImage
@@ -136,7 +138,12 @@ def read_exposure(
     """
     path = os.fspath(path)
     contents = read_fits(
-        path, dtype=_target_dtype(cls, Exposure, dtype), lazy=lazy, chunks=chunks, variance=variance, hdu=hdu,
+        path,
+        dtype=_target_dtype(cls, Exposure, dtype),
+        lazy=lazy,
+        chunks=chunks,
+        variance=variance,
+        hdu=hdu,
         extras=True,
     )
     return cls(_planes(contents), psf=contents.psf, wcs=contents.wcs, metadata=contents.metadata)
@@ -159,7 +166,12 @@ def read_masked_image(
     """
     path = os.fspath(path)
     contents = read_fits(
-        path, dtype=_target_dtype(cls, MaskedImage, dtype), lazy=lazy, chunks=chunks, variance=variance, hdu=hdu,
+        path,
+        dtype=_target_dtype(cls, MaskedImage, dtype),
+        lazy=lazy,
+        chunks=chunks,
+        variance=variance,
+        hdu=hdu,
         extras=False,
     )
     return _planes(contents, cls)
@@ -193,9 +205,18 @@ def write_exposure(
         raise TypeError(f"write_exposure writes an Exposure, not a {type(exposure).__name__}")
     mi = exposure.getMaskedImage()
     write_fits(
-        os.fspath(path), mi.image.array, mi.mask.array, mi.variance.array, tuple(exposure.getXY0()),
-        mi.mask.getMaskPlaneDict(), overwrite=overwrite, variance_dtype=variance_dtype,
-        metadata=exposure.getMetadata(), exposure=True, psf=exposure.getPsf(), wcs=exposure.getWcs(),
+        os.fspath(path),
+        mi.image.array,
+        mi.mask.array,
+        mi.variance.array,
+        (exposure.getX0(), exposure.getY0()),
+        mi.mask.getMaskPlaneDict(),
+        overwrite=overwrite,
+        variance_dtype=variance_dtype,
+        metadata=exposure.getMetadata(),
+        exposure=True,
+        psf=exposure.getPsf(),
+        wcs=exposure.getWcs(),
     )
 
 
@@ -215,6 +236,13 @@ def write_masked_image(
         raise TypeError(f"write_masked_image writes a MaskedImage, not a {type(masked_image).__name__}")
     mi = masked_image
     write_fits(
-        os.fspath(path), mi.image.array, mi.mask.array, mi.variance.array, tuple(mi.getXY0()),
-        mi.mask.getMaskPlaneDict(), overwrite=overwrite, variance_dtype=variance_dtype, metadata=metadata,
+        os.fspath(path),
+        mi.image.array,
+        mi.mask.array,
+        mi.variance.array,
+        (mi.getX0(), mi.getY0()),
+        mi.mask.getMaskPlaneDict(),
+        overwrite=overwrite,
+        variance_dtype=variance_dtype,
+        metadata=metadata,
     )

@@ -210,7 +210,7 @@ class VaryingGaussianPsf(_PolynomialPsf):
     def radial(
         cls, width: int, height: int, bbox: Box2I, sigma_center: float, sigma_corner: float
     ) -> VaryingGaussianPsf:
-        """Return a PSF with ``sigma = s0 + (s1 - s0) * (u**2 + v**2) / 2``: s0 at the centre, s1 at the corners.
+        """Return a PSF with ``sigma = s0 + (s1 - s0) (u^2 + v^2) / 2``: s0 at the centre, s1 at corners.
 
         Parameters
         ----------
@@ -282,7 +282,9 @@ class VaryingMoffatPsf(_PolynomialPsf):
     _beta: float
     _width_name = "fwhm"
 
-    def __init__(self, width: int, height: int, fwhm_coeffs: Coefficients, bbox: Box2I, beta: float = 3.5) -> None:
+    def __init__(
+        self, width: int, height: int, fwhm_coeffs: Coefficients, bbox: Box2I, beta: float = 3.5
+    ) -> None:
         beta_value = check_sigma("beta", beta)
         if not beta_value > 1.0:
             raise ValueError(f"beta must be > 1 for a Moffat profile of finite flux, got {beta}")
@@ -310,9 +312,9 @@ class VaryingMoffatPsf(_PolynomialPsf):
         (`computeShape`), evaluated position by position, so it is slower than `fwhm_at`.
         """
         xs, ys = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-        radii = np.array(
-            [self.computeShape(Point2D(a, b)).getDeterminantRadius() for a, b in zip(xs.ravel(), ys.ravel())]
-        ).reshape(xs.shape)
+        points = zip(xs.ravel().tolist(), ys.ravel().tolist(), strict=True)
+        radii = np.array([self.computeShape(Point2D(a, b)).getDeterminantRadius() for a, b in points])
+        radii = radii.reshape(xs.shape)
         return float(radii) if radii.ndim == 0 else radii
 
     def _profile(self, x: np.ndarray, y: np.ndarray, width: float) -> np.ndarray:

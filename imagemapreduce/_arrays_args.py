@@ -1,0 +1,267 @@
+"""Argument checking and grid building for `imagemapreduce.map_reduce` (plain arrays).
+
+Everything here runs before any cell does, so a bad argument fails at once with a message that
+names the parameter and the fix, instead of deep inside a Dask worker.
+
+Conventions: the public function takes sizes in array order, ``(rows, cols)``; the grid module
+(LSST's) takes ``(x, y)``. `as_pair` is the one place that swaps them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .engine import is_dask_array
+from .geom import Box2I, Extent2I, Point2I
+from .grid import CellGrid, cell_boxes, grid_centroids
+from .weights import Weighting, make_weighting
+
+__all__ = [
+    "ADJUST_OPTIONS",
+    "GEOMETRY_NAMES",
+    "REDUCE_CHOICES",
+    "as_pair",
+    "check_choice",
+    "check_func",
+    "check_image_array",
+    "check_weights",
+    "output_dtype",
+    "prepare_companions",
+    "regular_grid",
+    "requested_geometry",
+    "uncovered_pixels",
+]
+
+#: LSST's ``adjustGridOption`` values.
+ADJUST_OPTIONS = ("none", "spacing", "size")
+#: Reduce operations that make sense for plain arrays (``coaddPsf`` needs PSFs).
+REDUCE_CHOICES = ("copy", "sum", "average", "none")
+#: Keyword parameters through which ``func`` may ask for its cell's geometry.
+GEOMETRY_NAMES = ("cell_box", "expanded_box", "grid_index")
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but cell_size=True is surely a mistake.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
+    """Read an int or a ``(rows, cols)`` pair and return it as ``(x, y)`` for the grid module.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is neither an int nor a pair of ints.
+    ValueError
+        If either entry is below ``minimum``.
+    """
+    if _is_int(value):
+        rows = cols = int(value)
+    elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(_is_int(v) for v in value):
+        rows, cols = int(value[0]), int(value[1])
+    else:
+        raise TypeError(f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}")
+    if min(rows, cols) < minimum:
+        unit = "pixel" if minimum == 1 else "pixels"
+        raise ValueError(f"{name} must be at least {minimum} {unit} along each axis, got {value!r}; increase {name}")
+    return cols, rows
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``; raise a `ValueError` listing them otherwise."""
+    if value == "coaddPsf" and name == "reduce":
+        raise ValueError(
+            "reduce='coaddPsf' builds a CoaddPsf from the PSFs of Exposure mapper results; plain arrays have "
+            "no PSF. Use ImageMapReduceTask on an Exposure for that, or reduce='copy', 'sum', 'average' or 'none'"
+        )
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
+
+
+def check_image_array(data: Any, name: str = "image") -> Any:
+    """Return a 2-d numpy or Dask array for ``data``, raising clear errors for anything else."""
+    if hasattr(data, "getBBox") and hasattr(data, "getXY0"):
+        raise TypeError(
+            f"{name} is an imagemapreduce {type(data).__name__}; map_reduce takes plain arrays. Pass its pixels "
+            "(e.g. exposure.image.array), convert it with exposure.to_xarray(), or use ImageMapReduceTask"
+        )
+    if not (isinstance(data, np.ndarray) or is_dask_array(data)):
+        try:
+            data = np.asarray(data)
+        except Exception as exc:  # noqa: BLE001 - any conversion failure is the same user error
+            raise TypeError(f"{name} must be a numpy array, a Dask array or an xarray.DataArray; got "
+                            f"{type(data).__name__} ({exc})") from None  # fmt: skip
+    if data.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-d (rows, cols), got shape {tuple(data.shape)}; map one plane at a time "
+            "(e.g. image[..., k]) or squeeze length-1 axes"
+        )
+    if 0 in data.shape:
+        raise ValueError(f"{name} is empty (shape {tuple(data.shape)}); there is nothing to map")
+    if data.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must hold numbers, got dtype {data.dtype}")
+    return data
+
+
+def check_func(func: Any, keywords: tuple[str, ...]) -> None:
+    """Check that ``func(cell, **{k: ... for k in keywords})`` is a valid call, when we can tell."""
+    if not callable(func):
+        raise TypeError(f"func must be callable, as func(cell, **kwargs) -> array; got {type(func).__name__}")
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # builtins and ufuncs (np.sqrt) may have no signature: just call them
+        return
+    try:
+        signature.bind(None, **dict.fromkeys(keywords))
+    except TypeError as exc:
+        given = ", ".join(keywords) if keywords else "no keywords"
+        raise TypeError(
+            f"func cannot be called as func(cell, {given}): {exc}. Give func a first positional parameter for "
+            "the cell and a parameter for every companion and func_kwargs entry (or **kwargs)"
+        ) from None
+
+
+def requested_geometry(func: Callable[..., Any]) -> tuple[str, ...]:
+    """The geometry keywords (`GEOMETRY_NAMES`) that ``func`` names as parameters.
+
+    Only parameters named explicitly count: a ``**kwargs`` catch-all does not ask for geometry,
+    so functions that forward their keywords elsewhere are not handed surprises.
+    """
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return ()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(n for n in GEOMETRY_NAMES if n in parameters and parameters[n].kind in named)
+
+
+def check_weights(weights: Any, reduce: str) -> Weighting | None:
+    """The engine's `Weighting` for ``weights``; None when the plain (LSST) path applies."""
+    weighting = make_weighting(weights)
+    if weighting.kind == "inverseVariance":
+        raise ValueError(
+            "weights='inverseVariance' needs a variance plane, and plain arrays have none: pass per-pixel "
+            "weights as a function weights(bbox, image, variance), or use ImageMapReduceTask on an Exposure"
+        )
+    if weighting.is_uniform:
+        return None
+    if reduce != "average":
+        raise ValueError(f"weights={weights!r} only applies to reduce='average'; got reduce={reduce!r}")
+    return weighting
+
+
+def prepare_companions(
+    companions: Mapping[str, Any] | None,
+    shape: tuple[int, int],
+    dims: tuple[str, ...] | None,
+    reserved: Mapping[str, str],
+) -> dict[str, Any]:
+    """Check companion arrays and return them as numpy or Dask arrays, keyed by keyword name.
+
+    ``dims`` are the image's dimension names when it is a DataArray: a companion DataArray with the
+    same dimensions in another order is transposed to match (xarray matches dimensions by name).
+    ``reserved`` maps names that companions may not take to what already uses them.
+    """
+    if companions is None:
+        return {}
+    if not isinstance(companions, Mapping):
+        raise TypeError(f"companions must be a mapping {{name: array}}, got {type(companions).__name__}")
+    out = {}
+    for name, value in companions.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"companion name {name!r} must be a valid Python identifier (it becomes a keyword)")
+        if name in reserved:
+            raise ValueError(f"companion name {name!r} clashes with {reserved[name]}; rename the companion")
+        if dims is not None and hasattr(value, "dims") and set(value.dims) == set(dims):
+            value = value.transpose(*dims)
+        value = getattr(value, "data", value) if hasattr(value, "dims") else value
+        value = check_image_array(value, f"companion {name!r}")
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(
+                f"companion {name!r} has shape {tuple(value.shape)} but the image has shape {tuple(shape)}; "
+                "companions are cut with the same boxes, so they must match the image pixel for pixel"
+            )
+        out[name] = value
+    return out
+
+
+def regular_grid(
+    shape: tuple[int, int],
+    cell: tuple[int, int],
+    step: tuple[int, int],
+    border: tuple[int, int],
+    adjust: str,
+    force_even_sized: bool,
+) -> tuple[CellGrid, np.ndarray]:
+    """LSST's regular grid over an array of ``shape``, and each kept cell's ``(ix, iy)`` index.
+
+    Sizes are ``(x, y)``. Boxes are in array indices (pixel ``[0, 0]`` is ``(0, 0)``).
+    """
+    height, width = shape
+    bbox = Box2I(Point2I(0, 0), Extent2I(width, height))
+    cx, cy, cell_xy = grid_centroids(bbox, cell, step, adjust)
+    grid = cell_boxes(bbox, cx, cy, cell_xy, border, force_even_sized)
+    # The x centres alone: a 1-pixel-high box with a 2-pixel cell and step has one y centre for
+    # every adjust option, so this call returns exactly the grid's columns.
+    nx = len(grid_centroids(Box2I(Point2I(0, 0), Extent2I(width, 1)), (cell[0], 2), (step[0], 2), adjust)[0])
+    ny = len(cx) // nx
+    index = np.arange(len(cx))
+    indices = np.stack([index // ny, index % ny], axis=1)  # grid order is x-major
+    if len(grid) != len(cx):
+        indices = indices[_kept_cells(bbox, cx, cy, cell_xy, border, force_even_sized, ny)]
+    return grid, indices
+
+
+def _kept_cells(bbox, cx, cy, cell, border, force_even_sized, ny) -> np.ndarray:
+    """Which centroids `cell_boxes` kept (it drops cells of one pixel or less, as LSST does).
+
+    `cell_boxes` does not say which it dropped, so ask it column by column, and cell by cell only
+    in columns that lost some (in practice the one-pixel corner cell of the last column).
+    """
+    keep = np.ones(len(cx), dtype=bool)
+    for start in range(0, len(cx), ny):
+        column = slice(start, start + ny)
+        if len(cell_boxes(bbox, cx[column], cy[column], cell, border, force_even_sized)) == ny:
+            continue
+        for i in range(start, start + ny):
+            keep[i] = len(cell_boxes(bbox, cx[i : i + 1], cy[i : i + 1], cell, border, force_even_sized)) == 1
+    return keep
+
+
+def uncovered_pixels(cells: np.ndarray, shape: tuple[int, int]) -> int:
+    """How many pixels of an image of ``shape`` no cell in ``cells`` (an ``(n, 4)`` array) covers.
+
+    Works on the grid compressed to the cells' edges, so it costs O(cells), not O(pixels).
+    """
+    height, width = shape
+    if len(cells) == 0:
+        return height * width
+    xs = np.unique(np.concatenate([[0, width], cells[:, 0], cells[:, 2] + 1]))
+    ys = np.unique(np.concatenate([[0, height], cells[:, 1], cells[:, 3] + 1]))
+    j0, j1 = np.searchsorted(xs, cells[:, 0]), np.searchsorted(xs, cells[:, 2] + 1)
+    i0, i1 = np.searchsorted(ys, cells[:, 1]), np.searchsorted(ys, cells[:, 3] + 1)
+    diff = np.zeros((len(ys), len(xs)), dtype=np.int64)
+    for rows, cols, sign in ((i0, j0, 1), (i0, j1, -1), (i1, j0, -1), (i1, j1, 1)):
+        np.add.at(diff, (rows, cols), sign)
+    cover = diff.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
+    areas = np.outer(np.diff(ys), np.diff(xs))
+    return int(areas[cover == 0].sum())
+
+
+def output_dtype(dtype: Any, image_dtype: np.dtype) -> np.dtype:
+    """The stitched image's dtype: as asked, else the input's if it can hold NaN, else float64."""
+    if dtype is None:
+        return image_dtype if image_dtype.kind in "fc" else np.dtype(np.float64)
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "fc":
+        raise ValueError(
+            f"dtype must be a floating or complex type (uncovered and invalid pixels are NaN), got {dtype}"
+        )
+    return dtype
+

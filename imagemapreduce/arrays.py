@@ -1,0 +1,249 @@
+"""`map_reduce`: tile a plain 2-d array (numpy, Dask or xarray) into bordered cells, map, stitch.
+
+This is `ImageMapReduceTask` without the Exposure: the same LSST grid, the same per-cell Dask
+tasks and the same bitwise-reproducible stitching, for a function of an array. There is no mask
+and no variance plane (none is made), so the only validity rule is LSST's with the variance left
+out: a pixel where ``func`` returns NaN does not count.
+
+Sizes are in array order, ``(rows, cols)``, as numpy users write shapes. Boxes handed to ``func``
+are LSST `Box2I` in array indices, with x the column and y the row: ``array[box.slices()]`` is
+the box's pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ._arrays_args import (
+    ADJUST_OPTIONS,
+    GEOMETRY_NAMES,
+    REDUCE_CHOICES,
+    as_pair,
+    check_choice,
+    check_func,
+    check_image_array,
+    check_weights,
+    output_dtype,
+    prepare_companions,
+    regular_grid,
+    requested_geometry,
+    uncovered_pixels,
+)
+from .engine import ArrayPlan, choose_scheduler, execute_cells, execute_stitch, is_dask_array, lazy_stitch
+
+__all__ = ["map_reduce"]
+
+
+def map_reduce(
+    image: Any,
+    func: Callable[..., Any],
+    *,
+    cell_size: int | tuple[int, int],
+    grid_step: int | tuple[int, int] | None = None,
+    border: int | tuple[int, int] = 0,
+    adjust: str = "none",
+    reduce: str = "average",
+    weights: Any = "uniform",
+    scheduler: Any = None,
+    num_workers: int | None = None,
+    compute: bool | None = None,
+    companions: Mapping[str, Any] | None = None,
+    func_kwargs: Mapping[str, Any] | None = None,
+    region_size: int = 1024,
+    force_even_sized: bool = False,
+    dtype: Any = None,
+) -> Any:
+    """Apply ``func`` to every cell of a grid over a 2-d array and stitch the results.
+
+    The image is tiled with LSST's grid of cells; each cell is grown by ``border`` pixels (clipped
+    to the image) into its *expanded cell*, and ``func`` runs on each expanded cell as its own Dask
+    task. The core of each answer (the cell without its border) is stitched back into a new image.
+    The output is bitwise identical whatever the scheduler, worker count or ``region_size``.
+
+    **All sizes are in array order, (rows, cols)** -- ``cell_size=(32, 64)`` means cells 32 rows
+    high and 64 columns wide. (LSST's config, and `ImageMapReduceTask`, use (x, y) instead.)
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, `dask.array.Array` or `xarray.DataArray`
+        The 2-d input. Anything ``numpy.asarray`` accepts is taken as numpy.
+    func : callable
+        ``func(cell, **kwargs) -> array``. ``cell`` is the expanded cell (read-only for numpy input:
+        copy it before writing). It returns an array the shape of ``cell`` (its core is kept) or
+        the shape of the cell itself; with ``reduce="none"``, anything. Besides ``func_kwargs``
+        and ``companions`` it receives, if it names them as parameters (not via ``**kwargs``):
+        ``cell_box`` and ``expanded_box`` (`Box2I` in array indices: x = column, y = row) and
+        ``grid_index`` (``(ix, iy)``, the cell's column and row in the grid).
+    cell_size : `int` or (`int`, `int`)
+        Cell size in pixels, (rows, cols); at least 1.
+    grid_step : `int` or (`int`, `int`), optional
+        Distance between cell starts, (rows, cols). Defaults to ``cell_size``: the cells tile the
+        image exactly. Smaller steps overlap cells; larger ones leave gaps.
+    border : `int` or (`int`, `int`)
+        Pixels added on each side of a cell to make its expanded cell, (rows, cols); at least 0.
+        Make it at least the reach of ``func`` (e.g. 4 sigma for a Gaussian filter with
+        ``truncate=4``) so that cores match a whole-image computation.
+    adjust : {'none', 'spacing', 'size'}
+        LSST's ``adjustGridOption``: keep sizes and step (``'none'``, cells at the far edges are
+        clipped); re-space the cells to fit (``'spacing'``, overlapping); or resize them to the step
+        plus one pixel (``'size'``).
+    reduce : {'average', 'copy', 'sum', 'none'}
+        How overlapping cores combine: mean of the valid values, the last valid value in grid
+        order, their sum, or no stitching (return the per-cell results as a list in grid order).
+    weights : `str`, callable or `Weighting`
+        Per-pixel weights for ``reduce="average"``: ``'uniform'`` (LSST), ``'linear'``,
+        ``'cosine'`` or ``'gaussian'`` taper windows over each cell, or ``weights(bbox, image,
+        variance) -> weights`` (variance is None here). Inverse-variance needs an Exposure.
+    scheduler : `str`, ``distributed.Client``, address or `None`
+        Where cells run: ``'synchronous'``, ``'threads'``, ``'processes'``, ``'distributed'``, a
+        client, ``'tcp://host:port'``; None for Dask's current default. Not allowed when the
+        result is lazy (compute it with ``result.compute(scheduler=...)`` instead).
+    num_workers : `int`, optional
+        Threads or processes for the local schedulers.
+    compute : `bool`, optional
+        None: return the kind of array given (numpy computed now, Dask lazy). True: always a
+        computed numpy result. False: always a lazy Dask result.
+    companions : mapping of `str` to array, optional
+        Extra arrays of the image's shape, cut with the same expanded boxes and passed to ``func``
+        by keyword: ``companions={"weight": w}`` calls ``func(cell, weight=w_cell)``.
+    func_kwargs : mapping, optional
+        Constant keyword arguments for ``func``.
+    region_size : `int`
+        Side of the output regions stitched as separate tasks (the chunks of a lazy result).
+    force_even_sized : `bool`
+        Grow odd-sized boxes by one pixel, as LSST's ``forceEvenSized``.
+    dtype : numpy dtype, optional
+        Output type: floating or complex. Default: the input's, or float64 for integer input.
+
+    Returns
+    -------
+    result : array or `list`
+        Stitched image of the input's shape and kind: `numpy.ndarray`, lazy `dask.array.Array`
+        (chunks are ``region_size`` squares), or `xarray.DataArray` with the input's dims, coords,
+        name and attrs. For ``reduce="none"``, a computed list of ``func``'s results.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad arguments, before anything runs; the message names the parameter.
+    imagemapreduce.CellFailure
+        If ``func`` raises on a cell; the message names the cell and its boxes.
+
+    Notes
+    -----
+    NaN marks invalid pixels (LSST's rule with no variance): where ``func`` returns NaN, that cell
+    does not contribute -- ``copy`` keeps the previous cell's value, ``average`` leaves it out of
+    the mean, ``sum`` adds nothing. A pixel valid in no cell is NaN (``copy``, ``average``) or 0
+    (``sum``). NaN in the input reaches ``func`` unchanged. A pixel covered by no cell at all (gaps
+    from a large ``grid_step``, or a one-pixel corner cell, which LSST's grid drops) is treated the
+    same way, and a `UserWarning` says how many there are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imagemapreduce import map_reduce
+    >>> image = np.arange(12.0).reshape(3, 4)
+    >>> map_reduce(image, lambda cell: cell * 2, cell_size=2, scheduler="synchronous")
+    array([[ 0.,  2.,  4.,  6.],
+           [ 8., 10., 12., 14.],
+           [16., 18., 20., 22.]])
+
+    A cell-dependent function, with the geometry it asks for:
+
+    >>> def label(cell, grid_index):
+    ...     return np.full(cell.shape, 10 * grid_index[0] + grid_index[1])
+    >>> map_reduce(np.zeros((4, 6)), label, cell_size=(2, 3), reduce="copy", scheduler="sync")
+    array([[ 0.,  0.,  0., 10., 10., 10.],
+           [ 0.,  0.,  0., 10., 10., 10.],
+           [ 1.,  1.,  1., 11., 11., 11.],
+           [ 1.,  1.,  1., 11., 11., 11.]])
+    """
+    template = image if isinstance(image, xr.DataArray) else None
+    if template is not None and template.ndim != 2:
+        raise ValueError(f"image must be 2-d, got a DataArray with dims {template.dims}; select one plane first")
+    data = check_image_array(template.data if template is not None else image)
+    if not callable(func):
+        raise TypeError(f"func must be callable, as func(cell, **kwargs) -> array; got {type(func).__name__}")
+    reduce = check_choice(reduce, "reduce", REDUCE_CHOICES)
+    adjust = check_choice(adjust, "adjust", ADJUST_OPTIONS)
+    cell_xy = as_pair(cell_size, "cell_size", 1)
+    step_xy = cell_xy if grid_step is None else as_pair(grid_step, "grid_step", 1)
+    border_xy = as_pair(border, "border", 0)
+    weighting = check_weights(weights, reduce)
+    kwargs = _check_func_kwargs(func_kwargs)
+    geometry = requested_geometry(func)
+    reserved = {name: "a geometry keyword" for name in GEOMETRY_NAMES}
+    reserved.update({name: "a func_kwargs entry" for name in kwargs})
+    clash = sorted(set(geometry) & set(kwargs))
+    if clash:
+        raise ValueError(f"func_kwargs {clash} clash with the geometry keywords func asks for; rename them")
+    extra = prepare_companions(companions, data.shape, template.dims if template is not None else None, reserved)
+    check_func(func, (*kwargs, *extra, *geometry))
+    if not isinstance(region_size, (int, np.integer)) or isinstance(region_size, bool) or region_size < 1:
+        raise ValueError(f"region_size must be a positive int (pixels per output region side), got {region_size!r}")
+    if compute not in (None, True, False):
+        raise TypeError(f"compute must be None, True or False, got {compute!r}")
+    if not isinstance(force_even_sized, (bool, np.bool_)):
+        raise TypeError(f"force_even_sized must be True or False, got {force_even_sized!r}")
+    lazy = is_dask_array(data) if compute is None else not compute
+    if reduce == "none" and compute is False:
+        raise ValueError("reduce='none' returns a computed list of per-cell results; drop compute=False")
+    lazy = lazy and reduce != "none"
+    if lazy and (scheduler is not None or num_workers is not None):
+        raise ValueError(
+            "scheduler and num_workers apply only when map_reduce computes the result, but this result is "
+            "lazy (Dask input or compute=False): pass compute=True, or call result.compute(scheduler=...)"
+        )
+    out_dtype = output_dtype(dtype, data.dtype)
+
+    grid, indices = regular_grid(data.shape, cell_xy, step_xy, border_xy, adjust, bool(force_even_sized))
+    if reduce != "none":
+        _warn_uncovered(grid.cells, data.shape, reduce)
+    plan = ArrayPlan(
+        func, data, grid, kwargs, reduce, companions=extra, geometry=geometry, grid_indices=indices,
+        weighting=weighting,
+    )  # fmt: skip
+    if reduce == "none":
+        with choose_scheduler(scheduler, num_workers) as chosen:
+            return [outcome.result for outcome in execute_cells(plan, chosen)]
+    if lazy:
+        result = lazy_stitch(plan, out_dtype, 0, region_size)[0]
+    else:
+        result = np.empty(data.shape, dtype=out_dtype)  # every region overwrites all of its pixels
+        with choose_scheduler(scheduler, num_workers) as chosen:
+            execute_stitch(plan, result, 0, region_size, chosen)
+    return _like(template, result)
+
+
+def _check_func_kwargs(func_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    if func_kwargs is None:
+        return {}
+    if not isinstance(func_kwargs, Mapping) or not all(isinstance(k, str) for k in func_kwargs):
+        raise TypeError(f"func_kwargs must be a mapping of keyword names to values, got {func_kwargs!r}")
+    return dict(func_kwargs)
+
+
+def _warn_uncovered(cells: np.ndarray, shape: tuple[int, int], reduce: str) -> None:
+    missing = uncovered_pixels(cells, shape)
+    if missing:
+        fill = "0" if reduce == "sum" else "NaN"
+        warnings.warn(
+            f"{missing} pixel{'s' if missing != 1 else ''} of the {shape[0]}x{shape[1]} image lie in no cell "
+            f"and will be {fill}: the grid leaves gaps (grid_step larger than cell_size) or drops a one-pixel "
+            "corner cell (as LSST does). Choose cell_size/grid_step to cover the image, or adjust='spacing'",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _like(template: xr.DataArray | None, result: Any) -> Any:
+    """Wrap ``result`` as a DataArray like ``template`` (dims, coords, name, attrs), if there is one."""
+    if template is None:
+        return result
+    return xr.DataArray(result, coords=template.coords, dims=template.dims, name=template.name,
+                        attrs=dict(template.attrs))  # fmt: skip
