@@ -28,7 +28,19 @@ from .image import (
 from .mapper import ImageMapper, ImageMapperConfig
 from .mapreduce import ImageMapReduceConfig, ImageMapReduceTask
 from .pipe_base import Struct, Task, TaskMetadata, timeMethod
-from .psf import CoaddPsf, DoubleGaussianPsf, GaussianPsf, Psf, Quadrupole
+from .psf import (
+    CoaddPsf,
+    DoubleGaussianPsf,
+    GaussianPsf,
+    Psf,
+    Quadrupole,
+    VaryingGaussianPsf,
+    VaryingMoffatPsf,
+    WindowedCoaddPsf,
+)
+from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
+from .measure import measure_star_widths, width_map
+from .simulate import simulate_exposure
 from .reducer import ImageReducer, ImageReducerConfig
 
 __version__ = "0.1.0"
@@ -69,4 +81,12 @@ __all__ = [
     "Task",
     "TaskMetadata",
     "timeMethod",
+    "PsfMatchMapper",
+    "PsfMatchMapperConfig",
+    "VaryingGaussianPsf",
+    "VaryingMoffatPsf",
+    "WindowedCoaddPsf",
+    "measure_star_widths",
+    "simulate_exposure",
+    "width_map",
 ]

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import inspect
 import keyword
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, cast
 
 import numpy as np
 
 from .engine import is_dask_array
 from .geom import Box2I, Extent2I, Point2I
-from .grid import CellGrid, cell_boxes, grid_centroids
+from .grid import AdjustGridOption, CellGrid, cell_boxes, grid_centroids
 from .weights import Weighting, make_weighting
 
 __all__ = [
@@ -68,7 +68,9 @@ def as_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
         raise TypeError(f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}")
     if min(rows, cols) < minimum:
         unit = "pixel" if minimum == 1 else "pixels"
-        raise ValueError(f"{name} must be at least {minimum} {unit} along each axis, got {value!r}; increase {name}")
+        raise ValueError(
+            f"{name} must be at least {minimum} {unit} along each axis, got {value!r}; increase {name}"
+        )
     return cols, rows
 
 
@@ -76,8 +78,9 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``; raise a `ValueError` listing them otherwise."""
     if value == "coaddPsf" and name == "reduce":
         raise ValueError(
-            "reduce='coaddPsf' builds a CoaddPsf from the PSFs of Exposure mapper results; plain arrays have "
-            "no PSF. Use ImageMapReduceTask on an Exposure for that, or reduce='copy', 'sum', 'average' or 'none'"
+            "reduce='coaddPsf' builds a CoaddPsf from the PSFs of Exposure mapper results; plain arrays "
+            "have no PSF. Use ImageMapReduceTask on an Exposure for that, or reduce='copy', 'sum', "
+            "'average' or 'none'"
         )
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
@@ -88,8 +91,9 @@ def check_image_array(data: Any, name: str = "image") -> Any:
     """Return a 2-d numpy or Dask array for ``data``, raising clear errors for anything else."""
     if hasattr(data, "getBBox") and hasattr(data, "getXY0"):
         raise TypeError(
-            f"{name} is an imagemapreduce {type(data).__name__}; map_reduce takes plain arrays. Pass its pixels "
-            "(e.g. exposure.image.array), convert it with exposure.to_xarray(), or use ImageMapReduceTask"
+            f"{name} is an imagemapreduce {type(data).__name__}; map_reduce takes plain arrays. Pass its "
+            "pixels (e.g. exposure.image.array), convert it with exposure.to_xarray(), or use "
+            "ImageMapReduceTask"
         )
     if not (isinstance(data, np.ndarray) or is_dask_array(data)):
         try:
@@ -122,13 +126,13 @@ def check_func(func: Any, keywords: tuple[str, ...]) -> None:
     except TypeError as exc:
         given = ", ".join(keywords) if keywords else "no keywords"
         raise TypeError(
-            f"func cannot be called as func(cell, {given}): {exc}. Give func a first positional parameter for "
-            "the cell and a parameter for every companion and func_kwargs entry (or **kwargs)"
+            f"func cannot be called as func(cell, {given}): {exc}. Give func a first positional parameter "
+            "for the cell and a parameter for every companion and func_kwargs entry (or **kwargs)"
         ) from None
 
 
 def requested_geometry(func: Callable[..., Any]) -> tuple[str, ...]:
-    """The geometry keywords (`GEOMETRY_NAMES`) that ``func`` names as parameters.
+    """Return the geometry keywords (`GEOMETRY_NAMES`) that ``func`` names as parameters.
 
     Only parameters named explicitly count: a ``**kwargs`` catch-all does not ask for geometry,
     so functions that forward their keywords elsewhere are not handed surprises.
@@ -142,7 +146,7 @@ def requested_geometry(func: Callable[..., Any]) -> tuple[str, ...]:
 
 
 def check_weights(weights: Any, reduce: str) -> Weighting | None:
-    """The engine's `Weighting` for ``weights``; None when the plain (LSST) path applies."""
+    """Return the engine's `Weighting` for ``weights``; None when the plain (LSST) path applies."""
     weighting = make_weighting(weights)
     if weighting.kind == "inverseVariance":
         raise ValueError(
@@ -159,7 +163,7 @@ def check_weights(weights: Any, reduce: str) -> Weighting | None:
 def prepare_companions(
     companions: Mapping[str, Any] | None,
     shape: tuple[int, int],
-    dims: tuple[str, ...] | None,
+    dims: tuple[Hashable, ...] | None,
     reserved: Mapping[str, str],
 ) -> dict[str, Any]:
     """Check companion arrays and return them as numpy or Dask arrays, keyed by keyword name.
@@ -175,7 +179,9 @@ def prepare_companions(
     out = {}
     for name, value in companions.items():
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise ValueError(f"companion name {name!r} must be a valid Python identifier (it becomes a keyword)")
+            raise ValueError(
+                f"companion name {name!r} must be a valid Python identifier (it becomes a keyword)"
+            )
         if name in reserved:
             raise ValueError(f"companion name {name!r} clashes with {reserved[name]}; rename the companion")
         if dims is not None and hasattr(value, "dims") and set(value.dims) == set(dims):
@@ -205,11 +211,12 @@ def regular_grid(
     """
     height, width = shape
     bbox = Box2I(Point2I(0, 0), Extent2I(width, height))
-    cx, cy, cell_xy = grid_centroids(bbox, cell, step, adjust)
+    option = cast(AdjustGridOption, adjust)  # checked against ADJUST_OPTIONS by the caller
+    cx, cy, cell_xy = grid_centroids(bbox, cell, step, option)
     grid = cell_boxes(bbox, cx, cy, cell_xy, border, force_even_sized)
     # The x centres alone: a 1-pixel-high box with a 2-pixel cell and step has one y centre for
     # every adjust option, so this call returns exactly the grid's columns.
-    nx = len(grid_centroids(Box2I(Point2I(0, 0), Extent2I(width, 1)), (cell[0], 2), (step[0], 2), adjust)[0])
+    nx = len(grid_centroids(Box2I(Point2I(0, 0), Extent2I(width, 1)), (cell[0], 2), (step[0], 2), option)[0])
     ny = len(cx) // nx
     index = np.arange(len(cx))
     indices = np.stack([index // ny, index % ny], axis=1)  # grid order is x-major
@@ -255,7 +262,7 @@ def uncovered_pixels(cells: np.ndarray, shape: tuple[int, int]) -> int:
 
 
 def output_dtype(dtype: Any, image_dtype: np.dtype) -> np.dtype:
-    """The stitched image's dtype: as asked, else the input's if it can hold NaN, else float64."""
+    """Return the output dtype: as asked, else the input's if it can hold NaN, else float64."""
     if dtype is None:
         return image_dtype if image_dtype.kind in "fc" else np.dtype(np.float64)
     dtype = np.dtype(dtype)
@@ -264,4 +271,3 @@ def output_dtype(dtype: Any, image_dtype: np.dtype) -> np.dtype:
             f"dtype must be a floating or complex type (uncovered and invalid pixels are NaN), got {dtype}"
         )
     return dtype
-

@@ -165,7 +165,9 @@ def map_reduce(
     """
     template = image if isinstance(image, xr.DataArray) else None
     if template is not None and template.ndim != 2:
-        raise ValueError(f"image must be 2-d, got a DataArray with dims {template.dims}; select one plane first")
+        raise ValueError(
+            f"image must be 2-d, got a DataArray with dims {template.dims}; select one plane first"
+        )
     data = check_image_array(template.data if template is not None else image)
     if not callable(func):
         raise TypeError(f"func must be callable, as func(cell, **kwargs) -> array; got {type(func).__name__}")
@@ -182,10 +184,14 @@ def map_reduce(
     clash = sorted(set(geometry) & set(kwargs))
     if clash:
         raise ValueError(f"func_kwargs {clash} clash with the geometry keywords func asks for; rename them")
-    extra = prepare_companions(companions, data.shape, template.dims if template is not None else None, reserved)
+    extra = prepare_companions(
+        companions, data.shape, template.dims if template is not None else None, reserved
+    )
     check_func(func, (*kwargs, *extra, *geometry))
     if not isinstance(region_size, (int, np.integer)) or isinstance(region_size, bool) or region_size < 1:
-        raise ValueError(f"region_size must be a positive int (pixels per output region side), got {region_size!r}")
+        raise ValueError(
+            f"region_size must be a positive int (pixels per output region side), got {region_size!r}"
+        )
     if compute not in (None, True, False):
         raise TypeError(f"compute must be None, True or False, got {compute!r}")
     if not isinstance(force_even_sized, (bool, np.bool_)):
@@ -234,8 +240,9 @@ def _warn_uncovered(cells: np.ndarray, shape: tuple[int, int], reduce: str) -> N
         fill = "0" if reduce == "sum" else "NaN"
         warnings.warn(
             f"{missing} pixel{'s' if missing != 1 else ''} of the {shape[0]}x{shape[1]} image lie in no cell "
-            f"and will be {fill}: the grid leaves gaps (grid_step larger than cell_size) or drops a one-pixel "
-            "corner cell (as LSST does). Choose cell_size/grid_step to cover the image, or adjust='spacing'",
+            f"and will be {fill}: the grid leaves gaps (grid_step larger than cell_size) or drops a "
+            "one-pixel corner cell (as LSST does). Choose cell_size/grid_step to cover the image, or "
+            "adjust='spacing'",
             UserWarning,
             stacklevel=3,
         )

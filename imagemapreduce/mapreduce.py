@@ -8,7 +8,15 @@ from typing import Any
 import lsst.pex.config as pexConfig
 import numpy as np
 
-from .engine import ExposurePlan, FailurePolicy, choose_scheduler, companion_images, execute_cells, execute_stitch
+from .engine import (
+    ExposurePlan,
+    FailurePolicy,
+    choose_scheduler,
+    companion_images,
+    execute_cells,
+    execute_stitch,
+    execute_to_store,
+)
 from .engine.progress import progress_bar
 from .geom import Box2I
 from .grid import CellGrid, boxes_to_array, cell_boxes, grid_centroids, psf_fwhm, rescale
@@ -276,6 +284,69 @@ class ImageMapReduceTask(Task):
                 self.log.warning("Masked failed %s", failure)
         return result
 
+    @timeMethod
+    def runToZarr(
+        self, exposure: Exposure, path: str, *, overwrite: bool = False, resume: bool = False, **kwargs: Any
+    ) -> Struct:
+        """Map-reduce ``exposure`` into a zarr store, region by region, never holding the output in memory.
+
+        Each output region is stitched and written by its own task and recorded as done, so a run
+        interrupted by a crash or a kill resumes with ``resume=True``, computing only what is
+        missing, with the identical result. Everything is checked before any work starts.
+
+        Parameters
+        ----------
+        exposure : `Exposure`
+            The input; its planes may be lazy (Dask arrays, e.g. from `open_zarr_exposure`).
+        path : `str`
+            The output store (a directory). An existing path is refused unless ``overwrite`` or
+            ``resume``.
+        overwrite : `bool`
+            Replace an existing store.
+        resume : `bool`
+            Continue an interrupted run of the same job (same input, grid, mapper and config).
+        **kwargs
+            As for `run`.
+
+        Returns
+        -------
+        result : `Struct`
+            ``exposure`` (lazy, read from the store), ``path``, ``regionsWritten`` and, with
+            ``maskFailures``, ``failures``.
+        """
+        from .io.zarr_store import ZarrRegionWriter, open_zarr_exposure
+
+        operation = self.reducer.config.reduceOperation
+        if operation not in IMAGE_REDUCE_OPERATIONS or self._reducerIsCustom():
+            raise ValueError(
+                f"runToZarr writes an exposure, so it needs reduceOperation copy, sum or average and the "
+                f"standard reducer; got {operation!r}. Use run() for the others"
+            )
+        if overwrite and resume:
+            raise ValueError("pass overwrite=True or resume=True, not both")
+        grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
+        plan = self._makePlan(exposure, grid, kwargs, operation)
+        output, badBits = self.reducer.prepareOutput(_planeless(exposure))
+        writer = ZarrRegionWriter(path, exposure.getBBox(), self.config.stitchRegionSize)
+        fingerprint = _fingerprint(self, exposure, grid)
+        if resume:
+            writer.check_resumable(exposure.dtype, fingerprint)
+            skip = writer.done_regions()
+        else:
+            writer.create(exposure.dtype, output.mask.getMaskPlaneDict(), fingerprint, overwrite)
+            skip = set()
+        with self._chooseScheduler() as scheduler:
+            self.metadata["scheduler"] = scheduler.describe()
+            with progress_bar(self.config.progressBar, len(grid), scheduler) as onRegion:
+                report = execute_to_store(
+                    plan, writer, exposure.dtype, badBits, self.config.stitchRegionSize, scheduler, skip, onRegion
+                )
+        self._recordCells(report.summaries, report.failures)
+        self.reducer.finishOutput(output, report.stats, report.components)
+        writer.finish(output.getPsf())
+        result = Struct(exposure=open_zarr_exposure(path), path=str(path), regionsWritten=len(report._parts))
+        return self._withFailures(result, report.failures)
+
     def _runMapper(self, exposure: Exposure, doClone: bool = False, **kwargs: Any) -> list[Struct]:
         """Run the mapper on every cell (in parallel) and return the results in grid order.
 
@@ -318,3 +389,27 @@ class ImageMapReduceTask(Task):
             state.pop("_gridCache", None)
         return state
 
+
+def _planeless(exposure: Exposure) -> Exposure:
+    """A one-pixel stand-in carrying the exposure's PSF, WCS and mask planes (for the reducer's setup)."""
+    stub = type(exposure)(1, 1, psf=exposure.getPsf(), wcs=exposure.getWcs())
+    stub.mask._planes = exposure.mask.getMaskPlaneDict()
+    return stub
+
+
+def _fingerprint(task: ImageMapReduceTask, exposure: Exposure, grid: CellGrid) -> str:
+    """A digest of everything that decides a run's output pixels, to refuse resuming a different run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(grid.cells.tobytes())
+    digest.update(grid.expanded.tobytes())
+    settings = task.config.toDict()
+    for how_not_what in ("scheduler", "numWorkers", "progressBar"):  # these never change the pixels
+        settings.pop(how_not_what, None)
+    for part in (
+        str(exposure.getBBox()), str(exposure.dtype), type(task.mapper).__module__, type(task.mapper).__qualname__,
+        repr(settings), repr(sorted(exposure.mask.getMaskPlaneDict().items())),
+    ):  # fmt: skip
+        digest.update(part.encode())
+    return digest.hexdigest()

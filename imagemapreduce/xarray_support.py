@@ -123,7 +123,9 @@ def exposure_from_xarray(ds: xr.Dataset | xr.DataArray, cls: type[Exposure] | No
     plane_dict = _plane_dict(ds["mask"].attrs) if "mask" in ds.data_vars else None
     image = arrays["image"]
     if cls is None:
-        cls = {np.dtype(np.float32): ExposureF, np.dtype(np.float64): ExposureD}.get(np.dtype(image.dtype), Exposure)
+        cls = {np.dtype(np.float32): ExposureF, np.dtype(np.float64): ExposureD}.get(
+            np.dtype(image.dtype), Exposure
+        )
     return cls.from_arrays(image, arrays.get("mask"), arrays.get("variance"), xy0=xy0, planeDict=plane_dict)
 
 
@@ -137,7 +139,7 @@ def _plane(var: xr.DataArray) -> Any:
 
 
 def _origin(ds: xr.Dataset, dim: str) -> int:
-    """The parent index of pixel 0 along ``dim``: from its coordinate, else the attrs, else 0."""
+    """Return the parent index of pixel 0 along ``dim``: from its coordinate, else attrs, else 0."""
     if dim in ds.coords and ds.sizes.get(dim, 0) > 0:
         values = np.asarray(ds.coords[dim].values)
         if values.dtype.kind not in "iuf" or not np.array_equal(values, values[0] + np.arange(len(values))):
@@ -150,18 +152,22 @@ def _origin(ds: xr.Dataset, dim: str) -> int:
 
 
 def _plane_dict(attrs: dict[str, Any]) -> dict[str, int] | None:
-    """The mask plane dictionary from CF flag attributes; None (the default planes) if absent."""
+    """Read the mask plane dictionary from CF flag attributes; None (default planes) if absent."""
     if "flag_masks" not in attrs or "flag_meanings" not in attrs:
         return None
     masks = np.atleast_1d(np.asarray(attrs["flag_masks"])).tolist()
     names = str(attrs["flag_meanings"]).split()
     if len(masks) != len(names):
-        raise ValueError(f"mask flag_masks has {len(masks)} entries but flag_meanings names {len(names)} planes")
+        raise ValueError(
+            f"mask flag_masks has {len(masks)} entries but flag_meanings names {len(names)} planes"
+        )
     planes = {}
-    for name, value in zip(names, masks):
+    for name, value in zip(names, masks, strict=True):
         value = int(value)
         if value <= 0 or value & (value - 1):
-            raise ValueError(f"mask plane {name!r} has flag_masks value {value}; each must be a single bit (2**k)")
+            raise ValueError(
+                f"mask plane {name!r} has flag_masks value {value}; each must be a single bit (2**k)"
+            )
         planes[name] = value.bit_length() - 1
     return planes
 
@@ -188,7 +194,10 @@ class MapReduceAccessor:
         return map_reduce(self._obj, func, **kwargs)
 
     def to_exposure(self, cls: type[Exposure] | None = None) -> Exposure:
-        """An exposure whose image is this DataArray (zero mask and variance); see `exposure_from_xarray`."""
+        """Return an exposure whose image is this DataArray (zero mask and variance).
+
+        See `exposure_from_xarray`.
+        """
         return exposure_from_xarray(self._obj, cls)
 
 
@@ -200,5 +209,5 @@ class ExposureDatasetAccessor:
         self._obj = obj
 
     def to_exposure(self, cls: type[Exposure] | None = None) -> Exposure:
-        """The exposure; see `exposure_from_xarray`."""
+        """Return the exposure; see `exposure_from_xarray`."""
         return exposure_from_xarray(self._obj, cls)

@@ -29,12 +29,12 @@ def core_only(cell, cell_box, expanded_box):
 
 
 def affine(cell, scale=2.0, offset=1.0):
-    """A pointwise function: any grid gives exactly ``scale * image + offset``."""
+    """Scale and offset, pointwise: any grid gives exactly ``scale * image + offset``."""
     return cell * scale + offset
 
 
 def smooth(cell, sigma):
-    """A Gaussian filter with scipy's default truncation (4 sigma), reflecting at the edges."""
+    """Gaussian-filter the cell with scipy's default truncation (4 sigma), reflecting at the edges."""
     return ndimage.gaussian_filter(cell, sigma, truncate=4.0)
 
 
@@ -44,12 +44,12 @@ def geometry(cell, cell_box, expanded_box, grid_index):
 
 
 def minus_companion(cell, other, factor=1.0):
-    """The image minus a companion array, cut with the same box."""
+    """Subtract a companion array, cut with the same box."""
     return cell - factor * other
 
 
 def smooth_constant(cell, cell_box):
-    """A constant per cell, from a smooth function of the cell centre: windows should blend it."""
+    """Return a constant per cell, from a smooth function of the cell centre: windows should blend it."""
     centre = cell_box.getCenter()
     return np.full(cell.shape, np.sin(centre.x / 15.0) + np.cos(centre.y / 11.0))
 
@@ -62,7 +62,10 @@ def counted_double(cell):
 
 
 def cell_sum(cell):
-    """A scalar per cell, for reduce='none': the exactly rounded sum of its finite pixels (layout-free)."""
+    """Return a scalar per cell, for reduce='none': the exactly rounded sum of its finite pixels.
+
+    ``math.fsum`` does not depend on memory layout, so every scheduler gives the same bits.
+    """
     return math.fsum(cell[np.isfinite(cell)].tolist())
 
 
@@ -79,5 +82,5 @@ def wrong_shape(cell):
 
 
 def ones_weight(bbox, image, variance):
-    """A custom weight function equal to the uniform weighting."""
+    """Weigh every pixel 1, like the uniform weighting."""
     return np.ones(image.shape)

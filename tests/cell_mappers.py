@@ -99,3 +99,17 @@ class PsfPerCellMapper(imr.ImageMapper):
         centre = subExposure.getBBox().getCenter()
         sigma = 1.5 + centre.x / max(fullBBox.getWidth(), 1)
         return Struct(psf=imr.GaussianPsf(21, 21, sigma), bbox=subExposure.getBBox())
+
+
+class SlowAddMapper(imr.ImageMapper):
+    """Add 1 after sleeping (``sleep`` seconds from the run's keywords): long enough to interrupt."""
+
+    _DefaultName = "test_SlowAddMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        import time
+
+        time.sleep(kwargs.get("sleep", 0.0))
+        out = subExposure.clone()
+        out.image.array += np.float32(1.0)
+        return Struct(subExposure=out)

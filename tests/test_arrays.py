@@ -50,7 +50,7 @@ def reference_boxes(shape, cell_size, grid_step=None, border=0):
 
 
 def reference_map_reduce(image, func, reduce, cell_size, grid_step=None, border=0, **_):
-    """The serial loop: each expanded cell through func, cores combined in grid order, NaN invalid."""
+    """Run the serial loop: each expanded cell through func, cores combined in grid order, NaN invalid."""
     out = np.full(image.shape, np.nan if reduce == "copy" else 0.0)
     count = np.zeros(image.shape, dtype=np.int32)
     for (rows, cols), (erows, ecols), _ in reference_boxes(image.shape, cell_size, grid_step, border):
@@ -195,11 +195,13 @@ def test_cell_shaped_result_is_accepted():
 def test_geometry_keywords_match_the_grid_and_order():
     image = make_input("xarray-dask", input_image())
     settings = GRIDS["overlap"]
-    results = map_reduce(image, af.geometry, reduce="none", scheduler="threads",
-                         cell_size=settings["cell_size"], grid_step=settings["grid_step"], border=settings["border"])  # fmt: skip
-    expected = reference_boxes(SHAPE, settings["cell_size"], settings["grid_step"], settings["border"])
+    sizes = {k: settings[k] for k in ("cell_size", "grid_step", "border")}
+    results = map_reduce(image, af.geometry, reduce="none", scheduler="threads", **sizes)
+    expected = reference_boxes(SHAPE, **sizes)
     assert len(results) == len(expected)
-    for (cell_box, expanded_box, grid_index, shape, _), (core, expanded, index) in zip(results, expected):
+    for (cell_box, expanded_box, grid_index, shape, _), (core, expanded, index) in zip(
+        results, expected, strict=True
+    ):
         assert cell_box.slices() == core and expanded_box.slices() == expanded
         assert grid_index == index
         assert shape == (expanded_box.getHeight(), expanded_box.getWidth())
@@ -235,7 +237,9 @@ def test_dropped_corner_cell_keeps_grid_indices_and_warns():
 
 def test_gaps_warn_and_stay_zero_for_sum():
     with pytest.warns(UserWarning, match="lie in no cell and will be 0"):
-        out = map_reduce(np.ones((12, 12)), af.affine, cell_size=4, grid_step=6, reduce="sum", scheduler="sync")
+        out = map_reduce(
+            np.ones((12, 12)), af.affine, cell_size=4, grid_step=6, reduce="sum", scheduler="sync"
+        )
     assert (out[4:6, :] == 0).all() and (out[:4, :4] == 3).all()
 
 
@@ -244,8 +248,8 @@ def test_companions_are_cut_like_the_image(kind, scheduler):
     image = input_image()
     other = np.random.default_rng(9).uniform(size=SHAPE)
     companions = {"other": make_input(kind, other)}
-    out = map_reduce(image, af.minus_companion, cell_size=(12, 9), border=3, reduce="copy", scheduler=scheduler,
-                     companions=companions, func_kwargs={"factor": 2.0})  # fmt: skip
+    out = map_reduce(image, af.minus_companion, cell_size=(12, 9), border=3, reduce="copy",
+                     scheduler=scheduler, companions=companions, func_kwargs={"factor": 2.0})  # fmt: skip
     np.testing.assert_array_equal(out, image - 2.0 * other)
 
 
@@ -285,7 +289,9 @@ def test_custom_weight_function_and_weighting_object():
     image = input_image()
     ones = map_reduce(image, af.minus_min_with_holes, weights=af.ones_weight, **GRIDS["overlap"])
     np.testing.assert_allclose(ones, reference("overlap", "average"), rtol=1e-12)
-    narrow = map_reduce(image, af.minus_min_with_holes, weights=Weighting("gaussian", 0.1), **GRIDS["overlap"])
+    narrow = map_reduce(
+        image, af.minus_min_with_holes, weights=Weighting("gaussian", 0.1), **GRIDS["overlap"]
+    )
     assert np.nanmax(np.abs(narrow - ones)) > 0
 
 
@@ -311,7 +317,12 @@ def _image(shape=(8, 8)):
 
 ERRORS = [
     # (description, call keywords, exception, message)
-    ("3-d image", dict(image=np.ones((2, 3, 4))), ValueError, r"image must be 2-d \(rows, cols\), got shape \(2, 3, 4\)"),
+    (
+        "3-d image",
+        dict(image=np.ones((2, 3, 4))),
+        ValueError,
+        r"image must be 2-d \(rows, cols\), got shape \(2, 3, 4\)",
+    ),
     ("1-d image", dict(image=np.ones(5)), ValueError, "image must be 2-d"),
     ("3-d DataArray", dict(image=xr.DataArray(np.ones((2, 3, 4)))), ValueError, "select one plane first"),
     ("empty image", dict(image=np.ones((0, 4))), ValueError, "image is empty"),
@@ -326,33 +337,83 @@ ERRORS = [
     ("grid_step 0", dict(grid_step=0), ValueError, "grid_step must be at least 1 pixel"),
     ("border -1", dict(border=-1), ValueError, "border must be at least 0 pixels"),
     ("adjust unknown", dict(adjust="even"), ValueError, "adjust must be one of 'none', 'spacing', 'size'"),
-    ("reduce unknown", dict(reduce="median"), ValueError, "reduce must be one of 'copy', 'sum', 'average', 'none'"),
+    (
+        "reduce unknown",
+        dict(reduce="median"),
+        ValueError,
+        "reduce must be one of 'copy', 'sum', 'average', 'none'",
+    ),
     ("reduce coaddPsf", dict(reduce="coaddPsf"), ValueError, "plain arrays have no PSF"),
     ("inverse variance", dict(weights="inverseVariance"), ValueError, "needs a variance plane"),
     ("unknown weights", dict(weights="hamming"), ValueError, "unknown weights 'hamming'"),
     ("weights type", dict(weights=3), TypeError, "weights must be a name, a callable or a Weighting"),
-    ("window with copy", dict(weights="cosine", reduce="copy"), ValueError, "only applies to reduce='average'"),
+    (
+        "window with copy",
+        dict(weights="cosine", reduce="copy"),
+        ValueError,
+        "only applies to reduce='average'",
+    ),
     ("companions type", dict(companions=[np.ones((8, 8))]), TypeError, "companions must be a mapping"),
-    ("companion shape", dict(companions={"other": np.ones((8, 9))}, func=af.minus_companion), ValueError,
-     r"companion 'other' has shape \(8, 9\) but the image has shape \(8, 8\)"),
-    ("companion 3-d", dict(companions={"other": np.ones((8, 8, 1))}, func=af.minus_companion), ValueError,
-     "companion 'other' must be 2-d"),
-    ("companion geometry name", dict(companions={"cell_box": _image()}), ValueError, "clashes with a geometry keyword"),
+    (
+        "companion shape",
+        dict(companions={"other": np.ones((8, 9))}, func=af.minus_companion),
+        ValueError,
+        r"companion 'other' has shape \(8, 9\) but the image has shape \(8, 8\)",
+    ),
+    (
+        "companion 3-d",
+        dict(companions={"other": np.ones((8, 8, 1))}, func=af.minus_companion),
+        ValueError,
+        "companion 'other' must be 2-d",
+    ),
+    (
+        "companion geometry name",
+        dict(companions={"cell_box": _image()}),
+        ValueError,
+        "clashes with a geometry keyword",
+    ),
     ("companion bad name", dict(companions={"my other": _image()}), ValueError, "valid Python identifier"),
-    ("companion vs func_kwargs", dict(companions={"other": _image()}, func=af.minus_companion,
-                                      func_kwargs={"other": 1}), ValueError, "clashes with a func_kwargs entry"),
-    ("func rejects companion", dict(companions={"other": _image()}), TypeError, r"func cannot be called as func\(cell, other\)"),
+    (
+        "companion vs func_kwargs",
+        dict(companions={"other": _image()}, func=af.minus_companion, func_kwargs={"other": 1}),
+        ValueError,
+        "clashes with a func_kwargs entry",
+    ),
+    (
+        "func rejects companion",
+        dict(companions={"other": _image()}),
+        TypeError,
+        r"func cannot be called as func\(cell, other\)",
+    ),
     ("func lacks keyword", dict(func=af.minus_companion), TypeError, "missing a required argument: 'other'"),
     ("func_kwargs type", dict(func_kwargs=[("scale", 2)]), TypeError, "func_kwargs must be a mapping"),
-    ("geometry in func_kwargs", dict(func=af.core_only, func_kwargs={"cell_box": 1}), ValueError,
-     "clash with the geometry keywords"),
+    (
+        "geometry in func_kwargs",
+        dict(func=af.core_only, func_kwargs={"cell_box": 1}),
+        ValueError,
+        "clash with the geometry keywords",
+    ),
     ("region_size 0", dict(region_size=0), ValueError, "region_size must be a positive int"),
     ("compute not bool", dict(compute="yes"), TypeError, "compute must be None, True or False"),
     ("force_even_sized", dict(force_even_sized="yes"), TypeError, "force_even_sized must be True or False"),
-    ("lazy with scheduler", dict(image=da.ones((8, 8)), scheduler="threads"), ValueError,
-     r"scheduler and num_workers apply only .* call result.compute\(scheduler=...\)"),
-    ("lazy with num_workers", dict(compute=False, num_workers=2), ValueError, "scheduler and num_workers apply only"),
-    ("none not lazy", dict(reduce="none", compute=False), ValueError, "reduce='none' returns a computed list"),
+    (
+        "lazy with scheduler",
+        dict(image=da.ones((8, 8)), scheduler="threads"),
+        ValueError,
+        r"scheduler and num_workers apply only .* call result.compute\(scheduler=...\)",
+    ),
+    (
+        "lazy with num_workers",
+        dict(compute=False, num_workers=2),
+        ValueError,
+        "scheduler and num_workers apply only",
+    ),
+    (
+        "none not lazy",
+        dict(reduce="none", compute=False),
+        ValueError,
+        "reduce='none' returns a computed list",
+    ),
     ("integer dtype", dict(dtype=np.int32), ValueError, "dtype must be a floating or complex type"),
     ("unknown scheduler", dict(scheduler="gpu"), ValueError, "unknown scheduler 'gpu'"),
     ("bad num_workers", dict(num_workers=0), ValueError, "num_workers must be a positive integer"),

@@ -186,6 +186,20 @@ class Exposure:
     psf = property(getPsf, setPsf)
     wcs = property(getWcs, setWcs)
 
+    # -- files ------------------------------------------------------------------------------------
+    def writeFits(self, path: Any, *, overwrite: bool = False, **kwargs: Any) -> None:
+        """Write in the LSST stack's FITS layout; see `imagemapreduce.io.fits.write_exposure`."""
+        from ..io.fits import write_exposure
+
+        write_exposure(self, path, overwrite=overwrite, **kwargs)
+
+    @classmethod
+    def readFits(cls, path: Any, **kwargs: Any) -> Self:
+        """Read an LSST-written or plain FITS file; see `imagemapreduce.io.fits.read_exposure`."""
+        from ..io.fits import read_exposure
+
+        return read_exposure(path, cls=cls, **kwargs)
+
     # -- copies and views ------------------------------------------------------------------------
     def clone(self) -> Self:
         """Return a deep copy of the pixels; PSF and WCS (immutable here) are shared."""

@@ -146,6 +146,20 @@ class MaskedImage:
             raise TypeError(f"index a MaskedImage with a Box2I, not {type(bbox).__name__}")
         return self.subset(bbox)
 
+    # -- files ------------------------------------------------------------------------------------
+    def writeFits(self, path: Any, *, overwrite: bool = False, **kwargs: Any) -> None:
+        """Write as afw's MaskedImage.writeFits; see `imagemapreduce.io.fits.write_masked_image`."""
+        from ..io.fits import write_masked_image
+
+        write_masked_image(self, path, overwrite=overwrite, **kwargs)
+
+    @classmethod
+    def readFits(cls, path: Any, **kwargs: Any) -> Self:
+        """Read the planes of a FITS file; see `imagemapreduce.io.fits.read_masked_image`."""
+        from ..io.fits import read_masked_image
+
+        return read_masked_image(path, cls=cls, **kwargs)
+
     # -- arithmetic, in place, with afw's rules for variance and mask ------------------------------
     def __iadd__(self, other: Any) -> Self:
         if isinstance(other, MaskedImage):

@@ -9,6 +9,7 @@ from ._base import Psf
 from ._coadd import CoaddPsf
 from ._gaussian import DoubleGaussianPsf, GaussianPsf
 from ._shape import Quadrupole, adaptive_moments
+from ._varying import VaryingGaussianPsf, VaryingMoffatPsf
 from ._windowed import WindowedCoaddPsf
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "DoubleGaussianPsf",
     "CoaddPsf",
     "WindowedCoaddPsf",
+    "VaryingGaussianPsf",
+    "VaryingMoffatPsf",
     "Quadrupole",
     "adaptive_moments",
 ]
