@@ -42,6 +42,8 @@ from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
 from .measure import measure_star_widths, width_map
 from .simulate import simulate_exposure
 from .reducer import ImageReducer, ImageReducerConfig
+from .arrays import map_reduce
+from .xarray_support import exposure_from_xarray, exposure_to_xarray  # also registers the .imr accessors
 
 __version__ = "0.1.0"
 
@@ -89,4 +91,7 @@ __all__ = [
     "measure_star_widths",
     "simulate_exposure",
     "width_map",
+    "exposure_from_xarray",
+    "exposure_to_xarray",
+    "map_reduce",
 ]

@@ -206,12 +206,18 @@ def map_reduce(
             "lazy (Dask input or compute=False): pass compute=True, or call result.compute(scheduler=...)"
         )
     out_dtype = output_dtype(dtype, data.dtype)
+    if weighting is not None and out_dtype.kind == "c":
+        # The weighted stitcher accumulates in float64 and would drop the imaginary part.
+        raise ValueError(
+            f"weights={weights!r} needs a real output; got dtype {out_dtype}: use weights='uniform'"
+        )
 
     grid, indices = regular_grid(data.shape, cell_xy, step_xy, border_xy, adjust, bool(force_even_sized))
     if reduce != "none":
         _warn_uncovered(grid.cells, data.shape, reduce)
+    mapped = func if reduce == "none" else _AsDtype(func, out_dtype)
     plan = ArrayPlan(
-        func, data, grid, kwargs, reduce, companions=extra, geometry=geometry, grid_indices=indices,
+        mapped, data, grid, kwargs, reduce, companions=extra, geometry=geometry, grid_indices=indices,
         weighting=weighting,
     )  # fmt: skip
     if reduce == "none":
@@ -224,6 +230,22 @@ def map_reduce(
         with choose_scheduler(scheduler, num_workers) as chosen:
             execute_stitch(plan, result, 0, region_size, chosen)
     return _like(template, result)
+
+
+class _AsDtype:
+    """``func`` with its result converted to the output dtype (a bool or object result cannot be stitched).
+
+    A module-level class, not a closure, so that it pickles for worker processes; it carries the
+    function's name so that the engine's errors still name the user's function.
+    """
+
+    def __init__(self, func: Callable[..., Any], dtype: np.dtype):
+        self.func = func
+        self.dtype = dtype
+        self.__name__ = getattr(func, "__name__", repr(func))
+
+    def __call__(self, cell: Any, **kwargs: Any) -> np.ndarray:
+        return np.asarray(self.func(cell, **kwargs), dtype=self.dtype)  # no copy when the dtype matches
 
 
 def _check_func_kwargs(func_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:

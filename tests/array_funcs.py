@@ -54,6 +54,11 @@ def smooth_constant(cell, cell_box):
     return np.full(cell.shape, np.sin(centre.x / 15.0) + np.cos(centre.y / 11.0))
 
 
+def is_odd(cell):
+    """Return a boolean array (map_reduce converts it to the output dtype)."""
+    return cell % 2 == 1
+
+
 def counted_double(cell):
     """Double the cell and record the call (to prove that lazy results run nothing)."""
     with _LOCK:

@@ -300,6 +300,10 @@ def test_integer_input_gives_float64_and_dtype_is_honoured():
     out = map_reduce(image, af.affine, cell_size=2, scheduler="sync")
     assert out.dtype == np.float64
     np.testing.assert_array_equal(out, image * 2.0 + 1.0)
+    positive = map_reduce(image, af.is_odd, cell_size=(3, 4), reduce="copy", scheduler="sync")
+    np.testing.assert_array_equal(positive, image % 2 == 1)  # a boolean result is stitched as 0.0 / 1.0
+    complex_image = image + 1j * image
+    np.testing.assert_array_equal(map_reduce(complex_image, af.affine, cell_size=3), complex_image * 2 + 1)
     single = map_reduce(image.astype(np.float64), af.affine, cell_size=2, dtype=np.float32, scheduler="sync")
     assert single.dtype == np.float32
 
@@ -415,6 +419,7 @@ ERRORS = [
         "reduce='none' returns a computed list",
     ),
     ("integer dtype", dict(dtype=np.int32), ValueError, "dtype must be a floating or complex type"),
+    ("complex weighted", dict(dtype=complex, weights="cosine"), ValueError, "needs a real output"),
     ("unknown scheduler", dict(scheduler="gpu"), ValueError, "unknown scheduler 'gpu'"),
     ("bad num_workers", dict(num_workers=0), ValueError, "num_workers must be a positive integer"),
 ]

@@ -218,9 +218,10 @@ def execute_stitch(
     """Map every cell and stitch the results into ``output`` (an exposure or a 2-d array) region by region.
 
     ``output`` must already hold a clone of the input's mask (it is the starting point of every
-    region). Returns the merged overlap statistics, and in grid order each cell's summary and
-    (psf, bbox) component.
+    region). Returns a `StitchReport`: the merged overlap statistics, and in grid order each
+    cell's summary, each (psf, bbox, weight) component, and each failed cell.
     """
+    scheduler.check_importable(plan.code())
     cell_name, region_name = _tokens()
     graph = plan.cell_graph(cell_name)
     # Regions write in place only where tasks share our memory and the output already holds the

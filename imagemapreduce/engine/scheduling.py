@@ -58,7 +58,8 @@ class SchedulerChoice:
     def get(self, graph: dict, keys: list) -> list:
         """Compute ``keys`` of a graph and return their values in order."""
         if self.kind == "distributed":
-            return self.client.get(self._scatter_pixels(graph), keys)
+            values = dict(self._distributed(graph, keys))
+            return [values[key] for key in keys]
         return self._local_get()(graph, keys, **self._local_kwargs())
 
     def iterate(self, graph: dict, keys: list) -> Iterator[Any]:
@@ -66,13 +67,39 @@ class SchedulerChoice:
         if self.kind != "distributed":
             yield from self.get(graph, keys)
             return
+        for _, value in self._distributed(graph, keys):
+            yield value
+
+    def _distributed(self, graph: dict, keys: list, resubmits: int = 3) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(key, value)`` as results arrive from the cluster.
+
+        Dask reruns the tasks of a worker that dies, but pixels we scattered to that worker are
+        gone with it, and the tasks that needed them are cancelled. Those keys are submitted
+        again with their pixels scattered afresh; every task is deterministic, so the answer is
+        the same bits.
+        """
         from distributed import as_completed
 
-        futures = self.client.get(self._scatter_pixels(graph), keys, sync=False)
-        for future in as_completed(futures, loop=self.client.loop):
-            value = future.result()
-            future.release()
-            yield value
+        remaining = list(keys)
+        for attempt in range(resubmits + 1):
+            # A resubmission uses fresh key names: the scheduler still remembers the lost ones.
+            renamed, names = _renamed(graph, attempt), [_rename_key(key, attempt) for key in remaining]
+            futures = self.client.get(self._scatter_pixels(renamed), names, sync=False)
+            key_of = {future.key: key for future, key in zip(futures, remaining)}
+            lost = []
+            for future in as_completed(futures, loop=self.client.loop):
+                if future.status == "cancelled":
+                    lost.append(key_of[future.key])
+                    continue
+                value = future.result()  # raises the task's own error
+                future.release()
+                yield key_of[future.key], value
+            if not lost:
+                return
+            remaining = lost
+        raise RuntimeError(
+            f"{len(remaining)} tasks were lost with their workers {resubmits + 1} times; is the cluster stable?"
+        )
 
     def _scatter_pixels(self, graph: dict) -> dict:
         """Send the pixel arguments of every task straight to the workers, keeping them out of the graph.
@@ -112,14 +139,16 @@ class SchedulerChoice:
         modules = sorted({m for m in (_defining_module(o) for o in objects) if m})
         if not modules:
             return
-        answers = self.client.run(_import_modules, modules)
-        for worker, missing in answers.items():
+        # The scheduler unpickles the graph too, so it needs the code as well as the workers.
+        answers = {"the scheduler": self.client.run_on_scheduler(_import_modules, modules)}
+        answers.update({f"worker {w}": missing for w, missing in self.client.run(_import_modules, modules).items()})
+        for where, missing in answers.items():
             if missing:
                 name, error = missing[0]
                 raise ImportError(
-                    f"Dask worker {worker} cannot import module {name!r} ({error}), which defines the mapper "
-                    "or function to run. Install the package that provides it on every worker, or upload a "
-                    "single-file module with client.upload_file('path/to/module.py')"
+                    f"Dask {where} cannot import module {name!r} ({error}), which defines the mapper or "
+                    "function to run. Install the package that provides it on the scheduler and every worker, "
+                    "or upload a single-file module with client.upload_file('path/to/module.py')"
                 )
 
     def _local_get(self):
@@ -152,6 +181,31 @@ class SchedulerChoice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rename_key(key: Any, attempt: int) -> Any:
+    """Our keys (tuples named ``imr-...``) with an attempt suffix; other keys unchanged."""
+    if attempt and isinstance(key, tuple) and key and isinstance(key[0], str) and key[0].startswith("imr-"):
+        return (f"{key[0]}-retry{attempt}", *key[1:])
+    return key
+
+
+def _renamed(graph: dict, attempt: int) -> dict:
+    """The graph with our keys renamed, in the keys and wherever tasks refer to them."""
+    if attempt == 0:
+        return graph
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, list):
+            return [walk(item) for item in obj]
+        if isinstance(obj, tuple):
+            renamed = _rename_key(obj, attempt)
+            if renamed is not obj:
+                return renamed
+            return tuple(walk(item) for item in obj)
+        return obj
+
+    return {_rename_key(key, attempt): walk(task) for key, task in graph.items()}
 
 
 def _holds_pixels(arg: Any) -> bool:
@@ -273,54 +327,6 @@ class _CustomChoice(SchedulerChoice):
     """A scheduler function configured by the user (``dask.config.set(scheduler=fn)``)."""
 
     get_function: Any = None
-
-    def _scatter_pixels(self, graph: dict) -> dict:
-        """Send the pixel arguments of every task straight to the workers, keeping them out of the graph.
-
-        In-memory cells are views of their expanded boxes; shipping them inside the graph would make
-        the graph as large as the image (and pass it through the scheduler). Scattered, each view
-        goes once from here to one worker, and the graph holds only references.
-        """
-        literals: list[Any] = []
-        where: list[tuple[Any, int]] = []
-        for key, task in graph.items():
-            if isinstance(task, tuple) and task and callable(task[0]):
-                for position, arg in enumerate(task[1:], start=1):
-                    if _holds_pixels(arg):
-                        literals.append(arg)
-                        where.append((key, position))
-        if not literals:
-            return graph
-        futures = self.client.scatter(literals, hash=False)
-        graph = dict(graph)
-        for (key, position), future in zip(where, futures):
-            task = list(graph[key])
-            task[position] = future
-            graph[key] = tuple(task)
-        return graph
-
-    def check_importable(self, objects: list[Any]) -> None:
-        """On a cluster, check that every worker can import the modules defining ``objects``.
-
-        Cells are pickled by reference to their class or function, so a worker must be able to
-        import the mapper's module (install the package on the workers, or upload a single module
-        with ``client.upload_file(path)``). Checking first gives one clear error instead of a
-        failure per cell.
-        """
-        if self.kind != "distributed":
-            return
-        modules = sorted({m for m in (_defining_module(o) for o in objects) if m})
-        if not modules:
-            return
-        answers = self.client.run(_import_modules, modules)
-        for worker, missing in answers.items():
-            if missing:
-                name, error = missing[0]
-                raise ImportError(
-                    f"Dask worker {worker} cannot import module {name!r} ({error}), which defines the mapper "
-                    "or function to run. Install the package that provides it on every worker, or upload a "
-                    "single-file module with client.upload_file('path/to/module.py')"
-                )
 
     def _local_get(self):
         return self.get_function

@@ -200,6 +200,26 @@ class Exposure:
 
         return read_exposure(path, cls=cls, **kwargs)
 
+    # -- xarray ----------------------------------------------------------------------------------
+    def to_xarray(self) -> Any:
+        """Return the planes as an `xarray.Dataset` in parent pixel coordinates (no copy).
+
+        See `imagemapreduce.xarray_support.exposure_to_xarray`.
+        """
+        from ..xarray_support import exposure_to_xarray  # deferred: xarray_support imports this module
+
+        return exposure_to_xarray(self)
+
+    @classmethod
+    def from_xarray(cls, ds: Any) -> Self:
+        """Build an exposure of this class from a Dataset made by `to_xarray` (no copy).
+
+        See `imagemapreduce.xarray_support.exposure_from_xarray`.
+        """
+        from ..xarray_support import exposure_from_xarray
+
+        return exposure_from_xarray(ds, cls)
+
     # -- copies and views ------------------------------------------------------------------------
     def clone(self) -> Self:
         """Return a deep copy of the pixels; PSF and WCS (immutable here) are shared."""
