@@ -42,6 +42,17 @@ class RegionStats:
     pixels: int = 0
 
     @staticmethod
+    def of(count: np.ndarray, zero: np.ndarray) -> RegionStats:
+        """The statistics of one region's contribution counts (``zero``: pixels with no weight)."""
+        return RegionStats(
+            max_count=int(count.max()) if count.size else 0,
+            min_count=int(count.min()) if count.size else 0,
+            sum_count=int(count.sum(dtype=np.int64)),
+            zero_pixels=int(zero.sum()),
+            pixels=int(count.size),
+        )
+
+    @staticmethod
     def merge(parts: list[RegionStats]) -> RegionStats:
         """Combine the statistics of disjoint regions."""
         parts = [p for p in parts if p.pixels]
@@ -158,13 +169,7 @@ class RegionAccumulator:
             plane[zero] = np.nan
         if self.mask is not None:
             self.mask[zero] |= bad_bits
-        return RegionStats(
-            max_count=int(self.count.max()) if self.count.size else 0,
-            min_count=int(self.count.min()) if self.count.size else 0,
-            sum_count=int(self.count.sum(dtype=np.int64)),
-            zero_pixels=int(zero.sum()),
-            pixels=int(self.count.size),
-        )
+        return RegionStats.of(self.count, zero)
 
 
 @dataclass
@@ -231,10 +236,4 @@ class WeightedRegionAccumulator:
         if self.mask is not None:
             nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
             self.mask[nan | zero] |= bad_bits
-        return RegionStats(
-            max_count=int(self.count.max()) if self.count.size else 0,
-            min_count=int(self.count.min()) if self.count.size else 0,
-            sum_count=int(self.count.sum(dtype=np.int64)),
-            zero_pixels=int(zero.sum()),
-            pixels=int(self.count.size),
-        )
+        return RegionStats.of(self.count, zero)

@@ -113,3 +113,34 @@ class SlowAddMapper(imr.ImageMapper):
         out = subExposure.clone()
         out.image.array += np.float32(1.0)
         return Struct(subExposure=out)
+
+
+class TemplateDifferenceMapper(imr.ImageMapper):
+    """Image differencing as LSST writes it: address the template by the cell's bbox."""
+
+    _DefaultName = "test_TemplateDifferenceMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, template=None, **kwargs):
+        out = subExposure.clone()
+        templateCell = template.Factory(template, subExposure.getBBox())
+        out.image.array -= templateCell.image.array
+        out.variance.array += templateCell.variance.array
+        return Struct(subExposure=out, templateBBox=template.getBBox())
+
+
+class FlakyMapper(imr.ImageMapper):
+    """Fail the first ``failures`` calls on each cell (counted in a folder of marker files)."""
+
+    _DefaultName = "test_FlakyMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, markers=None, failures=1, **kwargs):
+        import os
+
+        box = subExposure.getBBox()
+        path = os.path.join(markers, f"{box.getMinX()}_{box.getMinY()}")
+        calls = len(os.listdir(path)) if os.path.isdir(path) else 0
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, str(calls)), "w").close()
+        if calls < failures:
+            raise OSError(f"flaky failure {calls}")
+        return Struct(subExposure=subExposure)
