@@ -23,6 +23,8 @@ __all__ = [
     "RegionAccumulator",
     "WeightedRegionAccumulator",
     "mark_lost",
+    "all_finite",
+    "covers",
 ]
 
 #: Every reduce operation of LSST's ``ImageReducerConfig.reduceOperation``.
@@ -67,8 +69,42 @@ class RegionStats:
         )
 
 
+def all_finite(image: np.ndarray, variance: np.ndarray | None = None) -> bool:
+    """Whether every pixel is finite, from min and max alone (fast reductions, no temporaries).
+
+    Finite image and variance guarantee ``image * variance`` is never NaN (LSST's validity test).
+    """
+    for plane in (image, variance):
+        if plane is None or plane.size == 0:
+            continue
+        if plane.dtype.kind != "f":
+            return False
+        if not (np.isfinite(plane.min()) and np.isfinite(plane.max())):
+            return False
+    return True
+
+
+def covers(region: Box2I, boxes: list[Box2I]) -> bool:
+    """Whether the union of ``boxes`` covers every pixel of ``region`` (by coordinate compression)."""
+    clipped = [b.clipped_to(region) for b in boxes]
+    clipped = [b for b in clipped if not b.isEmpty()]
+    if not clipped:
+        return False
+    xs = np.unique([region.getBeginX(), region.getEndX()] + [v for b in clipped for v in (b.getBeginX(), b.getEndX())])
+    ys = np.unique([region.getBeginY(), region.getEndY()] + [v for b in clipped for v in (b.getBeginY(), b.getEndY())])
+    hit = np.zeros((len(ys) - 1, len(xs) - 1), dtype=bool)
+    for b in clipped:
+        i0, i1 = np.searchsorted(ys, [b.getBeginY(), b.getEndY()])
+        j0, j1 = np.searchsorted(xs, [b.getBeginX(), b.getEndX()])
+        hit[i0:i1, j0:j1] = True
+    return bool(hit.all())
+
+
 def mark_lost(acc: Any, bbox: Box2I, bad_bits: int) -> None:
-    """After `finish`: pixels of a failed cell's ``bbox`` that no valid result covered become NaN and bad."""
+    """After `finish`: pixels of a failed cell's ``bbox`` that no valid result covered become NaN and bad.
+
+    The accumulator must have counted contributions (``track_count`` or ``average``).
+    """
     overlap = bbox.clipped_to(acc.bbox)
     if overlap.isEmpty():
         return
@@ -101,6 +137,11 @@ class RegionAccumulator:
     with_variance : `bool`
         Whether there is a variance plane. Without one, a pixel is valid when its image value is
         not NaN (LSST's rule, ``image * variance`` not NaN, with the variance left out).
+    track_count : `bool`
+        Count valid contributions even when not averaging (to find a failed cell's lost pixels).
+    prefilled : `bool`
+        For ``copy``: the caller has checked that valid results cover every pixel, so the NaN
+        fill that marks uncovered pixels can be skipped.
     """
 
     bbox: Box2I
@@ -110,7 +151,9 @@ class RegionAccumulator:
     image: np.ndarray | None = None
     variance: np.ndarray | None = None
     with_variance: bool = True
-    count: np.ndarray = field(init=False)
+    track_count: bool = False
+    prefilled: bool = False
+    count: np.ndarray | None = field(init=False)
 
     def __post_init__(self) -> None:
         if self.operation not in IMAGE_REDUCE_OPERATIONS:
@@ -121,18 +164,19 @@ class RegionAccumulator:
         for name in ("image", "variance") if self.with_variance else ("image",):
             plane = getattr(self, name)
             if plane is None:
-                setattr(self, name, np.full(shape, start, dtype=self.dtype))
-            else:
+                plane = np.empty(shape, dtype=self.dtype)
+                setattr(self, name, plane)
+            if not (self.prefilled and self.operation == "copy"):
                 plane[...] = start
-        # Every operation counts valid contributions: average divides by them, and all use them
-        # to find the pixels of failed cells that no other cell covered.
-        self.count = np.zeros(shape, dtype=np.int32)
+        track = self.operation == "average" or self.track_count
+        self.count = np.zeros(shape, dtype=np.int32) if track else None
 
     def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
-            weights: None = None) -> None:  # fmt: skip
+            weights: None = None, all_valid: bool | None = None) -> None:  # fmt: skip
         """Add one cell's result (planes covering ``bbox``) to the part of the region it overlaps.
 
         ``weights`` is accepted for symmetry with `WeightedRegionAccumulator` and must be None.
+        ``all_valid`` says (when known) whether every pixel of the overlap is valid.
         """
         overlap = bbox.clipped_to(self.bbox)
         if overlap.isEmpty():
@@ -141,17 +185,26 @@ class RegionAccumulator:
         here = overlap.slices(self.bbox.getBegin())
         patch_image = image[cell]
         patch_variance = variance[cell] if self.with_variance else None
-        valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
+        if all_valid is None:
+            all_valid = all_finite(patch_image, patch_variance)
+        # Where every pixel is valid, plain copies and adds give the same bits as the masked ones.
+        valid = None if all_valid else ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
         planes = [(self.image[here], patch_image)]
         if self.with_variance:
             planes.append((self.variance[here], patch_variance))
         for out, patch in planes:
             if self.operation == "copy":
-                np.copyto(out, patch, where=valid)
+                if valid is None:
+                    out[...] = patch
+                else:
+                    np.copyto(out, patch, where=valid)
+            elif valid is None:
+                np.add(out, patch, out=out)
             else:
                 # Same arithmetic and casting as LSST's ``a[valid] += b[valid]``, without the gathers.
                 np.add(out, patch, out=out, where=valid)
-        self.count[here] += valid
+        if self.count is not None:
+            self.count[here] += 1 if valid is None else valid
         if self.mask is not None and mask is not None:
             self.mask[here] |= mask[cell]
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..geom import Box2I, Point2I
 from ..grid import CellGrid
 from ..image import Exposure
-from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, mark_lost
+from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, all_finite, covers, mark_lost
 from ..weights import Weighting
 from .cells import CellOutcome, FailedCell, Piece
 from .plans import ArrayPlan, ExposurePlan
@@ -61,11 +61,13 @@ class RegionTask:
     writer: Any = None
     index: tuple[int, int] = (0, 0)
 
-    def accumulator(self, image, mask, variance):
+    def accumulator(self, image, mask, variance, track_count: bool = False, prefilled: bool = False):
         """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
         if self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform:
             return WeightedRegionAccumulator(self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance)
-        return RegionAccumulator(self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance)
+        return RegionAccumulator(
+            self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance, track_count, prefilled
+        )
 
 
 @dataclass
@@ -87,23 +89,27 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
     else:
         image, variance = None, None
         mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
-    acc = task.accumulator(image, mask, variance)
+    failed = [o.failure for o in outcomes if o.failure is not None]
+    done = [(o, task.extract(o)) for o in outcomes if o.failure is None]
+    valid = [all_finite(*_overlap_planes(piece, task.bbox)) for _, piece in done]
+    # copy fills the region with NaN first, to mark what no cell covers; skip that when valid
+    # results are known to cover all of it.
+    prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, [p.bbox for _, p in done])
+    acc = task.accumulator(image, mask, variance, track_count=bool(failed), prefilled=prefilled)
     weighted = isinstance(acc, WeightedRegionAccumulator)
     home = set(task.home_cells)
-    summaries, components, failed = [], [], []
-    for outcome in outcomes:
-        if outcome.failure is not None:
-            failed.append(outcome.failure)
-            if outcome.index in home:
-                summaries.append(outcome.summary())
-            continue
-        piece = task.extract(outcome)
+    summaries, components = [], []
+    for (outcome, piece), all_valid in zip(done, valid):
         weights = task.weighting.pixel_weights(piece.bbox, piece.image, piece.variance) if weighted else None
-        acc.add(piece.bbox, piece.image, piece.variance, piece.mask, weights)
+        if weighted:
+            acc.add(piece.bbox, piece.image, piece.variance, piece.mask, weights)
+        else:
+            acc.add(piece.bbox, piece.image, piece.variance, piece.mask, None, all_valid)
         if outcome.index in home:
             summaries.append(outcome.summary())
             psf_weight = 1.0 if weights is None or task.weighting.is_window else task.weighting.psf_weight(weights)
             components.append((piece.psf, piece.bbox, psf_weight))
+    summaries += [o.summary() for o in outcomes if o.failure is not None and o.index in home]
     stats = acc.finish(task.bad_bits)
     for failure in failed:
         mark_lost(acc, failure.bbox, task.bad_bits)
@@ -113,6 +119,15 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         planes = None
     reported = [f for f in failed if f.index in home]
     return StitchOutcome(task.bbox, stats, summaries, components, planes, reported)
+
+
+def _overlap_planes(piece: Piece, region: Box2I) -> tuple[np.ndarray, np.ndarray | None]:
+    """The piece's image and variance inside ``region`` (empty arrays where they do not meet)."""
+    overlap = piece.bbox.clipped_to(region)
+    if overlap.isEmpty():
+        return np.zeros(0, np.float32), None
+    cell = overlap.slices(piece.bbox.getBegin())
+    return piece.image[cell], None if piece.variance is None else piece.variance[cell]
 
 
 def region_boxes(bbox: Box2I, region_size: int) -> list[list[Box2I]]:

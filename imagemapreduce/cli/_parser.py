@@ -1,0 +1,289 @@
+"""The argument parser of the ``imagemapreduce`` command: every option and its help text."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+from ._options import (
+    BUILTIN_MAPPERS,
+    LOCAL_SCHEDULERS,
+    at_least,
+    key_value,
+    pair_argument,
+    positive_float,
+    positive_int,
+    scheduler_argument,
+    size_argument,
+)
+
+__all__ = ["UsageError", "build_parser"]
+
+PROG = "imagemapreduce"
+
+DESCRIPTION = """\
+Split an image into a grid of bordered cells, run the same operation (a "mapper") on every
+cell in parallel with Dask, and stitch the results into a new image: LSST's ImageMapReduceTask,
+standalone. Use it for operations that change across the field (PSF matching, filtering with a
+varying kernel, local background subtraction) or on images too big for one whole-image call.
+
+Images are LSST-style exposures (image, mask, variance, PSF) in FITS files, or zarr stores for
+images larger than memory.
+"""
+
+MAIN_EPILOG = """\
+commands:
+  run    map-reduce an image file with a built-in or your own mapper
+  grid   show the grid of cells an image would be split into, and plot it
+  demo   the showcase: homogenise the varying PSF of a simulated star field
+
+examples:
+  imagemapreduce demo
+  imagemapreduce run in.fits out.fits --mapper median --mapper-option size=5
+  imagemapreduce grid in.fits --cell-size 128 --border 16 --plot grid.png
+
+Run 'imagemapreduce COMMAND --help' for a command's options.
+"""
+
+RUN_DESCRIPTION = """\
+Map-reduce INPUT into OUTPUT: split the image into cells, run the mapper on every cell (each
+cell is a Dask task), and stitch the cells' results into the output image.
+
+INPUT is a FITS file (LSST layout, or a plain FITS image) or a zarr store (a directory, or a
+name ending in .zarr). OUTPUT ending in .fits is written when the run has finished; OUTPUT
+ending in .zarr is written region by region as the run goes (never holding the whole output in
+memory) and an interrupted run continues with --resume.
+
+Built-in mappers (--mapper NAME):
+  gaussian    Gaussian smoothing; options sigma (px, default 2), truncate (sigmas, 4)
+  median      median filter; options size (odd window side, px, default 3), mode
+  background  subtract each cell's sigma-clipped median, measured on the expanded cell;
+              options ignoreMaskPlanes (comma-separated), nSigma (3), maxIters (5)
+  identity    return every cell unchanged (to check a grid, or time the machinery)
+  psfmatch    convolve every cell to one Gaussian PSF (the input needs a PSF); options
+              targetSigma (px, default the widest PSF), kernelTruncate, maskGrowBits
+or your own: --mapper package.module:Class, an ImageMapper subclass (the current directory is
+searched for the module too). Give the border at least the mapper's reach (kernel radius,
+window half-size) so cells join seamlessly.
+"""
+
+RUN_EPILOG = """\
+examples:
+  # smooth with a Gaussian of sigma 3 px on 128 px cells with 16 px borders
+  imagemapreduce run in.fits smooth.fits --mapper gaussian --mapper-option sigma=3 \\
+      --cell-size 128 --border 16
+
+  # local background: overlapping cells blended with a linear taper
+  imagemapreduce run in.fits bkg.fits --mapper background --cell-size 256 --grid-step 128 \\
+      --border 64 --weights linear --mapper-option ignoreMaskPlanes=BAD,SAT,DETECTED
+
+  # PSF homogenisation with the grid in units of the PSF FWHM (LSST's convention)
+  imagemapreduce run in.fits matched.fits --mapper psfmatch --scale-by-fwhm \\
+      --cell-size 20 --grid-step 10 --border 5 --weights linear
+
+  # your own mapper on a Dask cluster, written to zarr; resume if interrupted
+  imagemapreduce run big.zarr out.zarr --mapper mypackage.mappers:Deblend \\
+      --scheduler tcp://scheduler:8786 --mask-failures
+  imagemapreduce run big.zarr out.zarr --mapper mypackage.mappers:Deblend \\
+      --scheduler tcp://scheduler:8786 --mask-failures --resume
+
+exit status: 0 done, 1 the run failed (a mapper raised on a cell; see --mask-failures),
+2 bad arguments or unreadable input, 130 interrupted.
+"""
+
+GRID_DESCRIPTION = """\
+Show the grid of cells ImageMapReduceTask would use: the number of cells, their sizes and those
+of the expanded cells (the cells grown by the border, which is what a mapper sees), and the
+first few boxes. The image is INPUT (FITS or zarr; only its size and PSF are read) or a
+synthetic one of --size WxH. With --plot, draw the cells (dashed) and expanded cells (dotted),
+as ImageMapReduceTask.plotBoxes does.
+"""
+
+GRID_EPILOG = """\
+examples:
+  imagemapreduce grid in.fits --cell-size 128 --grid-step 64 --border 16
+  imagemapreduce grid --size 4096x2048 --cell-size 512 --border 32 --plot grid.png
+  imagemapreduce grid --size 2048 --fwhm 3.5 --scale-by-fwhm --cell-size 20 --border 5
+  imagemapreduce grid in.fits --adjust size --plot grid.png --skip 1
+"""
+
+DEMO_DESCRIPTION = """\
+The showcase: homogenise the spatially varying PSF of a simulated star field.
+
+Simulates a seeded star field (stars, sky, noise, saturated stars, a bad column) whose PSF widens
+from sigma 1.5 px at the centre to 2.25 px at the corners, convolves every 64 px cell (step 32
+px, border 10 px) to the widest PSF with the psfmatch mapper on the local Dask scheduler,
+stitches the overlapping cells with a linear taper, and measures isolated stars before and
+after. Writes into --output-dir: input.fits, output.fits, demo.png (input, output, the grid
+over the image, maps of star widths before and after) and summary.json (setup, timings,
+measurements), replacing those of an earlier demo, then prints the summary.
+"""
+
+DEMO_EPILOG = """\
+examples:
+  imagemapreduce demo                            # 1024 x 1024 px, a few seconds
+  imagemapreduce demo --size 4096 --output-dir big-demo
+  imagemapreduce demo --scheduler processes --workers 4 --json
+"""
+
+
+class UsageError(Exception):
+    """An argparse error, reported by `main` as one line (argparse would print the usage too)."""
+
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions, so that `main` reports them as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``imagemapreduce`` command and its subcommands."""
+    from .. import __version__
+
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=MAIN_EPILOG, formatter_class=_formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    common = _common_options()
+    _add_run(commands, common)
+    _add_grid(commands, common)
+    _add_demo(commands, common)
+    return parser
+
+
+def _add_command(commands: Any, name: str, summary: str, description: str, epilog: str,
+                 common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # fmt: skip
+    return commands.add_parser(name, help=summary, description=description, epilog=epilog, parents=[common],
+                               formatter_class=_formatter)  # fmt: skip
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    group = common.add_argument_group("messages")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="log what the task does (grid scaling, overlap statistics) on stderr")  # fmt: skip
+    group.add_argument("--traceback", action="store_true",
+                       help="on an error, show the full Python traceback instead of one line")  # fmt: skip
+    return common
+
+
+def _add_grid_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group(
+        "grid", "SIZE is one number for x and y, or XxY (e.g. 64 or 128x64): pixels, or PSF FWHMs with "
+        f"--scale-by-fwhm. {what}",
+    )  # fmt: skip
+    group.add_argument("--cell-size", type=pair_argument, metavar="SIZE",
+                       help="size of each cell (default 64 px, or 10 FWHM with --scale-by-fwhm)")  # fmt: skip
+    group.add_argument("--grid-step", type=pair_argument, metavar="SIZE",
+                       help="distance between neighbouring cell centres; smaller than the cell size "
+                       "makes cells overlap (default: the cell size, no overlap)")  # fmt: skip
+    group.add_argument("--border", type=pair_argument, metavar="SIZE",
+                       help="margin added on every side of a cell to make the expanded cell the mapper "
+                       "sees (default 16 px, or 5 FWHM with --scale-by-fwhm)")  # fmt: skip
+    group.add_argument("--scale-by-fwhm", action="store_true",
+                       help="read the sizes in units of the PSF's FWHM (the input needs a PSF)")  # fmt: skip
+    group.add_argument("--adjust", choices=("spacing", "size", "none"), default="spacing",
+                       help="fit the grid to the image: 'spacing' re-spaces the cells to cover it exactly "
+                       "(may overlap), 'size' grows the cells to the grid step, 'none' leaves the grid as "
+                       "given (default: %(default)s)")  # fmt: skip
+
+
+def _add_scheduler_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("parallelism")
+    group.add_argument("--scheduler", type=scheduler_argument, metavar="NAME|ADDRESS",
+                       help=f"Dask scheduler: {', '.join(LOCAL_SCHEDULERS)}, or a cluster's address "
+                       "tcp://HOST:PORT (default: Dask's default, threads)")  # fmt: skip
+    group.add_argument("--workers", type=positive_int, metavar="N",
+                       help="threads or processes of a local scheduler (default: one per core)")  # fmt: skip
+    group.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="do not show the progress bar on stderr")  # fmt: skip
+
+
+def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = _add_command(commands, "run", "map-reduce an image file with a mapper", RUN_DESCRIPTION,
+                          RUN_EPILOG, common)  # fmt: skip
+    parser.add_argument("input", metavar="INPUT", help="FITS file, or zarr store (a directory or *.zarr)")
+    parser.add_argument("output", metavar="OUTPUT", help="*.fits file or *.zarr store to write")
+    mapping = parser.add_argument_group("mapper")
+    mapping.add_argument("--mapper", required=True, metavar="NAME|MODULE:CLASS",
+                         help=f"the operation on every cell: {', '.join(BUILTIN_MAPPERS)}, or "
+                         "package.module:Class (required)")  # fmt: skip
+    mapping.add_argument("--mapper-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                         help="set a field of the mapper's config, converted to the field's type; "
+                         "lists are comma-separated, None unsets an optional field (repeatable)")  # fmt: skip
+    _add_grid_options(parser, "Give the border at least the mapper's reach.")
+    reducing = parser.add_argument_group("stitching")
+    reducing.add_argument("--reduce", choices=("copy", "sum", "average"), default="average",
+                          help="how overlapping cells combine: copy (later cells win), sum, or average "
+                          "(default: %(default)s)")  # fmt: skip
+    reducing.add_argument("--weights", default="uniform",
+                          choices=("uniform", "linear", "cosine", "gaussian", "inverseVariance", "custom"),
+                          help="weights of an average: uniform (LSST's), a taper falling to the cell edges "
+                          "(linear, cosine, gaussian; blends overlapping cells seamlessly), inverseVariance, "
+                          "or custom with --weight-function (default: %(default)s)")  # fmt: skip
+    reducing.add_argument("--weight-function", metavar="MODULE:FUNCTION",
+                          help="for --weights custom: function(bbox, image, variance) -> weights")  # fmt: skip
+    _add_scheduler_options(parser)
+    running = parser.add_argument_group("running")
+    running.add_argument("--region-size", type=positive_int, metavar="N",
+                         help="side in pixels of the output regions stitched as separate tasks; any value "
+                         "gives the same result (default 1024)")  # fmt: skip
+    running.add_argument("--mask-failures", action="store_true",
+                         help="if the mapper raises on a cell, finish anyway: that cell's pixels become NaN "
+                         "flagged INVALID_MAPREDUCE, and the summary lists the failed cells")  # fmt: skip
+    running.add_argument("--lazy", action="store_true",
+                         help="read a FITS input lazily, block by block (zarr inputs always are)")  # fmt: skip
+    running.add_argument("--config", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                         help="set any ImageMapReduceConfig field, after the options above, e.g. "
+                         "numRetries=2 or reducer.gaussianWidth=0.2 (repeatable)")  # fmt: skip
+    output = running.add_mutually_exclusive_group()
+    output.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    output.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run into an existing *.zarr OUTPUT (same input, "
+                        "mapper and options), computing only the missing regions")  # fmt: skip
+
+
+def _add_grid(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = _add_command(commands, "grid", "show (and plot) the grid of cells for an image", GRID_DESCRIPTION,
+                          GRID_EPILOG, common)  # fmt: skip
+    source = parser.add_argument_group("image (one of)")
+    source.add_argument("input", metavar="INPUT", nargs="?", help="FITS file or zarr store")
+    source.add_argument("--size", type=size_argument, metavar="WxH",
+                        help="a synthetic image of this size instead, e.g. 4096x2048 or 1024")  # fmt: skip
+    source.add_argument("--fwhm", type=positive_float, metavar="PX",
+                        help="PSF FWHM in pixels of the synthetic image, for --scale-by-fwhm")  # fmt: skip
+    _add_grid_options(parser, "")
+    shown = parser.add_argument_group("output")
+    shown.add_argument("--show", type=at_least(0), default=5, metavar="N",
+                       help="print the first N cells' boxes (default: %(default)s)")  # fmt: skip
+    shown.add_argument("--plot", metavar="FILE",
+                       help="draw the grid into this PNG file (replaced if it exists)")  # fmt: skip
+    shown.add_argument("--skip", type=positive_int, default=3, metavar="K",
+                       help="plot every K-th cell, as plotBoxes does (default: %(default)s)")  # fmt: skip
+
+
+def _add_demo(commands: Any, common: argparse.ArgumentParser) -> None:
+    from ..demo import DEFAULT_SIZE, MIN_SIZE
+
+    parser = _add_command(commands, "demo", "the showcase: homogenise a varying PSF", DEMO_DESCRIPTION,
+                          DEMO_EPILOG, common)  # fmt: skip
+    group = parser.add_argument_group("demo")
+    group.add_argument("--size", type=at_least(MIN_SIZE), default=DEFAULT_SIZE, metavar="N",
+                       help=f"side of the square image in pixels, at least {MIN_SIZE} "
+                       "(default: %(default)s)")  # fmt: skip
+    group.add_argument("--seed", type=int, default=3, help="simulation seed (default: %(default)s)")
+    group.add_argument("--stars", type=positive_int, metavar="N",
+                       help="stars to simulate (default: 600 per 1024 x 1024 px, at least 10)")  # fmt: skip
+    group.add_argument("--output-dir", default="imr-demo-output", metavar="DIR",
+                       help="where to write the files (default: %(default)s)")  # fmt: skip
+    group.add_argument("--json", action="store_true", help="print the JSON summary instead of the text one")
+    _add_scheduler_options(parser)
