@@ -48,7 +48,7 @@ autodoc_default_options = {
 }
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
+autodoc_preserve_defaults = False
 autosummary_generate = False
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

@@ -10,6 +10,7 @@ runs it from the command line; documentation and tests call it directly.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -92,6 +93,7 @@ def run_demo(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: bool = False,
+    log: logging.Logger | None = None,
 ) -> dict[str, Any]:
     """Homogenise the PSF of a simulated star field and write the results to ``output_dir``.
 
@@ -113,6 +115,8 @@ def run_demo(
         Threads or processes for a local scheduler; None for one per core.
     progress : `bool`
         Show a progress bar on stderr during the map-reduce.
+    log : `logging.Logger`, optional
+        Parent logger of the task (default: the task's own, ``ip_diffim_imageMapReduce``).
 
     Returns
     -------
@@ -136,7 +140,7 @@ def run_demo(
 
     with clock("simulate"):
         exposure, stars = _simulate(size, seed, n_stars)
-    task = make_demo_task(scheduler, workers, progress)
+    task = make_demo_task(scheduler, workers, progress, log)
     with clock("grid"):
         task.generateGrid(exposure)
     with clock("map_reduce"):
@@ -178,8 +182,8 @@ def _simulate(size: int, seed: int, n_stars: int) -> tuple[ExposureF, np.ndarray
     return exposure, stars
 
 
-def make_demo_task(scheduler: str | None = None, workers: int | None = None,
-                   progress: bool = False) -> ImageMapReduceTask:  # fmt: skip
+def make_demo_task(scheduler: str | None = None, workers: int | None = None, progress: bool = False,
+                   log: logging.Logger | None = None) -> ImageMapReduceTask:  # fmt: skip
     """Return the demo's task: `PsfMatchMapper` on 64 px cells every 32 px, linear taper stitching."""
     config = ImageMapReduceConfig()
     config.mapper.retarget(PsfMatchMapper)
@@ -193,7 +197,7 @@ def make_demo_task(scheduler: str | None = None, workers: int | None = None,
     config.scheduler = scheduler
     config.numWorkers = workers
     config.progressBar = progress
-    return ImageMapReduceTask(config=config)
+    return ImageMapReduceTask(config=config, log=log)
 
 
 def _measure(exposure: Exposure, output: Exposure, stars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

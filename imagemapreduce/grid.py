@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -49,12 +50,16 @@ class CellGrid:
         return len(self.cells)
 
     def boxes0(self) -> list[Box2I]:
-        """The cells as a list of `Box2I`."""
-        return boxes_from_array(self.cells)
+        """The cells as a list of `Box2I` (made once, then shared: treat it as read-only)."""
+        return self._boxes[0]
 
     def boxes1(self) -> list[Box2I]:
-        """The expanded cells as a list of `Box2I`."""
-        return boxes_from_array(self.expanded)
+        """The expanded cells as a list of `Box2I` (made once, then shared: treat it as read-only)."""
+        return self._boxes[1]
+
+    @cached_property
+    def _boxes(self) -> tuple[list[Box2I], list[Box2I]]:
+        return boxes_from_array(self.cells), boxes_from_array(self.expanded)
 
 
 def psf_fwhm(psf: Any) -> float:

@@ -165,7 +165,8 @@ class ImageMapReduceTask(Task):
             are set to None.
         """
         grid = self._computeGrid(exposure, forceEvenSized)
-        self.boxes0, self.boxes1 = grid.boxes0(), grid.boxes1()
+        # The task's lists are its own (users may edit them); the grid keeps the shared ones.
+        self.boxes0, self.boxes1 = list(grid.boxes0()), list(grid.boxes1())
         self._gridCache = (self.boxes0, self.boxes1, grid)
         return self.boxes0, self.boxes1
 

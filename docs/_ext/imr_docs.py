@@ -56,6 +56,10 @@ def patch_docstring(app: Any, what: str, name: str, obj: Any, options: Any, line
 
 # -- benchmark tables --------------------------------------------------------------------------------
 
+#: Machine fields shown for each result, in this order (others are left out of the page).
+MACHINE_FIELDS = ("date", "cpu_count", "cpu_affinity", "memory_total_gib", "processor", "platform", "python",
+                  "numpy", "scipy", "dask", "distributed", "zarr", "imagemapreduce", "git_commit", "git_dirty")
+
 
 def _format(value: Any) -> str:
     """A table cell: floats to 4 significant digits, lists joined, None as an empty cell."""
@@ -70,11 +74,11 @@ def _format(value: Any) -> str:
             return f"{value:.3e}"
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        if all(not isinstance(v, (dict, list, tuple)) for v in value):
+        if len(value) <= 12 and all(not isinstance(v, (dict, list, tuple)) for v in value):
             return ", ".join(_format(v) for v in value)
-        return json.dumps(value, sort_keys=True)
+        return json.dumps(value, sort_keys=True)[:200]
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+        return json.dumps(value, sort_keys=True)[:200]
     return str(value)
 
 
@@ -83,16 +87,18 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and len(value) <= 12:
+        if isinstance(value, dict) and value:
             flat.update(_flatten(value, name + "."))
         else:
             flat[name] = value
     return flat
 
 
-def _table(header: list[str], rows: list[list[str]]) -> nodes.table:
+def _table(header: list[str], rows: list[list[str]], caption: str | None = None) -> nodes.table:
     """A plain docutils table."""
     table = nodes.table(classes=["benchmark-table"])
+    if caption:
+        table += nodes.title(text=caption)
     group = nodes.tgroup(cols=len(header))
     table += group
     for _ in header:
@@ -113,71 +119,175 @@ def _table(header: list[str], rows: list[list[str]]) -> nodes.table:
     return table
 
 
-def _records_table(records: list[dict[str, Any]]) -> nodes.table:
+def _records_table(records: list[dict[str, Any]], caption: str | None = None) -> nodes.table:
     flat = [_flatten(r) for r in records]
     header: list[str] = []
     for record in flat:
         header.extend(k for k in record if k not in header)
-    return _table(header, [[_format(r.get(k)) for k in header] for r in flat])
+    return _table(header, [[_format(r.get(k)) for k in header] for r in flat], caption)
+
+
+def _key_value_table(data: dict[str, Any], caption: str | None = None, header=("name", "value")) -> nodes.table:
+    flat = _flatten(data)
+    return _table(list(header), [[k, _format(v)] for k, v in flat.items()], caption)
 
 
 def _is_records(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
-def _is_keyed_records(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(isinstance(v, dict) for v in value.values())
+def _is_timing(value: Any) -> bool:
+    return isinstance(value, dict) and "median_s" in value
 
 
-def render_result(data: Any) -> list[nodes.Node]:
-    """Tables for one JSON document, whatever its layout."""
+def _timing_tables(timings: dict[str, Any], caption: str = "timings") -> list[nodes.Node]:
+    """One table per group of contenders (``{contender: {median_s, ...}}``, possibly nested)."""
     out: list[nodes.Node] = []
+    contenders = {k: v for k, v in timings.items() if _is_timing(v)}
+    if contenders:
+        fastest = min((float(v["median_s"]) for v in contenders.values() if v.get("median_s")), default=None)
+        rows = []
+        for name, t in contenders.items():
+            runs = t.get("times_s")
+            ratio = float(t["median_s"]) / fastest if fastest and t.get("median_s") is not None else None
+            rows.append([name, _format(t.get("median_s")), _format(t.get("min_s")), _format(t.get("max_s")),
+                         str(len(runs)) if isinstance(runs, list) else "", _format(ratio)])
+        out.append(_table(["contender", "median (s)", "min (s)", "max (s)", "runs", "x fastest"], rows, caption))
+    for key, value in timings.items():
+        if key in contenders:
+            continue
+        if isinstance(value, dict):
+            out.extend(_timing_tables(value, f"{caption}: {key}"))
+        else:
+            out.append(_key_value_table({key: value}, caption))
+    return out
+
+
+def _status(target: dict[str, Any]) -> str:
+    if target.get("comparison") == "info":
+        return "info"
+    met = target.get("met")
+    if met is None:
+        return "not judged (smoke run)"
+    return "met" if met else "NOT MET"
+
+
+def _targets_table(targets: list[dict[str, Any]]) -> nodes.table:
+    rows = []
+    for t in targets:
+        unit = t.get("unit") or ""
+        value = _format(t.get("value")) + (f" {unit}" if unit and unit != "x" else "")
+        goal = "" if t.get("comparison") == "info" else f"{t.get('comparison', '')} {_format(t.get('target'))}"
+        rows.append([str(t.get("name", "")), value, goal, _status(t), str(t.get("description", ""))])
+    return _table(["measure", "value", "target", "status", "what"], rows, "targets")
+
+
+def _script_summary(folder: Path, name: str) -> str | None:
+    """The first paragraph of ``benchmarks/bench_<name>.py``'s docstring, read without importing it."""
+    import ast
+
+    script = folder.parent / f"bench_{name}.py"
+    try:
+        doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8")))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    if not doc:
+        return None
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def render_result(data: Any, name: str = "", folder: Path | None = None) -> list[nodes.Node]:
+    """Nodes for one benchmark JSON document.
+
+    The layout written by ``benchmarks/_common.py`` (``benchmark``, ``mode``, ``machine``,
+    ``params``, ``timings``, ``ratios``, ``targets``, ``notes``) gets dedicated tables; any other
+    key, or any other layout, is shown generically.
+    """
     if _is_records(data):
         return [_records_table(data)]
     if not isinstance(data, dict):
         return [nodes.literal_block(text=json.dumps(data, indent=2, sort_keys=True))]
-    scalars = {k: v for k, v in data.items() if not _is_records(v) and not _is_keyed_records(v)}
-    if scalars:
-        flat = _flatten(scalars)
-        out.append(_table(["field", "value"], [[k, _format(v)] for k, v in flat.items()]))
+    out: list[nodes.Node] = []
+    summary = _script_summary(folder, name) if folder is not None and name else None
+    if summary:
+        out.append(nodes.paragraph(text=summary))
+    if data.get("mode") == "smoke":
+        para = nodes.paragraph()
+        para += nodes.strong(text="Smoke run: ")
+        para += nodes.Text("tiny sizes that check the script works; the numbers say little and the targets are "
+                           "not judged.")
+        out.append(para)
+    if isinstance(data.get("targets"), list) and data["targets"]:
+        out.append(_targets_table([t for t in data["targets"] if isinstance(t, dict)]))
+    if isinstance(data.get("timings"), dict) and data["timings"]:
+        out.extend(_timing_tables(data["timings"]))
+    if isinstance(data.get("ratios"), dict) and data["ratios"]:
+        out.append(_key_value_table(data["ratios"], "ratios and derived numbers"))
+    notes = data.get("notes")
+    if isinstance(notes, list) and notes:
+        items = nodes.bullet_list()
+        for note in notes:
+            items += nodes.list_item("", nodes.paragraph(text=_format(note)))
+        out.append(items)
+    known = {"benchmark", "mode", "machine", "params", "timings", "ratios", "targets", "notes"}
     for key, value in data.items():
+        if key in known:
+            continue
         if _is_records(value):
-            out.append(nodes.rubric(text=str(key)))
-            out.append(_records_table(value))
-        elif _is_keyed_records(value):
-            out.append(nodes.rubric(text=str(key)))
-            records = [{"name": name, **_flatten(record)} for name, record in value.items()]
-            out.append(_records_table(records))
+            out.append(_records_table(value, key))
+        elif isinstance(value, dict) and value:
+            out.append(_key_value_table(value, key))
+        elif not isinstance(value, dict):
+            out.append(_key_value_table({key: value}))
+    if isinstance(data.get("params"), dict) and data["params"]:
+        out.append(_key_value_table(data["params"], "parameters", ("parameter", "value")))
+    machine = data.get("machine")
+    if isinstance(machine, dict) and machine:
+        shown = {k: machine[k] for k in MACHINE_FIELDS if k in machine}
+        if isinstance(shown.get("git_commit"), str):
+            shown["git_commit"] = shown["git_commit"][:12]
+        out.append(_key_value_table(shown or machine, "machine", ("machine", "value")))
     return out
 
 
 class BenchmarkResults(SphinxDirective):
-    """``.. benchmark-results:: [folder]``: every JSON file of the folder, as tables."""
+    """``.. benchmark-results:: [folder]``: every JSON file of the folder, as tables and plots."""
 
     optional_arguments = 1
     has_content = False
 
     def run(self) -> list[nodes.Node]:
         docs = Path(self.env.srcdir)
-        folder = docs / self.arguments[0] if self.arguments else docs.parent / "benchmarks" / "results"
+        folder = (docs / self.arguments[0]) if self.arguments else docs.parent / "benchmarks" / "results"
+        folder = folder.resolve()
         files = sorted(folder.glob("*.json")) if folder.is_dir() else []
         if not files:
             para = nodes.paragraph()
             para += nodes.emphasis(
-                text="No benchmark results yet: run the benchmark scripts to write JSON files into "
-                "benchmarks/results/, then rebuild the docs."
+                text="No benchmark results yet: run the benchmark scripts (python benchmarks/bench_*.py) to "
+                "write JSON files into benchmarks/results/, then rebuild the docs."
             )
             return [para]
         out: list[nodes.Node] = []
+        here = Path(self.env.doc2path(self.env.docname)).parent
         for path in files:
             self.env.note_dependency(str(path))
-            out.append(nodes.rubric(text=path.name))
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
+                out.append(nodes.rubric(text=path.stem))
                 out.append(nodes.paragraph(text=f"(could not read {path.name}: {exc})"))
                 continue
-            out.extend(render_result(data))
+            name = str(data.get("benchmark", path.stem)) if isinstance(data, dict) else path.stem
+            section = nodes.section(ids=[nodes.make_id(f"benchmark-{path.stem}")])
+            section += nodes.title(text=name)
+            section.extend(render_result(data, name, folder))
+            plot = path.with_suffix(".png")
+            if plot.is_file():
+                self.env.note_dependency(str(plot))
+                uri = os.path.relpath(plot, here).replace(os.sep, "/")
+                section += nodes.image(uri=uri, alt=f"{name} plot", width="90%")
+            out.append(section)
         return out
 
 

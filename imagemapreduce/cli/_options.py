@@ -204,7 +204,12 @@ def set_config_field(config: pexConfig.Config, key: str, text: str, what: str = 
     except (ValueError, SyntaxError):
         kind = getattr(field, "itemtype", None) or field.dtype
         raise CliError(f"{what} {key}={text!r}: expected {_describe(field, kind)}") from None
-    setattr(target, name, value)
+    try:
+        setattr(target, name, value)
+    except pexConfig.FieldValidationError as exc:
+        # pex_config's message names the field's path and source file; keep the reason and say what it is.
+        reason = str(exc).split("\n")[0].split("failed validation: ")[-1]
+        raise CliError(f"{what} {key}={text!r}: {reason} ({field.doc.rstrip('.')})") from None
 
 
 def _walk(config: pexConfig.Config, key: str, what: str) -> tuple[pexConfig.Config, str]:

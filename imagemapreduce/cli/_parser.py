@@ -7,7 +7,6 @@ from typing import Any, NoReturn
 
 from ._options import (
     BUILTIN_MAPPERS,
-    LOCAL_SCHEDULERS,
     at_least,
     key_value,
     pair_argument,
@@ -32,11 +31,6 @@ images larger than memory.
 """
 
 MAIN_EPILOG = """\
-commands:
-  run    map-reduce an image file with a built-in or your own mapper
-  grid   show the grid of cells an image would be split into, and plot it
-  demo   the showcase: homogenise the varying PSF of a simulated star field
-
 examples:
   imagemapreduce demo
   imagemapreduce run in.fits out.fits --mapper median --mapper-option size=5
@@ -152,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=MAIN_EPILOG, formatter_class=_formatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", required=True,
+                                     parser_class=_Parser)  # fmt: skip
     common = _common_options()
     _add_run(commands, common)
     _add_grid(commands, common)
@@ -178,8 +173,8 @@ def _common_options() -> argparse.ArgumentParser:
 
 def _add_grid_options(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_argument_group(
-        "grid", "SIZE is one number for x and y, or XxY (e.g. 64 or 128x64): pixels, or PSF FWHMs with "
-        f"--scale-by-fwhm. {what}",
+        "grid", "SIZE is one number for x and y, or XxY (e.g. 64 or 128x64): pixels, or PSF FWHMs\n"
+        f"with --scale-by-fwhm.{what}",
     )  # fmt: skip
     group.add_argument("--cell-size", type=pair_argument, metavar="SIZE",
                        help="size of each cell (default 64 px, or 10 FWHM with --scale-by-fwhm)")  # fmt: skip
@@ -200,7 +195,7 @@ def _add_grid_options(parser: argparse.ArgumentParser, what: str) -> None:
 def _add_scheduler_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("parallelism")
     group.add_argument("--scheduler", type=scheduler_argument, metavar="NAME|ADDRESS",
-                       help=f"Dask scheduler: {', '.join(LOCAL_SCHEDULERS)}, or a cluster's address "
+                       help="Dask scheduler: synchronous, threads, processes, or a cluster's address "
                        "tcp://HOST:PORT (default: Dask's default, threads)")  # fmt: skip
     group.add_argument("--workers", type=positive_int, metavar="N",
                        help="threads or processes of a local scheduler (default: one per core)")  # fmt: skip
@@ -220,7 +215,7 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     mapping.add_argument("--mapper-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                          help="set a field of the mapper's config, converted to the field's type; "
                          "lists are comma-separated, None unsets an optional field (repeatable)")  # fmt: skip
-    _add_grid_options(parser, "Give the border at least the mapper's reach.")
+    _add_grid_options(parser, " Give the border at least the mapper's reach.")
     reducing = parser.add_argument_group("stitching")
     reducing.add_argument("--reduce", choices=("copy", "sum", "average"), default="average",
                           help="how overlapping cells combine: copy (later cells win), sum, or average "

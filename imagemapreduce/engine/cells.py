@@ -20,6 +20,7 @@ from ..geom import Box2I
 from ..image import Exposure
 from ..pipe_base import Struct
 from ..stitch import IMAGE_REDUCE_OPERATIONS
+from .sources import materialize
 
 __all__ = [
     "CellFailure",
@@ -141,6 +142,8 @@ def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcom
     ``task.companion_names`` in place of the whole images.
     """
     start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    expanded = materialize(expanded)
+    companions = tuple(materialize(c) for c in companions)
     if task.do_clone:
         expanded = expanded.clone()
     sub = expanded.subset(task.box0)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..geom import Box2I, Point2I
-from ..grid import CellGrid, boxes_from_array
+from ..grid import CellGrid
 from ..image import Exposure
 from ..weights import Weighting
 from .cells import ArrayCellTask, CellTask, FailurePolicy, array_piece, exposure_piece, run_array_cell, run_cell
@@ -48,7 +48,7 @@ class ExposurePlan:
             graph.update(companion.graph())
         full_bbox = self.exposure.getBBox()
         names = tuple(self.companions)
-        boxes0, boxes1 = boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded)
+        boxes0, boxes1 = self.grid.boxes0(), self.grid.boxes1()
         for index, (box0, box1) in enumerate(zip(boxes0, boxes1)):
             task = CellTask(
                 self.mapper, index, box0, box1, full_bbox, self.do_clone, self.return_sub_images,
@@ -103,7 +103,7 @@ class ArrayPlan:
             graph.update(source.graph())
         names = tuple(self.companions)
         indices = self.grid_indices.tolist() if self.grid_indices is not None else None
-        for index, (box0, box1) in enumerate(zip(boxes_from_array(self.grid.cells), boxes_from_array(self.grid.expanded))):
+        for index, (box0, box1) in enumerate(zip(self.grid.boxes0(), self.grid.boxes1())):
             task = ArrayCellTask(
                 self.func, index, box0, box1, self.operation, self.kwargs, self.geometry,
                 tuple(indices[index]) if indices is not None else None, names, self.policy,

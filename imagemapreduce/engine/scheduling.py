@@ -213,8 +213,9 @@ def _holds_pixels(arg: Any) -> bool:
     import numpy as np
 
     from ..image import Exposure, Image, MaskedImage
+    from .sources import LazyCut
 
-    return isinstance(arg, (np.ndarray, Exposure, MaskedImage, Image))
+    return isinstance(arg, (np.ndarray, Exposure, MaskedImage, Image, LazyCut))
 
 
 def _defining_module(obj: Any) -> str | None:

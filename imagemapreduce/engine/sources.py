@@ -20,6 +20,8 @@ from ..image import Exposure, Image, Mask, MaskedImage
 __all__ = [
     "PlaneSource",
     "ExposureSource",
+    "LazyCut",
+    "materialize",
     "CompanionSource",
     "companion_images",
     "is_dask_array",
@@ -132,6 +134,46 @@ def build_exposure(parts: ExposureParts, image: np.ndarray, mask: np.ndarray, va
     return parts.cls(mi, psf=parts.psf, wcs=parts.wcs)
 
 
+def _same(obj: Any) -> Any:
+    return obj
+
+
+class LazyCut:
+    """A box of an in-memory image container, turned into a read-only view only when a cell runs.
+
+    Building thousands of views while the graph is made would cost more than the graph itself;
+    a cut is two references. Pickled (for another process), it becomes the view itself, which
+    carries only the box's pixels.
+    """
+
+    __slots__ = ("image", "box")
+
+    def __init__(self, image: Any, box: Box2I):
+        self.image, self.box = image, box
+
+    def materialize(self) -> Any:
+        """The read-only view of the box."""
+        view = self.image.subset(self.box)
+        if isinstance(view, Exposure):
+            planes = (view.image, view.mask, view.variance)
+        elif isinstance(view, MaskedImage):
+            planes = (view.image, view.mask, view.variance)
+        else:
+            planes = (view,)
+        for plane in planes:
+            if isinstance(plane.array, np.ndarray):
+                plane.array.flags.writeable = False
+        return view
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return (_same, (self.materialize(),))
+
+
+def materialize(obj: Any) -> Any:
+    """The view behind a `LazyCut`; anything else as it is."""
+    return obj.materialize() if isinstance(obj, LazyCut) else obj
+
+
 class ExposureSource:
     """The three planes of an exposure, cut per box (views in memory, block tasks when lazy)."""
 
@@ -149,12 +191,9 @@ class ExposureSource:
         return graph
 
     def cut(self, box: Box2I) -> Any:
-        """A read-only sub-exposure view of ``box``, or a task that builds one from blocks."""
+        """A read-only sub-exposure of ``box`` (made when the cell runs), or a task that builds one from blocks."""
         if not self.lazy:
-            view = self.exposure.subset(box)
-            for plane in (view.image, view.mask, view.variance):
-                plane.array.flags.writeable = False
-            return view
+            return LazyCut(self.exposure, box)
         parts = ExposureParts(
             type(self.exposure), box, self.exposure.getPsf(), self.exposure.getWcs(),
             self.exposure.mask.getMaskPlaneDict(),
@@ -177,12 +216,7 @@ class CompanionSource:
         """A read-only view of the companion inside ``box`` (or a task building one)."""
         if self._exposure is not None:
             return self._exposure.cut(box)
-        view = self.image.subset(box)
-        planes = (view.image, view.mask, view.variance) if isinstance(view, MaskedImage) else (view,)
-        for plane in planes:
-            if isinstance(plane.array, np.ndarray):
-                plane.array.flags.writeable = False
-        return view
+        return LazyCut(self.image, box)
 
 
 def companion_images(kwargs: dict[str, Any], bbox: Box2I) -> dict[str, Any]:

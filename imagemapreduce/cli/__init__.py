@@ -1,0 +1,92 @@
+"""The ``imagemapreduce`` command line: ``run``, ``grid`` and ``demo``.
+
+`main` parses the arguments, runs the subcommand and returns the exit status: 0 done, 1 the run
+failed (a mapper raised on a cell), 2 bad arguments or unreadable input, 130 interrupted. Every
+expected error is reported as one line, ``imagemapreduce: error: ...``, on stderr; ``--traceback``
+shows the Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import lsst.pex.config as pexConfig
+
+from ..engine import CellFailure
+from ._commands import COMMANDS
+from ._options import CliError
+from ._parser import PROG, UsageError, build_parser
+
+__all__ = ["main", "build_parser", "CliError"]
+
+#: Errors that mean "what you asked for cannot be done" rather than a bug: reported as one line.
+#: Input files that cannot be read raise ValueError (FitsFormatError, zarr's errors) or OSError.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    CliError, pexConfig.FieldValidationError, ValueError, TypeError, LookupError, OSError, ImportError,
+)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return _error(f"{exc} (see '{exc.prog} --help')", 2)
+    except SystemExit as exc:  # --help and --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    with _logging(args.verbose):
+        try:
+            return COMMANDS[args.command](args)
+        except KeyboardInterrupt:
+            hint = "; run again with --resume to continue" if getattr(args, "output", "").endswith(".zarr") else ""
+            return _error(f"interrupted{hint}", 130)
+        except CellFailure as exc:
+            if args.traceback:
+                raise
+            return _error(f"{_one_line(exc)} (--mask-failures finishes the run without failed cells)", 1)
+        except EXPECTED_ERRORS as exc:
+            if args.traceback:
+                raise
+            return _error(_one_line(exc), 2)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line.
+
+    Left out: pex_config's pointer to the field's source, and the worker's traceback that a
+    failed cell's message carries (both shown with --traceback).
+    """
+    text = str(exc)
+    for tail in ("\nFor more information", "\nTraceback (most recent call last)"):
+        text = text.split(tail)[0]
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _error(message: str, status: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+@contextmanager
+def _logging(verbose: bool) -> Iterator[None]:
+    """Show the package's warnings (and with ``verbose`` its info messages) on stderr while a command runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    package = logging.getLogger("imagemapreduce")  # the command's tasks log under imagemapreduce.cli
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
