@@ -42,7 +42,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: checks the script works, not the targets")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="directory for the JSON and PNG results")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default: 5 full, 2 smoke)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default: 5 full, 1 smoke)")
     p.add_argument("--workers", type=int, default=None, help="threads/processes (default: os.cpu_count())")
     p.add_argument(
         "--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -51,11 +51,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def repeats(args: argparse.Namespace, full: int = 5, smoke: int = 2) -> int:
+def repeats(args: argparse.Namespace, full: int = 5, smoke: int = 1) -> int:
     """The number of timed repeats: the option if given, else the mode's default."""
     if args.repeats is not None:
         return max(1, args.repeats)
     return smoke if args.smoke else full
+
+
+def warmup(args: argparse.Namespace) -> int:
+    """Untimed rounds before the timed ones: 1 (none in smoke runs, which judge nothing)."""
+    return 0 if args.smoke else 1
 
 
 def workers(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise AssertionError(f"contenders disagree on the pixels: {equal}")
     del reference
 
-    timings = C.time_round_robin(contenders, nrep)
+    timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
     payload["timings"] = timings
     t = {name: C.median(timings, name) for name in timings}
     ratios = {

@@ -83,7 +83,7 @@ def per_cell(args, nworkers: int, nrep: int, payload: dict) -> None:
     }
     assert np.array_equal(contenders["map_reduce_threads"](), image)
     assert np.array_equal(contenders["task_threads"]().image.array, exposure.image.array)
-    timings = C.time_round_robin(contenders, nrep)
+    timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
 
     cluster_info = {}
     try:
@@ -99,7 +99,7 @@ def per_cell(args, nworkers: int, nrep: int, payload: dict) -> None:
             try:
                 dist = {"map_reduce_local_cluster": mr(client)}
                 assert np.array_equal(dist["map_reduce_local_cluster"](), image)
-                timings.update(C.time_round_robin(dist, max(1, nrep - 2) if not args.smoke else 1))
+                timings.update(C.time_round_robin(dist, max(1, nrep - 1), warmup=C.warmup(args)))
             finally:
                 client.close()
                 cluster.close()
@@ -161,7 +161,7 @@ def graph_build(args, nrep: int, payload: dict) -> None:
     for ncells, shape in sizes.items():
         assert (shape[0] // CELL) * (shape[1] // CELL) == ncells
         contenders = {f"map_reduce_lazy_{ncells}": _lazy_map_reduce(shape), f"task_graph_{ncells}": _task_graph(shape)}
-        timings.update(C.time_round_robin(contenders, nrep))
+        timings.update(C.time_round_robin(contenders, nrep, warmup=C.warmup(args)))
     payload["timings"]["graph_build"] = timings
     counts = list(sizes)
     small, mid, big = counts

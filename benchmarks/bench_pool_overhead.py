@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not all(equal.values()):
             raise AssertionError(f"{wname}: contenders disagree on the pixels: {equal}")
         del reference
-        timings = C.time_round_robin(contenders, nrep)
+        timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
         payload["timings"][wname] = timings
         t = {name: C.median(timings, name) for name in timings}
         ratio = t["imagemapreduce"] / t["hand_pool"]

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
     nrep, nworkers = C.repeats(args), C.workers(args)
-    size, cell, step, border, region = (1024, 128, 64, 16, 256) if args.smoke else (8192, 512, 256, 16, 1024)
+    size, cell, step, border, region = (512, 64, 32, 16, 128) if args.smoke else (8192, 512, 256, 16, 1024)
     params = {"shape": [size, size], "dtype": "float32", "cell": cell, "step": step, "border": border,
               "region_size": region, "overlap_per_pixel": (cell // step) ** 2, "workers": nworkers,
               "repeats": nrep}  # fmt: skip
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise AssertionError(f"stitching results disagree: {checks}")
     del avg, wavg
 
-    timings = C.time_round_robin(contenders, nrep)
+    timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
     payload["timings"] = timings
     t = {name: C.median(timings, name) for name in timings}
     base = t["numpy_add"]

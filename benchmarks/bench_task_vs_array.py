@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                  "reduce": reduce, "cells": ncells,
                                                  "exposure_bytes": 3 * size * size * 4,
                                                  "array_bytes": size * size * 4}  # fmt: skip
-        timings = C.time_round_robin(contenders, nrep)
+        timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
         payload["timings"][wname] = timings
         ratio = C.median(timings, "task_exposure") / C.median(timings, "map_reduce_array")
         payload["ratios"][wname] = {"task_over_array": ratio}

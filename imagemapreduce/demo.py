@@ -162,7 +162,7 @@ def run_demo(
 
 def _check_arguments(size: Any, n_stars: Any) -> tuple[int, int]:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
-        raise ValueError(f"the demo image size must be an integer of at least {MIN_SIZE} pixels, got {size!r}")
+        raise ValueError(f"the demo image size must be an integer of at least {MIN_SIZE} px, got {size!r}")
     if n_stars is None:
         n_stars = default_star_count(int(size))
     if isinstance(n_stars, bool) or not isinstance(n_stars, (int, np.integer)) or n_stars < 1:
@@ -171,10 +171,11 @@ def _check_arguments(size: Any, n_stars: Any) -> tuple[int, int]:
 
 
 def _simulate(size: int, seed: int, n_stars: int) -> tuple[ExposureF, np.ndarray]:
-    """The seeded star field with the default varying PSF, its parameters recorded in the metadata."""
+    """Return the seeded star field with the default varying PSF, described in the metadata."""
     bbox = Box2I(Point2I(0, 0), Extent2I(size, size))
     psf = default_varying_psf(bbox, SIGMA_CENTRE, WIDENING)
-    exposure, stars = simulate_exposure(size, size, psf=psf, n_stars=n_stars, seed=seed, flux_range=FLUX_RANGE)
+    exposure, stars = simulate_exposure(size, size, psf=psf, n_stars=n_stars, seed=seed,
+                                        flux_range=FLUX_RANGE)  # fmt: skip
     # A varying PSF cannot be stored in the FITS archive; these cards describe it instead.
     exposure.getMetadata().update(
         {"PSFMODEL": "VaryingGaussianPsf.radial", "PSFSIG0": SIGMA_CENTRE, "PSFSIG1": SIGMA_CENTRE * WIDENING}
@@ -232,8 +233,8 @@ def _summary(
     before: np.ndarray, after: np.ndarray, clock: _Clock, files: dict[str, Path],
 ) -> dict[str, Any]:  # fmt: skip
     measured = len(after) > 0
-    width_error = np.abs(after["sigma"] / target - 1.0) if measured else None
-    flux_change = np.abs(after["flux"] / before["flux"] - 1.0) if measured else None
+    width_error = float(np.abs(after["sigma"] / target - 1.0).max()) if measured else None
+    flux_change = float(np.abs(after["flux"] / before["flux"] - 1.0).max()) if measured else None
     timings = dict(clock.timings)
     timings["total"] = clock.total()
     return {
@@ -242,7 +243,7 @@ def _summary(
         "stars_simulated": n_stars,
         "psf_sigma_range": [SIGMA_CENTRE, SIGMA_CENTRE * WIDENING],
         "target_sigma": round(target, 6),
-        "cells": len(task.boxes0),
+        "cells": len(_boxes(task)[0]),
         "cell_size": CELL_SIZE,
         "grid_step": GRID_STEP,
         "border": BORDER,
@@ -251,8 +252,8 @@ def _summary(
         "stars_measured": len(after),
         "width_spread_before": _spread(before["sigma"]),
         "width_spread_after": _spread(after["sigma"]),
-        "max_width_error": round(float(width_error.max()), 6) if measured else None,
-        "max_flux_change": round(float(flux_change.max()), 6) if measured else None,
+        "max_width_error": None if width_error is None else round(width_error, 6),
+        "max_flux_change": None if flux_change is None else round(flux_change, 6),
         "timings_s": timings,
         "files": {key: str(path) for key, path in files.items()},
     }
@@ -272,13 +273,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     folder = str(Path(summary["files"]["summary"]).parent)
     lines = [
         f"PSF homogenisation of a simulated {width} x {height} star field (seed {summary['seed']})",
-        f"  cells             {summary['cells']} of {summary['cell_size']} px, step {summary['grid_step']} px, "
-        f"border {summary['border']} px; {summary['weighting']} taper; {summary['scheduler']}",
+        f"  cells             {summary['cells']} of {summary['cell_size']} px, step {summary['grid_step']} "
+        f"px, border {summary['border']} px; {summary['weighting']} taper; {summary['scheduler']}",
         f"  map-reduce time   {timings['map_reduce']:.2f} s (demo total {timings['total']:.2f} s)",
         f"  PSF sigma         {summary['psf_sigma_range'][0]:.3f} to {summary['psf_sigma_range'][1]:.3f} px "
         f"-> target {summary['target_sigma']:.3f} px",
         f"  width spread      {ratio(summary['width_spread_before'])} before -> "
-        f"{ratio(summary['width_spread_after'])} after (max/min over {summary['stars_measured']} isolated stars)",
+        f"{ratio(summary['width_spread_after'])} after "
+        f"(max/min over {summary['stars_measured']} isolated stars)",
         f"  max width error   {percent(summary['max_width_error'])} of the target",
         f"  max flux change   {percent(summary['max_flux_change'])}",
         f"  files             {folder}/: " + ", ".join(Path(p).name for p in summary["files"].values()),
@@ -293,7 +295,7 @@ def _draw_figure(
     exposure: Exposure, output: Exposure, task: ImageMapReduceTask, before: np.ndarray, after: np.ndarray,
     target: float, path: Path,
 ) -> None:  # fmt: skip
-    """Six panels: input and output (centre), the grid over the image, width maps before and after, widths by radius."""
+    """Draw six panels: input, output, the grid, width maps before and after, and widths by radius."""
     from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backend switch
 
     fig = Figure(figsize=(15, 9.5), layout="constrained")
@@ -317,7 +319,7 @@ def _central_box(bbox: Box2I, side: int) -> Box2I:
 
 
 def _image_norm(image: np.ndarray) -> Any:
-    """An asinh stretch from just below the sky to the bright stars: faint stars and cores both show."""
+    """Return an asinh stretch from just below the sky to the bright stars: faint stars and cores show."""
     from matplotlib.colors import AsinhNorm
 
     finite = image[np.isfinite(image)]
@@ -340,21 +342,32 @@ def _show_image(ax: Any, exposure: Exposure, box: Box2I, norm: Any, title: str) 
 
 
 def _draw_grid(ax: Any, exposure: Exposure, task: ImageMapReduceTask, crop: Box2I, norm: Any) -> None:
-    """The whole input with a tiling subset of the cells, one cell and its expanded cell, and the crop."""
+    """Draw the input with a tiling subset of the cells, one cell and its expanded cell, and the crop."""
     from .plotting import plot_box_grid
 
     bbox = exposure.getBBox()
-    ax.imshow(exposure.image.array, origin="lower", cmap="gray", norm=norm, extent=_extent(bbox))
+    # A figure panel shows a few hundred pixels across: subsample big images rather than render them whole.
+    stride = max(1, math.ceil(max(bbox.getWidth(), bbox.getHeight()) / 1024))
+    pixels = exposure.image.array[::stride, ::stride]
+    ax.imshow(pixels, origin="lower", cmap="gray", norm=norm, extent=_extent(bbox))
     # Cells overlap by half: drawing every other one in x and y tiles the image legibly.
-    tiles = [box for box, keep in zip(task.boxes0, _every_other(task.boxes0)) if keep]
+    boxes0, boxes1 = _boxes(task)
+    tiles = [box for box, keep in zip(boxes0, _every_other(boxes0), strict=True) if keep]
     plot_box_grid(tiles, bbox, ax=ax, color="tab:cyan", lw=0.6)
-    middle = min(range(len(task.boxes0)), key=lambda i: _distance(task.boxes0[i], bbox))
-    plot_box_grid([task.boxes0[middle]], bbox, ax=ax, color="tab:red", lw=1.5)
-    plot_box_grid([task.boxes1[middle]], bbox, ax=ax, color="tab:red", lw=1.5, ls=":")
+    middle = min(range(len(boxes0)), key=lambda i: _distance(boxes0[i], bbox))
+    plot_box_grid([boxes0[middle]], bbox, ax=ax, color="tab:red", lw=1.5)
+    plot_box_grid([boxes1[middle]], bbox, ax=ax, color="tab:red", lw=1.5, ls=":")
     plot_box_grid([crop], bbox, ax=ax, color="yellow", lw=1.0, ls="--")
-    ax.set_title(f"grid: {len(task.boxes0)} cells (every other drawn), one expanded (red)")
+    ax.set_title(f"grid: {len(boxes0)} cells, every other drawn")
     ax.set_xlabel("x (px)")
     ax.set_ylabel("y (px)")
+
+
+def _boxes(task: ImageMapReduceTask) -> tuple[list[Box2I], list[Box2I]]:
+    """Return the task's cells and expanded cells, once its grid is generated."""
+    if task.boxes0 is None or task.boxes1 is None:
+        raise RuntimeError("the task has no grid yet; call generateGrid first")
+    return task.boxes0, task.boxes1
 
 
 def _every_other(boxes: list[Box2I]) -> list[bool]:
@@ -393,7 +406,8 @@ def _draw_width_maps(fig: Any, ax_before: Any, ax_after: Any, bbox: Box2I, befor
     fig.colorbar(mesh, ax=[ax_before, ax_after], shrink=0.8, label="adaptive-moments sigma (px)")
 
 
-def _draw_widths_by_radius(ax: Any, bbox: Box2I, before: np.ndarray, after: np.ndarray, target: float) -> None:
+def _draw_widths_by_radius(ax: Any, bbox: Box2I, before: np.ndarray, after: np.ndarray,
+                           target: float) -> None:  # fmt: skip
     centre = bbox.getCenter()
     for rows, label, colour in ((before, "before", "tab:orange"), (after, "after", "tab:blue")):
         radius = np.hypot(rows["x"] - centre.x, rows["y"] - centre.y)
@@ -402,5 +416,4 @@ def _draw_widths_by_radius(ax: Any, bbox: Box2I, before: np.ndarray, after: np.n
     ax.set_xlabel("distance from the image centre (px)")
     ax.set_ylabel("star width sigma (px)")
     ax.set_title("star widths by radius")
-    ax.legend(loc="upper left")
-
+    ax.legend(loc="lower right")

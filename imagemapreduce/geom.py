@@ -43,8 +43,9 @@ class Point2I(_PairMixin, NamedTuple("_Point2I", [("x", int), ("y", int)])):
     """An integer pixel position ``(x, y)``."""
 
     def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Point2I:
-        x, y = _pair(x, y)
-        return super().__new__(cls, int(x), int(y))
+        if y is None:
+            x, y = _pair(x, y)
+        return tuple.__new__(cls, (int(x), int(y)))
 
     def __add__(self, other: Extent2I) -> Point2I:  # type: ignore[override]
         return Point2I(self.x + other.x, self.y + other.y)
@@ -59,8 +60,9 @@ class Point2D(_PairMixin, NamedTuple("_Point2D", [("x", float), ("y", float)])):
     """A floating-point position ``(x, y)``; integer pixel ``i`` has its centre at ``i``."""
 
     def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Point2D:
-        x, y = _pair(x, y)
-        return super().__new__(cls, float(x), float(y))
+        if y is None:
+            x, y = _pair(x, y)
+        return tuple.__new__(cls, (float(x), float(y)))
 
     def __add__(self, other: Extent2D | Extent2I) -> Point2D:  # type: ignore[override]
         return Point2D(self.x + other.x, self.y + other.y)
@@ -75,8 +77,9 @@ class Extent2I(_PairMixin, NamedTuple("_Extent2I", [("x", int), ("y", int)])):
     """An integer size or offset ``(x, y)``."""
 
     def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Extent2I:
-        x, y = _pair(x, y)
-        return super().__new__(cls, int(x), int(y))
+        if y is None:
+            x, y = _pair(x, y)
+        return tuple.__new__(cls, (int(x), int(y)))
 
     def __add__(self, other: Extent2I) -> Extent2I:  # type: ignore[override]
         return Extent2I(self.x + other.x, self.y + other.y)
@@ -92,8 +95,9 @@ class Extent2D(_PairMixin, NamedTuple("_Extent2D", [("x", float), ("y", float)])
     """A floating-point size or offset ``(x, y)``."""
 
     def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Extent2D:
-        x, y = _pair(x, y)
-        return super().__new__(cls, float(x), float(y))
+        if y is None:
+            x, y = _pair(x, y)
+        return tuple.__new__(cls, (float(x), float(y)))
 
 
 class Box2I:
@@ -152,7 +156,16 @@ class Box2I:
     @classmethod
     def from_slices(cls, x0: int, y0: int, width: int, height: int) -> Box2I:
         """Make a box from its begin corner and size, without building points first."""
-        return cls(Point2I(x0, y0), Extent2I(width, height))
+        if width <= 0 or height <= 0:
+            return cls()
+        return cls._from_corners(int(x0), int(y0), int(x0) + int(width) - 1, int(y0) + int(height) - 1)
+
+    @classmethod
+    def _from_corners(cls, x0: int, y0: int, x1: int, y1: int) -> Box2I:
+        """A box from trusted, ordered, non-empty inclusive corners (no checks: for hot paths)."""
+        box = cls.__new__(cls)
+        box._x0, box._y0, box._x1, box._y1 = x0, y0, x1, y1
+        return box
 
     def _set_empty(self) -> None:
         self._x0, self._y0, self._x1, self._y1 = 0, 0, -1, -1
@@ -299,9 +312,11 @@ class Box2I:
     # -- pure helpers (snake_case: not LSST names) -------------------------------------------
     def clipped_to(self, other: Box2I) -> Box2I:
         """Return the intersection of this box and ``other`` as a new box."""
-        box = Box2I(self)
-        box.clip(other)
-        return box
+        if not self.overlaps(other):
+            return Box2I()
+        return Box2I._from_corners(
+            max(self._x0, other._x0), max(self._y0, other._y0), min(self._x1, other._x1), min(self._y1, other._y1)
+        )
 
     def grown(self, x: int, y: int | None = None) -> Box2I:
         """Return a copy grown by ``x`` pixels left and right and ``y`` (default ``x``) up and down."""

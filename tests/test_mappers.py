@@ -46,7 +46,8 @@ def test_median_filter_equals_scipy_on_the_whole_image(size):
     expected = ndimage.median_filter(exposure.image.array, size=size, mode="nearest")
     # The border covers the window, and at the image's edges the expanded cell ends where the
     # image does, so every pixel (not only the interior) matches the whole-image filter.
-    np.testing.assert_array_equal(output.image.array[size:-size, size:-size], expected[size:-size, size:-size])
+    interior = np.s_[size:-size, size:-size]
+    np.testing.assert_array_equal(output.image.array[interior], expected[interior])
     np.testing.assert_array_equal(output.image.array, expected)
     variance = ndimage.median_filter(exposure.variance.array, size=size, mode="nearest")
     np.testing.assert_allclose(output.variance.array, variance * math.pi / (2 * size * size), rtol=1e-6)
@@ -57,7 +58,8 @@ def test_median_filter_equals_scipy_on_the_whole_image(size):
 def test_median_filter_mode_and_identity_window():
     exposure = make_exposure(64, 64)
     output = make_task(MedianFilterMapper, size=5, mode="reflect", border=2).run(exposure).exposure
-    np.testing.assert_array_equal(output.image.array, ndimage.median_filter(exposure.image.array, 5, mode="reflect"))
+    expected = ndimage.median_filter(exposure.image.array, 5, mode="reflect")
+    np.testing.assert_array_equal(output.image.array, expected)
     same = make_task(MedianFilterMapper, size=1, border=1).run(exposure).exposure
     np.testing.assert_array_equal(same.image.array, exposure.image.array)
     np.testing.assert_array_equal(same.variance.array, exposure.variance.array)
@@ -80,7 +82,7 @@ def test_median_filter_rejects_an_even_window():
 
 
 def reference_clipped_median(values: np.ndarray, nsigma: float, iters: int) -> float:
-    """A plain loop: clip at nsigma standard deviations about the median until nothing changes."""
+    """Clip at nsigma standard deviations about the median until nothing changes, in a plain loop."""
     data = np.sort(np.asarray(values, dtype=np.float64).ravel())
     for _ in range(iters):
         centre, spread = np.median(data), np.std(data)
@@ -92,7 +94,7 @@ def reference_clipped_median(values: np.ndarray, nsigma: float, iters: int) -> f
 
 
 def sky_exposure(seed: int = 1) -> imr.ExposureF:
-    """A sloped sky with noise, a few bright 'stars' flagged DETECTED and a BAD column of zeros."""
+    """Return a sloped sky with noise, bright 'stars' flagged DETECTED and a BAD column of zeros."""
     rng = np.random.default_rng(seed)
     exposure = imr.ExposureF(imr.Box2I(imr.Point2I(5, 10), imr.Extent2I(96, 80)))
     y, x = np.mgrid[0:80, 0:96]
@@ -100,8 +102,8 @@ def sky_exposure(seed: int = 1) -> imr.ExposureF:
     exposure.variance.array[...] = 9.0
     detected = exposure.mask.getPlaneBitMask("DETECTED")
     for cy, cx in rng.integers(4, 76, size=(12, 2)):
-        exposure.image.array[cy - 2:cy + 3, cx - 2:cx + 3] += 5000.0
-        exposure.mask.array[cy - 2:cy + 3, cx - 2:cx + 3] |= detected
+        exposure.image.array[cy - 2 : cy + 3, cx - 2 : cx + 3] += 5000.0
+        exposure.mask.array[cy - 2 : cy + 3, cx - 2 : cx + 3] |= detected
     exposure.image.array[:, 40] = 0.0
     exposure.mask.array[:, 40] |= exposure.mask.getPlaneBitMask("BAD")
     return exposure
@@ -113,7 +115,7 @@ def test_background_subtraction_matches_a_numpy_reference():
     output = task.run(exposure).exposure
     ignored = exposure.mask.getPlaneBitMask(["DETECTED", "BAD"])
     origin = exposure.getXY0()
-    for box, expanded in zip(task.boxes0, task.boxes1):
+    for box, expanded in zip(task.boxes0, task.boxes1, strict=True):
         pixels = exposure.image.array[expanded.slices(origin)]
         good = (exposure.mask.array[expanded.slices(origin)] & ignored) == 0
         background = reference_clipped_median(pixels[good], 3.0, 5)

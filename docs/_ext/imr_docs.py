@@ -230,6 +230,7 @@ def render_result(data: Any, name: str = "", folder: Path | None = None) -> list
             items += nodes.list_item("", nodes.paragraph(text=_format(note)))
         out.append(items)
     known = {"benchmark", "mode", "machine", "params", "timings", "ratios", "targets", "notes"}
+    scalars: dict[str, Any] = {}
     for key, value in data.items():
         if key in known:
             continue
@@ -238,7 +239,9 @@ def render_result(data: Any, name: str = "", folder: Path | None = None) -> list
         elif isinstance(value, dict) and value:
             out.append(_key_value_table(value, key))
         elif not isinstance(value, dict):
-            out.append(_key_value_table({key: value}))
+            scalars[key] = value
+    if scalars:
+        out.append(_key_value_table(scalars, "other results"))
     if isinstance(data.get("params"), dict) and data["params"]:
         out.append(_key_value_table(data["params"], "parameters", ("parameter", "value")))
     machine = data.get("machine")

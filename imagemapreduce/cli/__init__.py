@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return COMMANDS[args.command](args)
         except KeyboardInterrupt:
-            hint = "; run again with --resume to continue" if getattr(args, "output", "").endswith(".zarr") else ""
+            zarr_output = getattr(args, "output", "").endswith(".zarr")
+            hint = "; run again with --resume to continue" if zarr_output else ""
             return _error(f"interrupted{hint}", 130)
         except CellFailure as exc:
             if args.traceback:
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line.
+    """Return the exception's message on one line.
 
     Left out: pex_config's pointer to the field's source, and the worker's traceback that a
     failed cell's message carries (both shown with --traceback).

@@ -1,4 +1,4 @@
-"""The subcommands: ``run``, ``grid`` and ``demo``. Each takes the parsed arguments and returns an exit status."""
+"""The subcommands ``run``, ``grid`` and ``demo``: each takes the parsed arguments, returns an exit status."""
 
 from __future__ import annotations
 
@@ -161,11 +161,18 @@ def _run_config(args: argparse.Namespace, mapper: type[ImageMapper]) -> ImageMap
     return config
 
 
+def grid_boxes(task: ImageMapReduceTask) -> tuple[list[Box2I], list[Box2I]]:
+    """Return the task's cells and expanded cells (its grid must have been generated)."""
+    if task.boxes0 is None or task.boxes1 is None:
+        raise RuntimeError("the task has no grid yet; call generateGrid first")
+    return task.boxes0, task.boxes1
+
+
 def _make_grid(task: ImageMapReduceTask, exposure: Exposure) -> None:
     task.generateGrid(exposure)
-    if not task.boxes0:
-        raise CliError(f"the grid over the {exposure.getWidth()} x {exposure.getHeight()} px image has no cells; "
-                       "make the cells smaller")  # fmt: skip
+    if not grid_boxes(task)[0]:
+        size = f"{exposure.getWidth()} x {exposure.getHeight()} px"
+        raise CliError(f"the grid over the {size} image has no cells; make the cells smaller")
 
 
 def _run_summary(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, elapsed: float,
@@ -176,7 +183,7 @@ def _run_summary(args: argparse.Namespace, task: ImageMapReduceTask, exposure: E
     weights = f", {reducer.weighting} weights" if reducer.reduceOperation == "average" else ""
     written = f" ({regions} region{'' if regions == 1 else 's'} written)" if regions is not None else ""
     lines = [
-        f"imagemapreduce run: {len(task.boxes0)} cells in {elapsed:.2f} s",
+        f"imagemapreduce run: {len(grid_boxes(task)[0])} cells in {elapsed:.2f} s",
         f"  input      {args.input} ({exposure.getWidth()} x {exposure.getHeight()} px)",
         f"  mapper     {mapper.__module__}:{mapper.__qualname__}" + (f" ({options})" if options else ""),
         f"  grid       {describe_grid(task)[0]}",
@@ -217,7 +224,7 @@ def grid_command(args: argparse.Namespace) -> int:
 
 
 def _synthetic(size: tuple[int, int], fwhm: float | None) -> Exposure:
-    """An exposure of the given size that allocates no pixels (lazy zeros), with a Gaussian PSF if asked."""
+    """Return an exposure of this size that allocates no pixels (lazy zeros), with a Gaussian PSF if asked."""
     import dask.array as da
 
     from ..grid import FWHM_PER_SIGMA
@@ -238,28 +245,30 @@ def _grid_report(args: argparse.Namespace, task: ImageMapReduceTask, exposure: E
     source = args.input if args.input else "synthetic image"
     config = task.config
     unit = "FWHM" if config.scaleByFwhm else "px"
+    cell = f"{config.cellSizeX:g} x {config.cellSizeY:g} {unit}"
+    step = f"{config.gridStepX:g} x {config.gridStepY:g} {unit}"
+    border = f"{config.borderSizeX:g} x {config.borderSizeY:g} {unit}"
     lines = [
         f"grid over {exposure.getWidth()} x {exposure.getHeight()} px ({source})",
         *(f"  {line}" for line in describe_grid(task)[1:]),
-        f"  asked for      cells {config.cellSizeX:g} x {config.cellSizeY:g} {unit}, step {config.gridStepX:g} x "
-        f"{config.gridStepY:g} {unit}, border {config.borderSizeX:g} x {config.borderSizeY:g} {unit}, "
-        f"adjust {config.adjustGridOption}",
+        f"  asked for      cells {cell}, step {step}, border {border}, adjust {config.adjustGridOption}",
     ]
     if config.scaleByFwhm:
         from ..grid import psf_fwhm
 
         lines.append(f"  PSF FWHM       {psf_fwhm(exposure.getPsf()):.3f} px")
-    shown = task.boxes0[: args.show]
+    boxes0, boxes1 = grid_boxes(task)
+    shown = min(args.show, len(boxes0))
     if shown:
-        lines.append(f"  first {len(shown)} cells, (minX, minY)-(maxX, maxY) inclusive -> expanded cell:")
-        for index, (box, expanded) in enumerate(zip(shown, task.boxes1)):
+        lines.append(f"  first {shown} cells, (minX, minY)-(maxX, maxY) inclusive -> expanded cell:")
+        for index, (box, expanded) in enumerate(zip(boxes0[:shown], boxes1[:shown], strict=True)):
             lines.append(f"    {index:4d}  {_corners(box)}  ->  {_corners(expanded)}")
     return "\n".join(lines)
 
 
 def describe_grid(task: ImageMapReduceTask) -> list[str]:
     """Return a one-line description of the task's grid, then the lines of a longer one."""
-    boxes0, boxes1 = task.boxes0, task.boxes1
+    boxes0, boxes1 = grid_boxes(task)
     columns = len({b.getMinX() for b in boxes0})
     rows = len({b.getMinY() for b in boxes0})
     cells = _size_range(boxes0)
@@ -306,7 +315,7 @@ def _plot_grid(task: ImageMapReduceTask, bbox: Box2I, path: str, skip: int) -> N
     ax.set_xlabel("x (px)")
     ax.set_ylabel("y (px)")
     every = "every cell" if skip == 1 else f"one cell in {skip}"
-    ax.set_title(f"{len(task.boxes0)} cells ({every} drawn): cells dashed, expanded cells dotted")
+    ax.set_title(f"{len(grid_boxes(task)[0])} cells ({every} drawn): cells dashed, expanded cells dotted")
     fig.savefig(path)
 
 
@@ -321,12 +330,12 @@ def demo_command(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise CliError(f"--output-dir {args.output_dir!r} is a file, not a folder")
     with _progress_line(args.progress):
-        summary = run_demo(folder, size=args.size, seed=args.seed, n_stars=args.stars, scheduler=args.scheduler,
-                           workers=args.workers, progress=args.progress,
-                           log=logging.getLogger(LOGGER_NAME))  # fmt: skip
+        summary = run_demo(
+            folder, size=args.size, seed=args.seed, n_stars=args.stars, scheduler=args.scheduler,
+            workers=args.workers, progress=args.progress, log=logging.getLogger(LOGGER_NAME),
+        )  # fmt: skip
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 
 COMMANDS = {"run": run_command, "grid": grid_command, "demo": demo_command}
-

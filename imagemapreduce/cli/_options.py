@@ -49,7 +49,9 @@ BUILTIN_MAPPERS: dict[str, tuple[str, str]] = {
 #: Local scheduler names a command line can use ("distributed" needs a client object, which a
 #: command line cannot hold; an address connects one).
 LOCAL_SCHEDULERS = tuple(name for name in SCHEDULER_NAMES if name != "distributed")
-_ADDRESS = re.compile(r"^(?P<protocol>tcp|tls)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(
+    r"^(?P<protocol>tcp|tls)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$"
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def pair_argument(text: str) -> Pair:
     except ValueError:
         values = []
     if len(values) not in (1, 2) or not all(v > 0 and v != float("inf") for v in values):
-        raise argparse.ArgumentTypeError(f"expected a positive number or WxH such as 64 or 64x32, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, or WxH such as 64x32, got {text!r}")
     return Pair(values[0], values[-1])
 
 
@@ -173,7 +175,7 @@ def resolve_mapper(spec: str) -> type[ImageMapper]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise CliError(f"cannot import module {module_name!r} for --mapper {spec!r}: {exc}") from None
-    cls = module
+    cls: Any = module
     for part in class_name.split("."):
         cls = getattr(cls, part, None)
         if cls is None:
@@ -198,7 +200,7 @@ def set_config_field(config: pexConfig.Config, key: str, text: str, what: str = 
     target, name = _walk(config, key, what)
     field = target._fields[name]
     if isinstance(field, (pexConfig.ConfigField, pexConfig.ConfigurableField, pexConfig.ConfigChoiceField)):
-        raise CliError(f"{what} {key!r} is a sub-configuration; set one of its fields, e.g. {key}.FIELD=VALUE")
+        raise CliError(f"{what} {key!r} is a sub-configuration; set its fields: {key}.FIELD=VALUE")
     try:
         value = _convert(field, text)
     except (ValueError, SyntaxError):
@@ -208,8 +210,9 @@ def set_config_field(config: pexConfig.Config, key: str, text: str, what: str = 
         setattr(target, name, value)
     except pexConfig.FieldValidationError as exc:
         # pex_config's message names the field's path and source file; keep the reason and say what it is.
-        reason = str(exc).split("\n")[0].split("failed validation: ")[-1]
-        raise CliError(f"{what} {key}={text!r}: {reason} ({field.doc.rstrip('.')})") from None
+        reason = str(exc).split("\nFor more information")[0].split("failed validation: ", 1)[-1]
+        reason = " ".join(reason.split()).rstrip(".")
+        raise CliError(f"{what} {key}={text}: {reason}. {name}: {field.doc.rstrip('.')}") from None
 
 
 def _walk(config: pexConfig.Config, key: str, what: str) -> tuple[pexConfig.Config, str]:
@@ -232,7 +235,8 @@ def _walk(config: pexConfig.Config, key: str, what: str) -> tuple[pexConfig.Conf
 def _check_known(config: pexConfig.Config, name: str, key: str, what: str) -> None:
     if name not in config._fields:
         known = ", ".join(sorted(config._fields)) or "none"
-        raise CliError(f"{what}: {type(config).__name__} has no field {name!r} (in {key!r}); its fields are: {known}")
+        owner = type(config).__name__
+        raise CliError(f"{what}: {owner} has no field {name!r} (in {key!r}); its fields are: {known}")
 
 
 def _convert(field: pexConfig.Field, text: str) -> Any:

@@ -165,7 +165,7 @@ def _common_options() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("messages")
     group.add_argument("-v", "--verbose", action="store_true",
-                       help="log what the task does (grid scaling, overlap statistics) on stderr")  # fmt: skip
+                       help="log what the task does (grid, overlap statistics) on stderr")  # fmt: skip
     group.add_argument("--traceback", action="store_true",
                        help="on an error, show the full Python traceback instead of one line")  # fmt: skip
     return common
@@ -226,7 +226,7 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
                           "(linear, cosine, gaussian; blends overlapping cells seamlessly), inverseVariance, "
                           "or custom with --weight-function (default: %(default)s)")  # fmt: skip
     reducing.add_argument("--weight-function", metavar="MODULE:FUNCTION",
-                          help="for --weights custom: function(bbox, image, variance) -> weights")  # fmt: skip
+                          help="for --weights custom: f(bbox, image, variance) -> weights")  # fmt: skip
     _add_scheduler_options(parser)
     running = parser.add_argument_group("running")
     running.add_argument("--region-size", type=positive_int, metavar="N",
@@ -236,7 +236,7 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
                          help="if the mapper raises on a cell, finish anyway: that cell's pixels become NaN "
                          "flagged INVALID_MAPREDUCE, and the summary lists the failed cells")  # fmt: skip
     running.add_argument("--lazy", action="store_true",
-                         help="read a FITS input lazily, block by block (zarr inputs always are)")  # fmt: skip
+                         help="read a FITS input lazily, block by block (zarr is always lazy)")  # fmt: skip
     running.add_argument("--config", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                          help="set any ImageMapReduceConfig field, after the options above, e.g. "
                          "numRetries=2 or reducer.gaussianWidth=0.2 (repeatable)")  # fmt: skip
@@ -248,8 +248,8 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_grid(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _add_command(commands, "grid", "show (and plot) the grid of cells for an image", GRID_DESCRIPTION,
-                          GRID_EPILOG, common)  # fmt: skip
+    parser = _add_command(commands, "grid", "show (and plot) the grid of cells for an image",
+                          GRID_DESCRIPTION, GRID_EPILOG, common)  # fmt: skip
     source = parser.add_argument_group("image (one of)")
     source.add_argument("input", metavar="INPUT", nargs="?", help="FITS file or zarr store")
     source.add_argument("--size", type=size_argument, metavar="WxH",

@@ -130,7 +130,7 @@ class Image:
     def getBBox(self) -> Box2I:
         """Return the parent-coordinate bounding box."""
         height, width = self.array.shape
-        return Box2I(self._xy0, Extent2I(width, height))
+        return Box2I.from_slices(self._xy0[0], self._xy0[1], width, height)
 
     def getXY0(self) -> Point2I:  # noqa: D102
         return self._xy0
