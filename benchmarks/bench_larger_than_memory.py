@@ -79,12 +79,13 @@ def child(config: dict) -> dict:
     cell, border, region, chunk = config["cell"], config["border"], config["region"], config["chunk"]
     src = workdir / f"input_{size}.zarr"
     # Warm up on a tiny store (imports, thread pools, zarr codecs) so that the baseline holds the code.
-    tiny = workdir / "warmup"
-    tiny.mkdir(exist_ok=True)
-    write_zarr_exposure(_lazy_exposure(2 * cell, chunk), tiny / "in.zarr", chunks=chunk, overwrite=True)
-    _task(workers, cell, border, region).runToZarr(open_zarr_exposure(tiny / "in.zarr"), str(tiny / "out.zarr"),
-                                                   overwrite=True)  # fmt: skip
-    shutil.rmtree(tiny)
+    if config.get("warmup", True):
+        tiny = workdir / "warmup"
+        tiny.mkdir(exist_ok=True)
+        write_zarr_exposure(_lazy_exposure(2 * cell, chunk), tiny / "in.zarr", chunks=chunk, overwrite=True)
+        _task(workers, cell, border, region).runToZarr(open_zarr_exposure(tiny / "in.zarr"), str(tiny / "out.zarr"),
+                                                       overwrite=True)  # fmt: skip
+        shutil.rmtree(tiny)
     import gc
 
     gc.collect()
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         # Full runs measure each step in a fresh process; smoke runs (which judge nothing) stay in
         # this one to keep them fast.
         if args.smoke:
-            return child(config)
+            return child({**config, "warmup": False})
         return C.run_json_subprocess([script, "--child", json.dumps(config)], 3600)
 
     try:

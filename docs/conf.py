@@ -28,7 +28,6 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.mathjax",
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
     "imr_docs",
@@ -48,12 +47,14 @@ autodoc_default_options = {
 }
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+# Sphinx 9 fails to parse some signatures for preserve_defaults (it warns on plotBoxes).
 autodoc_preserve_defaults = False
 autosummary_generate = False
+# Members are documented by autodoc (:members:); numpydoc's member tables would repeat them.
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-numpydoc_validation_checks: set[str] = set()
+numpydoc_validation_checks: set[str] = set()  # style is ruff's job (pydocstyle, numpy convention)
 
 # -- plot directive ---------------------------------------------------------------------------------
 plot_include_source = True
@@ -69,8 +70,9 @@ html_title = f"imagemapreduce {release}"
 html_theme_options = {
     "description": "LSST's ImageMapReduceTask, standalone and parallel on Dask",
     "fixed_sidebar": True,
-    "page_width": "1100px",
-    "sidebar_width": "230px",
+    "page_width": "1320px",
+    "sidebar_width": "250px",
+    "code_font_size": "0.85em",
 }
 html_static_path: list[str] = []
 html_show_sourcelink = False

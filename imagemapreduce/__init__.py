@@ -7,9 +7,11 @@ a new exposure (copy, sum, average) or return them. The names follow the LSST st
 with an import change.
 """
 
+from .arrays import map_reduce
 from .engine import CellFailure
 from .geom import Box2I, Extent2D, Extent2I, Point2D, Point2I
 from .grid import CellGrid
+from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
 from .image import (
     Exposure,
     ExposureD,
@@ -27,6 +29,7 @@ from .image import (
 )
 from .mapper import ImageMapper, ImageMapperConfig
 from .mapreduce import ImageMapReduceConfig, ImageMapReduceTask
+from .measure import measure_star_widths, width_map
 from .pipe_base import Struct, Task, TaskMetadata, timeMethod
 from .psf import (
     CoaddPsf,
@@ -38,11 +41,8 @@ from .psf import (
     VaryingMoffatPsf,
     WindowedCoaddPsf,
 )
-from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
-from .measure import measure_star_widths, width_map
-from .simulate import simulate_exposure
 from .reducer import ImageReducer, ImageReducerConfig
-from .arrays import map_reduce
+from .simulate import simulate_exposure
 from .xarray_support import exposure_from_xarray, exposure_to_xarray  # also registers the .imr accessors
 
 __version__ = "0.1.0"

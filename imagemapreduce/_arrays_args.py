@@ -68,9 +68,7 @@ def as_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
         raise TypeError(f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}")
     if min(rows, cols) < minimum:
         unit = "pixel" if minimum == 1 else "pixels"
-        raise ValueError(
-            f"{name} must be at least {minimum} {unit} along each axis, got {value!r}; increase {name}"
-        )
+        raise ValueError(f"{name} must be at least {minimum} {unit} along each axis, got {value!r}; increase {name}")
     return cols, rows
 
 
@@ -179,9 +177,7 @@ def prepare_companions(
     out = {}
     for name, value in companions.items():
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise ValueError(
-                f"companion name {name!r} must be a valid Python identifier (it becomes a keyword)"
-            )
+            raise ValueError(f"companion name {name!r} must be a valid Python identifier (it becomes a keyword)")
         if name in reserved:
             raise ValueError(f"companion name {name!r} clashes with {reserved[name]}; rename the companion")
         if dims is not None and hasattr(value, "dims") and set(value.dims) == set(dims):

@@ -165,9 +165,7 @@ def map_reduce(
     """
     template = image if isinstance(image, xr.DataArray) else None
     if template is not None and template.ndim != 2:
-        raise ValueError(
-            f"image must be 2-d, got a DataArray with dims {template.dims}; select one plane first"
-        )
+        raise ValueError(f"image must be 2-d, got a DataArray with dims {template.dims}; select one plane first")
     data = check_image_array(template.data if template is not None else image)
     if not callable(func):
         raise TypeError(f"func must be callable, as func(cell, **kwargs) -> array; got {type(func).__name__}")
@@ -184,14 +182,10 @@ def map_reduce(
     clash = sorted(set(geometry) & set(kwargs))
     if clash:
         raise ValueError(f"func_kwargs {clash} clash with the geometry keywords func asks for; rename them")
-    extra = prepare_companions(
-        companions, data.shape, template.dims if template is not None else None, reserved
-    )
+    extra = prepare_companions(companions, data.shape, template.dims if template is not None else None, reserved)
     check_func(func, (*kwargs, *extra, *geometry))
     if not isinstance(region_size, (int, np.integer)) or isinstance(region_size, bool) or region_size < 1:
-        raise ValueError(
-            f"region_size must be a positive int (pixels per output region side), got {region_size!r}"
-        )
+        raise ValueError(f"region_size must be a positive int (pixels per output region side), got {region_size!r}")
     if compute not in (None, True, False):
         raise TypeError(f"compute must be None, True or False, got {compute!r}")
     if not isinstance(force_even_sized, (bool, np.bool_)):
@@ -208,9 +202,7 @@ def map_reduce(
     out_dtype = output_dtype(dtype, data.dtype)
     if weighting is not None and out_dtype.kind == "c":
         # The weighted stitcher accumulates in float64 and would drop the imaginary part.
-        raise ValueError(
-            f"weights={weights!r} needs a real output; got dtype {out_dtype}: use weights='uniform'"
-        )
+        raise ValueError(f"weights={weights!r} needs a real output; got dtype {out_dtype}: use weights='uniform'")
 
     grid, indices = regular_grid(data.shape, cell_xy, step_xy, border_xy, adjust, bool(force_even_sized))
     if reduce != "none":

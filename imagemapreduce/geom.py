@@ -42,7 +42,7 @@ class _PairMixin:
 class Point2I(_PairMixin, NamedTuple("_Point2I", [("x", int), ("y", int)])):
     """An integer pixel position ``(x, y)``."""
 
-    def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Point2I:
+    def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Point2I:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (int(x), int(y)))
@@ -59,7 +59,7 @@ class Point2I(_PairMixin, NamedTuple("_Point2I", [("x", int), ("y", int)])):
 class Point2D(_PairMixin, NamedTuple("_Point2D", [("x", float), ("y", float)])):
     """A floating-point position ``(x, y)``; integer pixel ``i`` has its centre at ``i``."""
 
-    def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Point2D:
+    def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Point2D:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (float(x), float(y)))
@@ -76,7 +76,7 @@ class Point2D(_PairMixin, NamedTuple("_Point2D", [("x", float), ("y", float)])):
 class Extent2I(_PairMixin, NamedTuple("_Extent2I", [("x", int), ("y", int)])):
     """An integer size or offset ``(x, y)``."""
 
-    def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Extent2I:
+    def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Extent2I:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (int(x), int(y)))
@@ -94,7 +94,7 @@ class Extent2I(_PairMixin, NamedTuple("_Extent2I", [("x", int), ("y", int)])):
 class Extent2D(_PairMixin, NamedTuple("_Extent2D", [("x", float), ("y", float)])):
     """A floating-point size or offset ``(x, y)``."""
 
-    def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Extent2D:
+    def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Extent2D:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (float(x), float(y)))
@@ -266,9 +266,7 @@ class Box2I:
         """Whether the two boxes share at least one pixel."""
         if self.isEmpty() or other.isEmpty():
             return False
-        return not (
-            other._x1 < self._x0 or other._x0 > self._x1 or other._y1 < self._y0 or other._y0 > self._y1
-        )
+        return not (other._x1 < self._x0 or other._x0 > self._x1 or other._y1 < self._y0 or other._y0 > self._y1)
 
     # -- in-place operations, as lsst.geom.Box2I has them -------------------------------------
     def grow(self, buffer: int | Extent2I) -> None:

@@ -218,6 +218,6 @@ def boxes_to_array(boxes: list[Box2I]) -> np.ndarray:
     """Turn a list of `Box2I` into an ``(n, 4)`` int array of ``(minX, minY, maxX, maxY)``."""
     if not boxes:
         return np.zeros((0, 4), dtype=np.int64)
-    return np.array(
-        [(b.getMinX(), b.getMinY(), b.getMaxX(), b.getMaxY()) for b in boxes], dtype=np.int64
-    ).reshape(-1, 4)
+    return np.array([(b.getMinX(), b.getMinY(), b.getMaxX(), b.getMaxY()) for b in boxes], dtype=np.int64).reshape(
+        -1, 4
+    )

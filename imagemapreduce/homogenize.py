@@ -229,9 +229,7 @@ class PsfMatchMapper(ImageMapper):
             return self.config.kernelSize // 2
         return max(1, math.ceil(self.config.kernelTruncate * sigma))
 
-    def run(
-        self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any
-    ) -> Struct:
+    def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Match one cell to the target PSF.
 
         Returns

@@ -127,9 +127,7 @@ class MedianFilterMapper(ImageMapper):
     ConfigClass = MedianFilterMapperConfig
     _DefaultName = "imr_MedianFilterMapper"
 
-    def run(
-        self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any
-    ) -> Struct:
+    def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Return the median-filtered cell."""
         from scipy import ndimage
 
@@ -213,9 +211,7 @@ class BackgroundSubtractMapper(ImageMapper):
     ConfigClass = BackgroundSubtractMapperConfig
     _DefaultName = "imr_BackgroundSubtractMapper"
 
-    def run(
-        self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any
-    ) -> Struct:
+    def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Return the cell minus its background."""
         values = self.usablePixels(expandedSubExposure)
         out = subExposure.clone()

@@ -15,7 +15,6 @@ from .engine import (
     companion_images,
     execute_cells,
     execute_stitch,
-    execute_to_store,
 )
 from .engine.progress import progress_bar
 from .geom import Box2I
@@ -103,8 +102,9 @@ class ImageMapReduceConfig(pexConfig.Config):
         "exposure's bbox, e.g. template=) to each cell's expanded box before they travel to the mapper. "
         "Mappers that address them by bbox see no difference.",
     )  # fmt: skip
-    progressBar = pexConfig.Field(dtype=bool, default=False,
-                                  doc="Show a progress bar on stderr (and the dashboard link on a cluster)")  # fmt: skip
+    progressBar = pexConfig.Field(
+        dtype=bool, default=False, doc="Show a progress bar on stderr (and the dashboard link on a cluster)"
+    )
     stitchRegionSize = pexConfig.Field(
         dtype=int, default=1024, check=_positive,
         doc="Side in pixels of the output regions stitched as separate Dask tasks. Any value gives the "
@@ -315,38 +315,9 @@ class ImageMapReduceTask(Task):
             ``exposure`` (lazy, read from the store), ``path``, ``regionsWritten`` and, with
             ``maskFailures``, ``failures``.
         """
-        from .io.zarr_store import ZarrRegionWriter, open_zarr_exposure
+        from .zarr_run import run_to_zarr
 
-        operation = self.reducer.config.reduceOperation
-        if operation not in IMAGE_REDUCE_OPERATIONS or self._reducerIsCustom():
-            raise ValueError(
-                f"runToZarr writes an exposure, so it needs reduceOperation copy, sum or average and the "
-                f"standard reducer; got {operation!r}. Use run() for the others"
-            )
-        if overwrite and resume:
-            raise ValueError("pass overwrite=True or resume=True, not both")
-        grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
-        plan = self._makePlan(exposure, grid, kwargs, operation)
-        output, badBits = self.reducer.prepareOutput(_planeless(exposure))
-        writer = ZarrRegionWriter(path, exposure.getBBox(), self.config.stitchRegionSize)
-        fingerprint = _fingerprint(self, exposure, grid)
-        if resume:
-            writer.check_resumable(exposure.dtype, fingerprint)
-            skip = writer.done_regions()
-        else:
-            writer.create(exposure.dtype, output.mask.getMaskPlaneDict(), fingerprint, overwrite)
-            skip = set()
-        with self._chooseScheduler() as scheduler:
-            self.metadata["scheduler"] = scheduler.describe()
-            with progress_bar(self.config.progressBar, len(grid), scheduler) as onRegion:
-                report = execute_to_store(
-                    plan, writer, exposure.dtype, badBits, self.config.stitchRegionSize, scheduler, skip, onRegion
-                )
-        self._recordCells(report.summaries, report.failures)
-        self.reducer.finishOutput(output, report.stats, report.components)
-        writer.finish(output.getPsf())
-        result = Struct(exposure=open_zarr_exposure(path), path=str(path), regionsWritten=len(report._parts))
-        return self._withFailures(result, report.failures)
+        return run_to_zarr(self, exposure, path, overwrite=overwrite, resume=resume, **kwargs)
 
     def _runMapper(self, exposure: Exposure, doClone: bool = False, **kwargs: Any) -> list[Struct]:
         """Run the mapper on every cell (in parallel) and return the results in grid order.
@@ -389,28 +360,3 @@ class ImageMapReduceTask(Task):
             state["_scheduler"] = None  # a client does not travel with the task
             state.pop("_gridCache", None)
         return state
-
-
-def _planeless(exposure: Exposure) -> Exposure:
-    """A one-pixel stand-in carrying the exposure's PSF, WCS and mask planes (for the reducer's setup)."""
-    stub = type(exposure)(1, 1, psf=exposure.getPsf(), wcs=exposure.getWcs())
-    stub.mask._planes = exposure.mask.getMaskPlaneDict()
-    return stub
-
-
-def _fingerprint(task: ImageMapReduceTask, exposure: Exposure, grid: CellGrid) -> str:
-    """A digest of everything that decides a run's output pixels, to refuse resuming a different run."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    digest.update(grid.cells.tobytes())
-    digest.update(grid.expanded.tobytes())
-    settings = task.config.toDict()
-    for how_not_what in ("scheduler", "numWorkers", "progressBar"):  # these never change the pixels
-        settings.pop(how_not_what, None)
-    for part in (
-        str(exposure.getBBox()), str(exposure.dtype), type(task.mapper).__module__, type(task.mapper).__qualname__,
-        repr(settings), repr(sorted(exposure.mask.getMaskPlaneDict().items())),
-    ):  # fmt: skip
-        digest.update(part.encode())
-    return digest.hexdigest()

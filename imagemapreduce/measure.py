@@ -133,9 +133,7 @@ def measure_star_widths(
         usable &= _isolated(x, y, float(radius))
     mask_plane = exposure.mask
     known = mask_plane.getMaskPlaneDict()
-    bad_bits = (
-        mask_plane.getPlaneBitMask([p for p in bad_mask_planes if p in known]) if bad_mask_planes else 0
-    )
+    bad_bits = mask_plane.getPlaneBitMask([p for p in bad_mask_planes if p in known]) if bad_mask_planes else 0
     image, mask, variance = exposure.image.array, mask_plane.array, exposure.variance.array
     x0, y0 = exposure.getX0(), exposure.getY0()
     height, width = image.shape

@@ -25,13 +25,11 @@ class ImageReducerConfig(pexConfig.Config):
         doc="Operation to use for reducing subimages into new image.",
         default="average",
         allowed={
-            "none": "simply return a list of values and don't re-map results into a new image "
-            "(noop operation)",
+            "none": "simply return a list of values and don't re-map results into a new image (noop operation)",
             "copy": "copy subimages back into the same location in a clone of the original image "
             "(pixels not covered stay NaN)",
             "sum": "add subimages into a new image of the original size (pixels not covered stay 0)",
-            "average": "same as sum, then divide each pixel by the number of subimages that "
-            "contributed to it",
+            "average": "same as sum, then divide each pixel by the number of subimages that contributed to it",
             "coaddPsf": "instead of constructing an Exposure, take a list of returned PSFs and use "
             "CoaddPsf to construct a single PSF that covers the entire input exposure",
         },
@@ -68,7 +66,8 @@ class ImageReducerConfig(pexConfig.Config):
         doc="Variance of a weighted average: overlapping cells see the same input pixels, so by default their "
         "errors are taken as correlated",
         allowed={
-            "correlated": "sum(w v) / sum(w): exact for fully correlated errors; LSST's average for uniform w",
+            "correlated": "sum(w v) / sum(w): an upper bound whatever the correlation; exact for fully correlated "
+            "results of equal variance; LSST's average for uniform w",
             "independent": "sum(w^2 v) / sum(w)^2: for results with independent noise",
         },
     )  # fmt: skip
@@ -211,9 +210,7 @@ def _sub_exposures(mapperResults: Sequence[Struct]) -> list[Exposure]:
     for res in mapperResults:
         item = getattr(res, "subExposure", None)
         if not isinstance(item, Exposure):
-            raise TypeError(
-                f'Expecting an Exposure type, got {type(item)}. Consider using `reduceOperation="none"`.'
-            )
+            raise TypeError(f'Expecting an Exposure type, got {type(item)}. Consider using `reduceOperation="none"`.')
         items.append(item)
     return items
 

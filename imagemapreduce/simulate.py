@@ -103,7 +103,7 @@ def simulate_exposure(
     n_stars : `int`
         Number of ordinary stars, at uniform random positions over the image.
     seed : `int`
-        Seed of the `numpy.random.Generator`s: the same seed gives bitwise the same exposure.
+        Seed of the `numpy.random.Generator` objects: the same seed gives bitwise the same exposure.
         Stars, the bad column and the noise come from independent streams, so ``noise=False``
         with the same seed gives the noiseless model of the same field.
     sky : `float`
@@ -146,9 +146,7 @@ def simulate_exposure(
     bbox = Box2I(Point2I(*xy0), Extent2I(width, height))
     if psf is None:
         psf = default_varying_psf(bbox)
-    star_rng, column_rng, noise_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
-    )
+    star_rng, column_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
     n_total = n_stars + n_saturated
     # Positions uniform over the pixel area: pixel i covers [i - 0.5, i + 0.5).

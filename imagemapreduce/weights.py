@@ -9,9 +9,10 @@ after normalising by the sum of weights, and the image edge is never lost.
 
 Variance: overlapping cells are computed from the same input pixels, so their errors are
 correlated, not independent. The default (``"correlated"``) propagates the variance as the
-weighted mean of the cells' variances, ``sum(w v) / sum(w)``: exact when the cells' errors are
-fully correlated (as for the same input pixels passed through similar mappers), and reducing to
-LSST's ``average`` (``sum(v) / n``) for uniform weights. ``"independent"`` uses
+weighted mean of the cells' variances, ``sum(w v) / sum(w)``: an upper bound whatever the
+correlation (it never understates the noise), exact for fully correlated results of equal
+variance (the same input pixels passed through similar mappers), and LSST's ``average``
+(``sum(v) / n``) for uniform weights. ``"independent"`` uses
 ``sum(w^2 v) / sum(w)^2``, right only when overlapping results have independent noise.
 """
 
@@ -149,7 +150,9 @@ class Weighting:
         return _window_of(self.kind, u, self.gaussian_width) * _window_of(self.kind, v, self.gaussian_width)
 
 
-def make_weighting(weights: Any = "uniform", *, gaussian_width: float = 0.125, variance_formula: str = "correlated") -> Weighting:
+def make_weighting(
+    weights: Any = "uniform", *, gaussian_width: float = 0.125, variance_formula: str = "correlated"
+) -> Weighting:
     """Turn a user's ``weights`` argument (a name, a callable or a `Weighting`) into a `Weighting`."""
     if isinstance(weights, Weighting):
         return weights

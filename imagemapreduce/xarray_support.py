@@ -123,9 +123,7 @@ def exposure_from_xarray(ds: xr.Dataset | xr.DataArray, cls: type[Exposure] | No
     plane_dict = _plane_dict(ds["mask"].attrs) if "mask" in ds.data_vars else None
     image = arrays["image"]
     if cls is None:
-        cls = {np.dtype(np.float32): ExposureF, np.dtype(np.float64): ExposureD}.get(
-            np.dtype(image.dtype), Exposure
-        )
+        cls = {np.dtype(np.float32): ExposureF, np.dtype(np.float64): ExposureD}.get(np.dtype(image.dtype), Exposure)
     return cls.from_arrays(image, arrays.get("mask"), arrays.get("variance"), xy0=xy0, planeDict=plane_dict)
 
 
@@ -158,16 +156,12 @@ def _plane_dict(attrs: dict[str, Any]) -> dict[str, int] | None:
     masks = np.atleast_1d(np.asarray(attrs["flag_masks"])).tolist()
     names = str(attrs["flag_meanings"]).split()
     if len(masks) != len(names):
-        raise ValueError(
-            f"mask flag_masks has {len(masks)} entries but flag_meanings names {len(names)} planes"
-        )
+        raise ValueError(f"mask flag_masks has {len(masks)} entries but flag_meanings names {len(names)} planes")
     planes = {}
     for name, value in zip(names, masks, strict=True):
         value = int(value)
         if value <= 0 or value & (value - 1):
-            raise ValueError(
-                f"mask plane {name!r} has flag_masks value {value}; each must be a single bit (2**k)"
-            )
+            raise ValueError(f"mask plane {name!r} has flag_masks value {value}; each must be a single bit (2**k)")
         planes[name] = value.bit_length() - 1
     return planes
 

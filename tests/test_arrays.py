@@ -199,9 +199,7 @@ def test_geometry_keywords_match_the_grid_and_order():
     results = map_reduce(image, af.geometry, reduce="none", scheduler="threads", **sizes)
     expected = reference_boxes(SHAPE, **sizes)
     assert len(results) == len(expected)
-    for (cell_box, expanded_box, grid_index, shape, _), (core, expanded, index) in zip(
-        results, expected, strict=True
-    ):
+    for (cell_box, expanded_box, grid_index, shape, _), (core, expanded, index) in zip(results, expected, strict=True):
         assert cell_box.slices() == core and expanded_box.slices() == expanded
         assert grid_index == index
         assert shape == (expanded_box.getHeight(), expanded_box.getWidth())
@@ -237,9 +235,7 @@ def test_dropped_corner_cell_keeps_grid_indices_and_warns():
 
 def test_gaps_warn_and_stay_zero_for_sum():
     with pytest.warns(UserWarning, match="lie in no cell and will be 0"):
-        out = map_reduce(
-            np.ones((12, 12)), af.affine, cell_size=4, grid_step=6, reduce="sum", scheduler="sync"
-        )
+        out = map_reduce(np.ones((12, 12)), af.affine, cell_size=4, grid_step=6, reduce="sum", scheduler="sync")
     assert (out[4:6, :] == 0).all() and (out[:4, :4] == 3).all()
 
 
@@ -289,9 +285,7 @@ def test_custom_weight_function_and_weighting_object():
     image = input_image()
     ones = map_reduce(image, af.minus_min_with_holes, weights=af.ones_weight, **GRIDS["overlap"])
     np.testing.assert_allclose(ones, reference("overlap", "average"), rtol=1e-12)
-    narrow = map_reduce(
-        image, af.minus_min_with_holes, weights=Weighting("gaussian", 0.1), **GRIDS["overlap"]
-    )
+    narrow = map_reduce(image, af.minus_min_with_holes, weights=Weighting("gaussian", 0.1), **GRIDS["overlap"])
     assert np.nanmax(np.abs(narrow - ones)) > 0
 
 

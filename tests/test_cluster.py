@@ -43,9 +43,20 @@ def cli_cluster(tmp_path_factory):
     dask = _dask_command()
     procs = [
         subprocess.Popen(
-            [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(scheduler_file)],
-            stdout=logs[0], stderr=subprocess.STDOUT, env=env,
+            [
+                *dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            stdout=logs[0],
+            stderr=subprocess.STDOUT,
+            env=env,
         )  # fmt: skip
     ]
     deadline = time.monotonic() + 60
@@ -54,9 +65,22 @@ def cli_cluster(tmp_path_factory):
     for i in (1, 2):
         procs.append(
             subprocess.Popen(
-                [*dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-                 "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"],
-                stdout=logs[i], stderr=subprocess.STDOUT, env=env,
+                [
+                    *dask,
+                    "worker",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                ],
+                stdout=logs[i],
+                stderr=subprocess.STDOUT,
+                env=env,
             )  # fmt: skip
         )
     client = Client(scheduler_file=str(scheduler_file), set_as_default=False, timeout=30)

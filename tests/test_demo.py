@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +77,7 @@ def test_bad_sizes_are_refused(tmp_path):
 def console_command() -> list[str]:
     """Return the console script installed next to this Python, else ``python -m imagemapreduce``."""
     script = Path(sys.executable).with_name("imagemapreduce")
-    if script.exists() or shutil.which("imagemapreduce", path=str(script.parent)):
+    if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "imagemapreduce"]
 

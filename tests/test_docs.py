@@ -86,7 +86,7 @@ def code_blocks(text: str) -> list[tuple[int, str, list[str]]]:
         while i < len(lines) and re.match(r"^\s+:[\w-]+:", lines[i]):  # the directive's options
             option = lines[i].strip()
             if option.startswith(":class:"):
-                classes.extend(option[len(":class:"):].split())
+                classes.extend(option[len(":class:") :].split())
             i += 1
         body: list[str] = []
         while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > base):
@@ -185,8 +185,25 @@ def test_benchmark_renderer_reads_the_scripts_layout(imr_docs, tmp_path):
     assert "not shown" not in text  # hostnames stay out of the page
 
 
+def test_benchmark_renderer_reads_the_summary_of_run_all(imr_docs):
+    summary = {
+        "mode": "full",
+        "machine": {"cpu_count": 2},
+        "benchmarks": {"demo": {"script": "bench_demo.py", "returncode": 0, "seconds": 12.5, "ratios": {}}},
+        "targets": [{"benchmark": "demo", "name": "speedup", "value": 2.0, "target": 1.8, "comparison": ">=",
+                     "unit": "x", "met": True, "description": "serial / ours"},
+                    {"benchmark": "demo", "name": "us per cell", "value": 200.0, "target": 0, "comparison": "info",
+                     "unit": "us", "met": None, "description": ""}],
+        "failed": [],
+    }  # fmt: skip
+    text = _text(imr_docs.render_summary(summary))
+    for expected in ("1 of 1 targets met", "bench_demo.py", "12.5", "speedup", "met", "info"):
+        assert expected in text, expected
+
+
 @pytest.mark.parametrize(
-    "data", [[{"a": 1, "b": {"c": 2.5}}, {"a": 2}], {"x": 1, "rows": [{"a": 1}]}, [1, 2, 3], "text", {}],
+    "data",
+    [[{"a": 1, "b": {"c": 2.5}}, {"a": 2}], {"x": 1, "rows": [{"a": 1}]}, [1, 2, 3], "text", {}],
 )
 def test_benchmark_renderer_accepts_any_json(imr_docs, data):
     imr_docs.render_result(data, "other", None)

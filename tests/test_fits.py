@@ -122,9 +122,7 @@ def test_hsc_cutout_uint16_mask_and_wcs():
     np.testing.assert_array_equal(mask, fits.getdata(path, 2))  # astropy's own uint16 reading agrees
     assert mask.any()
     assert exposure.mask.getMaskPlaneDict() == HSC_PLANES
-    assert all(
-        plane.getXY0() == Point2I(100, 100) for plane in (exposure.image, exposure.mask, exposure.variance)
-    )
+    assert all(plane.getXY0() == Point2I(100, 100) for plane in (exposure.image, exposure.mask, exposure.variance))
     np.testing.assert_array_equal(exposure.image.array, raw_hdu(path, 1)[0])
     # The WCS is in parent pixels: parent (100 + x, 100 + y) is the file's array pixel (x, y).
     with fits.open(path) as hdul:
@@ -468,9 +466,7 @@ def test_plain_fits_bad_variance_option(plain):
 def test_plain_integer_image_and_hdu_option(tmp_path):
     counts = np.array([[0, 1, 65535], [40000, 2, 3]], dtype=np.uint16)
     path = tmp_path / "counts.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(counts, name="SCI"), fits.ImageHDU(counts * 0)]).writeto(
-        path
-    )
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(counts, name="SCI"), fits.ImageHDU(counts * 0)]).writeto(path)
     with pytest.raises(FitsFormatError, match="hdu=N"):
         read_exposure(path)
     exposure = read_exposure(path, hdu="SCI", variance="image")

@@ -51,9 +51,7 @@ PROPERTY_SETTINGS = settings(max_examples=100, deadline=None, database=None)
 # -- the reference: LSST's serial loop ---------------------------------------------------------------
 def lsst_fwhm(psf) -> float:
     """LSST: determinant radius of the PSF shape at its average position x 2 sqrt(2 ln 2)."""
-    return (
-        psf.computeShape(psf.getAveragePosition()).getDeterminantRadius() * 2.0 * np.sqrt(2.0 * np.log(2.0))
-    )
+    return psf.computeShape(psf.getAveragePosition()).getDeterminantRadius() * 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def reference_grid(
@@ -238,9 +236,7 @@ PSF = GaussianPsf(21, 21, 1.5)  # FWHM ~ 3.53 pixels: scaled sizes are not whole
 @pytest.mark.parametrize("adjust", ["spacing", "size", "none"])
 def test_grid_matches_lsst_loop(adjust, scaleByFwhm, width, height, xy0, cells, forceEvenSized):
     names = ("cellSizeX", "cellSizeY", "gridStepX", "gridStepY", "borderSizeX", "borderSizeY")
-    config = make_config(
-        adjustGridOption=adjust, scaleByFwhm=scaleByFwhm, **dict(zip(names, cells, strict=True))
-    )
+    config = make_config(adjustGridOption=adjust, scaleByFwhm=scaleByFwhm, **dict(zip(names, cells, strict=True)))
     exposure = make_exposure(width, height, xy0, psf=PSF)
     task = ImageMapReduceTask(config=config)
 
@@ -443,9 +439,7 @@ def test_fwhm_is_determinant_radius_at_average_position():
     shape = Quadrupole(9.0, 1.0, 0.5)
     assert shape.getDeterminantRadius() != pytest.approx(shape.getTraceRadius(), rel=0.01)
     assert psf_fwhm(psf) == pytest.approx(shape.getDeterminantRadius() * FWHM_FACTOR, rel=1e-12)
-    config = make_config(
-        cellSizeX=4.0, cellSizeY=3.0, gridStepX=4.0, gridStepY=3.0, borderSizeX=1.0, borderSizeY=2.0
-    )
+    config = make_config(cellSizeX=4.0, cellSizeY=3.0, gridStepX=4.0, gridStepY=3.0, borderSizeX=1.0, borderSizeY=2.0)
     exposure = make_exposure(90, 70, (100, 37), psf=psf)
     task = ImageMapReduceTask(config=config)
     boxes0, boxes1 = task._generateGrid(exposure)
@@ -494,9 +488,7 @@ def _boxes_of_different_lengths():
 
 
 def _even_impossible_width_one():
-    task = ImageMapReduceTask(
-        config=make_config(scaleByFwhm=False, cellSizeX=4.0, gridStepX=4.0, borderSizeX=1.0)
-    )
+    task = ImageMapReduceTask(config=make_config(scaleByFwhm=False, cellSizeX=4.0, gridStepX=4.0, borderSizeX=1.0))
     task._generateGrid(make_exposure(1, 6), forceEvenSized=True)
 
 
@@ -506,9 +498,7 @@ def _even_impossible_odd_width_equal_to_box():
 
 
 def _cell_rounds_to_zero():
-    ImageMapReduceTask(config=make_config(scaleByFwhm=False, cellSizeY=0.3))._generateGrid(
-        make_exposure(20, 20)
-    )
+    ImageMapReduceTask(config=make_config(scaleByFwhm=False, cellSizeY=0.3))._generateGrid(make_exposure(20, 20))
 
 
 def _step_scaled_to_zero():
@@ -552,9 +542,7 @@ ERRORS = [
     pytest.param(FieldValidationError, "cellSizeX", _set_field("cellSizeX", -4.0), id="cellSizeX<0"),
     pytest.param(FieldValidationError, "gridStepY", _set_field("gridStepY", 0.0), id="gridStepY=0"),
     pytest.param(FieldValidationError, "borderSizeX", _set_field("borderSizeX", -1.0), id="borderSizeX<0"),
-    pytest.param(
-        FieldValidationError, "adjustGridOption", _set_field("adjustGridOption", "bogus"), id="bogus"
-    ),
+    pytest.param(FieldValidationError, "adjustGridOption", _set_field("adjustGridOption", "bogus"), id="bogus"),
     pytest.param(TypeError, "abstract", _abstract_default_mapper, id="abstract-default-mapper"),
     pytest.param(TypeError, "abstract", _abstract_subclass_mapper, id="abstract-subclass-mapper"),
 ]
@@ -660,9 +648,7 @@ def test_cells_cover_every_pixel(params):
     full = boxes_to_array([bbox])[0]
     for boxes in (grid.cells, grid.expanded):
         assert (boxes[:, :2] >= full[:2]).all() and (boxes[:, 2:] <= full[2:]).all()
-    assert (grid.expanded[:, :2] <= grid.cells[:, :2]).all() and (
-        grid.expanded[:, 2:] >= grid.cells[:, 2:]
-    ).all()
+    assert (grid.expanded[:, :2] <= grid.cells[:, :2]).all() and (grid.expanded[:, 2:] >= grid.cells[:, 2:]).all()
 
 
 @PROPERTY_SETTINGS
@@ -709,9 +695,7 @@ def test_task_matches_lsst_loop_with_float_config(params, values, force_even):
 @given(
     st.integers(2, 120),
     st.integers(2, 120),
-    st.lists(
-        st.tuples(st.floats(-50, 200, allow_nan=False), st.floats(-50, 200, allow_nan=False)), max_size=30
-    ),
+    st.lists(st.tuples(st.floats(-50, 200, allow_nan=False), st.floats(-50, 200, allow_nan=False)), max_size=30),
     st.integers(1, 40),
     st.integers(1, 40),
     st.integers(0, 15),

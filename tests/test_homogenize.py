@@ -76,9 +76,7 @@ def test_widths_are_homogenised(matched):
     # from the edges by their stamps, sample most of that.
     assert matched[0].getPsf().sigma_range() == pytest.approx((1.5, 2.25))
     assert before["sigma"].max() / before["sigma"].min() > 1.3
-    np.testing.assert_allclose(
-        before["sigma"], matched[0].getPsf().sigma_at(before["x"], before["y"]), rtol=0.02
-    )
+    np.testing.assert_allclose(before["sigma"], matched[0].getPsf().sigma_at(before["x"], before["y"]), rtol=0.02)
     # After: one width everywhere, the target's.
     assert after["sigma"].max() / after["sigma"].min() < 1.04
     np.testing.assert_allclose(after["sigma"], 2.25, rtol=0.03)
@@ -195,10 +193,7 @@ def test_single_cell_equals_scipy_on_the_whole_image(cell):
     whole_var = ndimage.correlate(exposure.variance.array.astype(np.float64), kernel2d**2, mode="nearest")
     np.testing.assert_allclose(out.variance.array, whole_var[core], rtol=1e-6)
     assert out.getPsf() == GaussianPsf(25, 25, 2.25)
-    assert (
-        out.image.array.dtype == np.float32
-        and out.mask.getMaskPlaneDict() == exposure.mask.getMaskPlaneDict()
-    )
+    assert out.image.array.dtype == np.float32 and out.mask.getMaskPlaneDict() == exposure.mask.getMaskPlaneDict()
 
 
 def test_thin_border_is_reported(caplog):
@@ -213,9 +208,7 @@ def test_wider_than_target_is_left_unchanged(caplog):
     exposure = small_field()
     cell = Box2I(Point2I(50, 50), Extent2I(40, 30))
     with caplog.at_level(logging.WARNING):
-        result = PsfMatchMapper().run(
-            exposure[cell], exposure[cell.grown(8)], exposure.getBBox(), targetSigma=1.0
-        )
+        result = PsfMatchMapper().run(exposure[cell], exposure[cell.grown(8)], exposure.getBBox(), targetSigma=1.0)
     assert "cannot be sharpened" in caplog.text
     assert result.kernelSigma == 0.0
     np.testing.assert_array_equal(result.subExposure.image.array, exposure[cell].image.array)

@@ -102,9 +102,7 @@ def test_adaptive_moments_failures_raise(array):
 
 # -- analytic PSFs: images ------------------------------------------------------------------------------
 @pytest.mark.parametrize("psf", ANALYTIC, ids=repr)
-@pytest.mark.parametrize(
-    "position", [Point2D(0, 0), Point2D(103, -7), Point2D(10.5, 20.5), Point2D(3.2, 4.7)]
-)
+@pytest.mark.parametrize("position", [Point2D(0, 0), Point2D(103, -7), Point2D(10.5, 20.5), Point2D(3.2, 4.7)])
 def test_image_sums_to_one_and_follows_xy0_rule(psf, position):
     image = psf.computeImage(position)
     dims = psf.getDimensions()
@@ -388,8 +386,7 @@ def test_coadd_scales_to_ten_thousand_components():
     pixel = np.array([550, 561])
     covered = np.all((corners <= pixel) & (pixel <= corners + 599), axis=1)
     expected = sum(
-        weights[covered & (np.arange(10_000) % 4 == k)].sum() * psfs[k].computeKernelImage().array
-        for k in range(4)
+        weights[covered & (np.arange(10_000) % 4 == k)].sum() * psfs[k].computeKernelImage().array for k in range(4)
     )
     np.testing.assert_allclose(image.array, expected / expected.sum(), rtol=1e-10)
     expected_avg = (weights[:, None] * (corners + 299.5)).sum(axis=0) / weights.sum()

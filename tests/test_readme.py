@@ -17,11 +17,7 @@ _FENCE = re.compile(r"^(?P<fence>`{3,})[ \t]*(?P<info>[^\n`]*)\n(?P<body>.*?)^(?
 
 def code_blocks(text: str, language: str) -> list[str]:
     """The bodies of the fenced blocks whose info string starts with ``language``."""
-    return [
-        m.group("body")
-        for m in _FENCE.finditer(text)
-        if m.group("info").strip().split(" ")[0].lower() == language
-    ]
+    return [m.group("body") for m in _FENCE.finditer(text) if m.group("info").strip().split(" ")[0].lower() == language]
 
 
 def test_fence_parser_reads_only_the_named_language():

@@ -111,9 +111,7 @@ def test_bad_column_is_zero_and_flagged(field):
 
 def test_stars_have_the_local_width_and_flux():
     # Noiseless, no defects: widths and fluxes measured on the image equal the catalogue's.
-    exposure, stars = simulate_exposure(
-        320, 320, n_stars=40, seed=5, noise=False, n_saturated=0, bad_column=False
-    )
+    exposure, stars = simulate_exposure(320, 320, n_stars=40, seed=5, noise=False, n_saturated=0, bad_column=False)
     found = measure_star_widths(exposure, stars)
     assert len(found) >= 8
     truth = stars[found["index"]]

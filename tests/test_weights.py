@@ -10,7 +10,7 @@ from conftest import make_exposure
 
 import imagemapreduce as imr
 from imagemapreduce.pipe_base import Struct
-from imagemapreduce.weights import Weighting, make_weighting, window_1d
+from imagemapreduce.weights import make_weighting, window_1d
 
 
 class SmoothFieldMapper(imr.ImageMapper):

@@ -29,9 +29,7 @@ def assert_same_exposure(back, exp):
     assert back.getBBox() == exp.getBBox()
     assert back.mask.getMaskPlaneDict() == exp.mask.getMaskPlaneDict()
     for plane in ("image", "mask", "variance"):
-        np.testing.assert_array_equal(
-            np.asarray(getattr(back, plane).array), np.asarray(getattr(exp, plane).array)
-        )
+        np.testing.assert_array_equal(np.asarray(getattr(back, plane).array), np.asarray(getattr(exp, plane).array))
 
 
 def test_dataset_layout_coordinates_and_attrs(exposure):
@@ -97,9 +95,7 @@ def test_transposed_variables_and_dataarray_input(exposure):
         (lambda ds: ds.rename(x="col"), ValueError, r"exposure planes need dims \('y', 'x'\)"),
         (lambda ds: ds.assign_coords(x=ds.x * 2), ValueError, "must be consecutive integer pixel indices"),
         (
-            lambda ds: ds.assign(
-                mask=ds.mask.assign_attrs(flag_masks=[3] * len(ds.mask.attrs["flag_masks"]))
-            ),
+            lambda ds: ds.assign(mask=ds.mask.assign_attrs(flag_masks=[3] * len(ds.mask.attrs["flag_masks"]))),
             ValueError,
             "must be a single bit",
         ),
@@ -126,9 +122,7 @@ def test_plane_names_with_spaces_are_refused(exposure):
 def test_dataarray_accessor_is_map_reduce(exposure):
     ds = exposure_to_xarray(exposure)
     out = ds.image.imr.map_reduce(af.minus_min_with_holes, cell_size=(6, 8), border=2, scheduler="sync")
-    expected = map_reduce(
-        ds.image.values, af.minus_min_with_holes, cell_size=(6, 8), border=2, scheduler="sync"
-    )
+    expected = map_reduce(ds.image.values, af.minus_min_with_holes, cell_size=(6, 8), border=2, scheduler="sync")
     assert isinstance(out, xr.DataArray) and out.x.equals(ds.x) and out.name == "image"
     np.testing.assert_array_equal(out.values, expected)
     lazy = ds.image.chunk(7).imr.map_reduce(af.affine, cell_size=5)

@@ -12,12 +12,6 @@ Directives
     The ``--help`` text of the ``imagemapreduce`` command (or one subcommand), captured in
     process from ``imagemapreduce.cli.main``. If the CLI cannot be imported or run, the
     directive's content (a description written in the page) is shown instead.
-
-Docstring patches
------------------
-`patch_docstring` fixes known reStructuredText slips in package docstrings while they wait for
-a fix at the source. Each patch is an exact text replacement, so it stops applying (and does no
-harm) once the source is fixed.
 """
 
 from __future__ import annotations
@@ -38,27 +32,26 @@ from sphinx.util.docutils import SphinxDirective
 
 __all__ = ["setup"]
 
-#: (object name prefix, bad text, good text): rst slips in package docstrings, fixed at build time.
-DOCSTRING_PATCHES: tuple[tuple[str, str, str], ...] = (
-    # io/fits.py module docstring: ``MP_ cards`` reads as a link to a target named "MP".
-    ("imagemapreduce.io.fits", " MP_ cards ", " ``MP_`` cards "),
-)
-
-
-def patch_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
-    """``autodoc-process-docstring`` hook applying `DOCSTRING_PATCHES`."""
-    for prefix, bad, good in DOCSTRING_PATCHES:
-        if name == prefix or name.startswith(prefix + "."):
-            for i, line in enumerate(lines):
-                if bad in line:
-                    lines[i] = line.replace(bad, good)
-
-
 # -- benchmark tables --------------------------------------------------------------------------------
 
 #: Machine fields shown for each result, in this order (others are left out of the page).
-MACHINE_FIELDS = ("date", "cpu_count", "cpu_affinity", "memory_total_gib", "processor", "platform", "python",
-                  "numpy", "scipy", "dask", "distributed", "zarr", "imagemapreduce", "git_commit", "git_dirty")
+MACHINE_FIELDS = (
+    "date",
+    "cpu_count",
+    "cpu_affinity",
+    "memory_total_gib",
+    "processor",
+    "platform",
+    "python",
+    "numpy",
+    "scipy",
+    "dask",
+    "distributed",
+    "zarr",
+    "imagemapreduce",
+    "git_commit",
+    "git_dirty",
+)
 
 
 def _format(value: Any) -> str:
@@ -96,7 +89,8 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _table(header: list[str], rows: list[list[str]], caption: str | None = None) -> nodes.table:
     """A plain docutils table."""
-    table = nodes.table(classes=["benchmark-table"])
+    table = nodes.table(classes=["benchmark-table", "colwidths-auto"])
+    table["align"] = "left"
     if caption:
         table += nodes.title(text=caption)
     group = nodes.tgroup(cols=len(header))
@@ -150,8 +144,16 @@ def _timing_tables(timings: dict[str, Any], caption: str = "timings") -> list[no
         for name, t in contenders.items():
             runs = t.get("times_s")
             ratio = float(t["median_s"]) / fastest if fastest and t.get("median_s") is not None else None
-            rows.append([name, _format(t.get("median_s")), _format(t.get("min_s")), _format(t.get("max_s")),
-                         str(len(runs)) if isinstance(runs, list) else "", _format(ratio)])
+            rows.append(
+                [
+                    name,
+                    _format(t.get("median_s")),
+                    _format(t.get("min_s")),
+                    _format(t.get("max_s")),
+                    str(len(runs)) if isinstance(runs, list) else "",
+                    _format(ratio),
+                ]
+            )
         out.append(_table(["contender", "median (s)", "min (s)", "max (s)", "runs", "x fastest"], rows, caption))
     for key, value in timings.items():
         if key in contenders:
@@ -168,18 +170,52 @@ def _status(target: dict[str, Any]) -> str:
         return "info"
     met = target.get("met")
     if met is None:
-        return "not judged (smoke run)"
+        return "not judged"
     return "met" if met else "NOT MET"
 
 
-def _targets_table(targets: list[dict[str, Any]]) -> nodes.table:
+def _targets_table(targets: list[dict[str, Any]], caption: str = "targets") -> nodes.table:
+    by_benchmark = any("benchmark" in t for t in targets)
     rows = []
     for t in targets:
         unit = t.get("unit") or ""
         value = _format(t.get("value")) + (f" {unit}" if unit and unit != "x" else "")
         goal = "" if t.get("comparison") == "info" else f"{t.get('comparison', '')} {_format(t.get('target'))}"
-        rows.append([str(t.get("name", "")), value, goal, _status(t), str(t.get("description", ""))])
-    return _table(["measure", "value", "target", "status", "what"], rows, "targets")
+        row = [str(t.get("name", "")), value, goal, _status(t), str(t.get("description", ""))]
+        rows.append([str(t.get("benchmark", "")), *row] if by_benchmark else row)
+    header = ["measure", "value", "target", "status", "what"]
+    return _table(["benchmark", *header] if by_benchmark else header, rows, caption)
+
+
+def render_summary(data: dict[str, Any]) -> list[nodes.Node]:
+    """Nodes for the ``summary.json`` that ``benchmarks/run_all.py`` writes."""
+    out: list[nodes.Node] = []
+    if data.get("mode") == "smoke":
+        out.append(nodes.paragraph(text="Smoke run: tiny sizes; the targets are not judged."))
+    targets = [t for t in data.get("targets", []) if isinstance(t, dict)]
+    judged = [t for t in targets if t.get("comparison") != "info" and t.get("met") is not None]
+    if judged:
+        met = sum(1 for t in judged if t.get("met"))
+        out.append(nodes.paragraph(text=f"{met} of {len(judged)} targets met."))
+    if targets:
+        out.append(_targets_table(targets, "every target"))
+    runs = data.get("benchmarks")
+    if isinstance(runs, dict) and runs:
+        rows = [
+            [str(name), str(entry.get("script", "")), _format(entry.get("returncode")), _format(entry.get("seconds"))]
+            for name, entry in runs.items()
+            if isinstance(entry, dict)
+        ]
+        out.append(_table(["benchmark", "script", "exit status", "seconds"], rows, "runs"))
+    if data.get("failed"):
+        out.append(nodes.paragraph(text="Failed: " + _format(data["failed"])))
+    machine = data.get("machine")
+    if isinstance(machine, dict) and machine:
+        shown = {k: machine[k] for k in MACHINE_FIELDS if k in machine}
+        if isinstance(shown.get("git_commit"), str):
+            shown["git_commit"] = shown["git_commit"][:12]
+        out.append(_key_value_table(shown or machine, "machine", ("machine", "value")))
+    return out
 
 
 def _script_summary(folder: Path, name: str) -> str | None:
@@ -214,8 +250,9 @@ def render_result(data: Any, name: str = "", folder: Path | None = None) -> list
     if data.get("mode") == "smoke":
         para = nodes.paragraph()
         para += nodes.strong(text="Smoke run: ")
-        para += nodes.Text("tiny sizes that check the script works; the numbers say little and the targets are "
-                           "not judged.")
+        para += nodes.Text(
+            "tiny sizes that check the script works; the numbers say little and the targets are not judged."
+        )
         out.append(para)
     if isinstance(data.get("targets"), list) and data["targets"]:
         out.append(_targets_table([t for t in data["targets"] if isinstance(t, dict)]))
@@ -263,7 +300,7 @@ class BenchmarkResults(SphinxDirective):
         docs = Path(self.env.srcdir)
         folder = (docs / self.arguments[0]) if self.arguments else docs.parent / "benchmarks" / "results"
         folder = folder.resolve()
-        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        files = sorted(folder.glob("*.json"), key=lambda p: (p.stem != "summary", p.stem)) if folder.is_dir() else []
         if not files:
             para = nodes.paragraph()
             para += nodes.emphasis(
@@ -281,10 +318,11 @@ class BenchmarkResults(SphinxDirective):
                 out.append(nodes.rubric(text=path.stem))
                 out.append(nodes.paragraph(text=f"(could not read {path.name}: {exc})"))
                 continue
+            is_summary = path.stem == "summary" and isinstance(data, dict) and "benchmarks" in data
             name = str(data.get("benchmark", path.stem)) if isinstance(data, dict) else path.stem
             section = nodes.section(ids=[nodes.make_id(f"benchmark-{path.stem}")])
-            section += nodes.title(text=name)
-            section.extend(render_result(data, name, folder))
+            section += nodes.title(text="Summary of all benchmarks" if is_summary else name)
+            section.extend(render_summary(data) if is_summary else render_result(data, name, folder))
             plot = path.with_suffix(".png")
             if plot.is_file():
                 self.env.note_dependency(str(plot))
@@ -308,7 +346,7 @@ def cli_help_text(args: list[str]) -> str | None:
         return None
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_columns = sys.argv, os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "88"
+    os.environ["COLUMNS"] = "90"
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             sys.argv = ["imagemapreduce", *args, "--help"]
@@ -356,5 +394,4 @@ def setup(app: Any) -> dict[str, Any]:
     """Register the directives and the docstring patches."""
     app.add_directive("benchmark-results", BenchmarkResults)
     app.add_directive("cli-help", CliHelp)
-    app.connect("autodoc-process-docstring", patch_docstring)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

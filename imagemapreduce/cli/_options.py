@@ -49,9 +49,7 @@ BUILTIN_MAPPERS: dict[str, tuple[str, str]] = {
 #: Local scheduler names a command line can use ("distributed" needs a client object, which a
 #: command line cannot hold; an address connects one).
 LOCAL_SCHEDULERS = tuple(name for name in SCHEDULER_NAMES if name != "distributed")
-_ADDRESS = re.compile(
-    r"^(?P<protocol>tcp|tls)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$"
-)
+_ADDRESS = re.compile(r"^(?P<protocol>tcp|tls)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -133,8 +131,7 @@ def scheduler_argument(text: str) -> str:
         return text
     if text.lower() not in LOCAL_SCHEDULERS:
         raise argparse.ArgumentTypeError(
-            f"unknown scheduler {text!r}: use synchronous, threads, processes, or a cluster address "
-            "tcp://HOST:PORT"
+            f"unknown scheduler {text!r}: use synchronous, threads, processes, or a cluster address tcp://HOST:PORT"
         )
     return text.lower()
 
@@ -166,9 +163,7 @@ def resolve_mapper(spec: str) -> type[ImageMapper]:
         return builtin_mapper(spec.lower())
     module_name, sep, class_name = spec.partition(":")
     if not sep or not module_name or not class_name:
-        raise CliError(
-            f"unknown mapper {spec!r}: use one of {', '.join(BUILTIN_MAPPERS)}, or package.module:Class"
-        )
+        raise CliError(f"unknown mapper {spec!r}: use one of {', '.join(BUILTIN_MAPPERS)}, or package.module:Class")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -111,7 +111,9 @@ def _call_with_retries(policy: FailurePolicy, call: Callable[[], Any]) -> Any:
     raise AssertionError("unreachable")
 
 
-def _failed_outcome(index: int, box0: Box2I, box1: Box2I, exc: BaseException, start: tuple[float, float]) -> CellOutcome:
+def _failed_outcome(
+    index: int, box0: Box2I, box1: Box2I, exc: BaseException, start: tuple[float, float]
+) -> CellOutcome:
     failure = FailedCell(index, box0, box1, f"{type(exc).__name__}: {exc}")
     return CellOutcome(
         index, box0, None, time.perf_counter() - start[0], time.thread_time() - start[1], _worker_name(), failure
@@ -219,7 +221,9 @@ def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.nd
     except Exception as exc:  # noqa: BLE001 - re-raised with the cell named, or masked
         if task.policy.mask_failures:
             return _failed_outcome(task.index, task.box0, task.box1, exc, (start_wall, start_cpu))
-        raise _fail(f"function {getattr(task.func, '__name__', task.func)!r}", task.index, task.box0, task.box1, exc) from exc
+        raise _fail(
+            f"function {getattr(task.func, '__name__', task.func)!r}", task.index, task.box0, task.box1, exc
+        ) from exc
     if task.operation in IMAGE_REDUCE_OPERATIONS:
         result = _core_of(task, result, expanded.shape)
     return CellOutcome(

@@ -64,7 +64,9 @@ class RegionTask:
     def accumulator(self, image, mask, variance, track_count: bool = False, prefilled: bool = False):
         """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
         if self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform:
-            return WeightedRegionAccumulator(self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance)
+            return WeightedRegionAccumulator(
+                self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance
+            )
         return RegionAccumulator(
             self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance, track_count, prefilled
         )
@@ -146,8 +148,11 @@ def region_boxes(bbox: Box2I, region_size: int) -> list[list[Box2I]]:
 
 
 def _region_members(grid: CellGrid, bbox: Box2I, region_size: int) -> tuple[dict, dict]:
-    """For each region (row, column): the cells whose expanded box overlaps it, in grid order, and
-    the cells it reports (each cell is reported by the region holding its expanded box's first pixel)."""
+    """The cells of each region (row, column), in grid order, and the cells each region reports.
+
+    A region takes every cell whose expanded box overlaps it; it reports the cells whose expanded
+    box starts in it, so each cell is reported once.
+    """
     ex = grid.expanded
     c0 = (ex[:, 0] - bbox.getBeginX()) // region_size
     r0 = (ex[:, 1] - bbox.getBeginY()) // region_size
@@ -257,8 +262,10 @@ def execute_stitch(
 
 @dataclass
 class StitchReport:
-    """What the regions reported, merged: statistics, and per cell (in grid order) its summary,
-    PSF component and failure."""
+    """What the regions reported, merged.
+
+    Statistics, and per cell (in grid order) its summary, PSF component and failure.
+    """
 
     stats: RegionStats = field(default_factory=RegionStats)
     summaries: list[Summary] = field(default_factory=list)

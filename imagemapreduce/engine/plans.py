@@ -5,8 +5,8 @@ A plan knows its inputs and builds the cell tasks; `graph` adds the region tasks
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

@@ -291,7 +291,9 @@ def choose_scheduler(scheduler: Any = None, num_workers: int | None = None, time
             return SchedulerChoice("distributed", num_workers, _current_client())
         return SchedulerChoice(kind, num_workers)
     if scheduler is not None:
-        raise TypeError(f"scheduler must be a name, an address, a distributed.Client or None; got {type(scheduler).__name__}")
+        raise TypeError(
+            f"scheduler must be a name, an address, a distributed.Client or None; got {type(scheduler).__name__}"
+        )
     return _default_choice(num_workers)
 
 
@@ -331,5 +333,3 @@ class _CustomChoice(SchedulerChoice):
 
     def _local_get(self):
         return self.get_function
-
-

@@ -83,8 +83,7 @@ class Mask(Image):
             return self._planes[name]
         except KeyError:
             raise KeyError(
-                f"mask has no plane {name!r}; known planes: {sorted(self._planes)}. "
-                "Add it with mask.addMaskPlane(name)"
+                f"mask has no plane {name!r}; known planes: {sorted(self._planes)}. Add it with mask.addMaskPlane(name)"
             ) from None
 
     def getPlaneBitMask(self, names: str | Iterable[str]) -> int:

@@ -101,10 +101,7 @@ def _find_index(hdul: fits.HDUList, path: str) -> int:
         if isinstance(candidate, fits.BinTableHDU):
             return ar_hdu - 1
     for i, hdu in enumerate(hdul):
-        if (
-            isinstance(hdu, fits.BinTableHDU)
-            and str(hdu.header.get("EXTTYPE", "")).strip() == "ARCHIVE_INDEX"
-        ):
+        if isinstance(hdu, fits.BinTableHDU) and str(hdu.header.get("EXTTYPE", "")).strip() == "ARCHIVE_INDEX":
             return i
     raise FitsFormatError(
         f"the primary header gives a PSF archive id but there is no ARCHIVE_INDEX table (AR_HDU = {ar_hdu})",

@@ -225,9 +225,7 @@ def _resolve_xy0(hdul: fits.HDUList, roles: dict[str, int], path: str) -> tuple[
         found[role] = (i, *_plane_xy0(header, inherited))
     image_index, xy0, _ = found["IMAGE"]
     if any(other[1] != xy0 for other in found.values()):
-        described = "; ".join(
-            f"{role} (HDU {i}) says {tuple(v)} from {src}" for role, (i, v, src) in found.items()
-        )
+        described = "; ".join(f"{role} (HDU {i}) says {tuple(v)} from {src}" for role, (i, v, src) in found.items())
         warnings.warn(
             FitsLayoutWarning(
                 f"FITS file {path!r}: the planes disagree on xy0: {described}. "
@@ -309,9 +307,7 @@ def _fill_variance(image: Any, variance: Any, lazy: bool) -> Any:
         return xp.full(shape, variance, dtype=dtype, **kwargs)
     if hasattr(variance, "shape") and hasattr(variance, "dtype"):
         if tuple(variance.shape) != tuple(shape):
-            raise ValueError(
-                f"variance array has shape {tuple(variance.shape)}; the image has {tuple(shape)}"
-            )
+            raise ValueError(f"variance array has shape {tuple(variance.shape)}; the image has {tuple(shape)}")
         if lazy:
             return xp.asarray(variance).astype(dtype).rechunk(image.chunks)
         return np.array(variance, dtype=dtype)
@@ -352,8 +348,7 @@ def read_fits(
         stat = os.stat(path)
         stamp = (stat.st_size, stat.st_mtime_ns)
         arrays = {
-            role: _plane_array(hdul, roles[role], spec, path, lazy, chunks, stamp)
-            for role, spec in specs.items()
+            role: _plane_array(hdul, roles[role], spec, path, lazy, chunks, stamp) for role, spec in specs.items()
         }
         image = arrays["IMAGE"]
         if "MASK" not in arrays:

@@ -34,8 +34,7 @@ def _image_pixels(array: Any, role: str, dtype: Any = None) -> np.ndarray:
         raise ValueError(f"the {role} plane must be 2-d, not of shape {array.shape}")
     if array.dtype.kind not in "fiu" or array.dtype.itemsize > 8:
         raise TypeError(
-            f"cannot write the {role} plane: FITS images hold integers or float32/float64 pixels, "
-            f"not {array.dtype}"
+            f"cannot write the {role} plane: FITS images hold integers or float32/float64 pixels, not {array.dtype}"
         )
     if dtype is not None and array.dtype != np.dtype(dtype):
         array = array.astype(dtype)

@@ -23,7 +23,7 @@ Exposure extras:
   ``ARCHIVE_ID_PSF``). Other PSF types are skipped with a logged warning.
 - Metadata: ``exposure.getMetadata()`` gets the primary header merged with the IMAGE HDU's cards (the
   plane's win), as a dict of keyword to value, less the cards that describe the layout (structural
-  cards, EXTTYPE/EXTNAME/INHERIT, LTV, the "A" WCS, MP_ cards and archive ids). On write the
+  cards, EXTTYPE/EXTNAME/INHERIT, LTV, the "A" WCS, ``MP_`` cards and archive ids). On write the
   metadata goes to the primary header, as afw does (``BUNIT`` goes on the IMAGE plane); values FITS
   cannot hold are skipped with a logged warning.
 - Sky WCS: when the IMAGE HDU has a celestial WCS, ``exposure.getWcs()`` is an `astropy.wcs.WCS` in

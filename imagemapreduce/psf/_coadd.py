@@ -154,10 +154,7 @@ class CoaddPsf(Psf):
         weight_field : `str`
             Name of the weight field, as LSST's ``weightFieldName``.
         """
-        return cls(
-            (_record_field(r, "psf"), _record_field(r, "bbox"), _record_field(r, weight_field))
-            for r in records
-        )
+        return cls((_record_field(r, "psf"), _record_field(r, "bbox"), _record_field(r, weight_field)) for r in records)
 
     # -- accessors --------------------------------------------------------------------------------
     def getComponentCount(self) -> int:
@@ -201,10 +198,7 @@ class CoaddPsf(Psf):
         pixel = nearest_pixel(position)
         boxes = self._bboxes
         covered = (
-            (boxes[:, 0] <= pixel.x)
-            & (pixel.x <= boxes[:, 2])
-            & (boxes[:, 1] <= pixel.y)
-            & (pixel.y <= boxes[:, 3])
+            (boxes[:, 0] <= pixel.x) & (pixel.x <= boxes[:, 2]) & (boxes[:, 1] <= pixel.y) & (pixel.y <= boxes[:, 3])
         )
         if not covered.any():
             raise ValueError(
@@ -215,9 +209,7 @@ class CoaddPsf(Psf):
             self._psf_index[covered], weights=self._component_weights(covered, pixel), minlength=len(self._psfs)
         )
         if not weights.sum() > 0:
-            raise ValueError(
-                f"the component PSFs covering position ({position.x}, {position.y}) all have zero weight"
-            )
+            raise ValueError(f"the component PSFs covering position ({position.x}, {position.y}) all have zero weight")
         return weights
 
     def _component_weights(self, covered: np.ndarray, pixel: Point2I) -> np.ndarray:

@@ -44,9 +44,7 @@ def _coefficient_array(name: str, coeffs: Coefficients) -> np.ndarray:
     if array.ndim == 0:
         array = array.reshape(1, 1)  # a constant width
     if array.ndim != 2 or array.size == 0:
-        raise ValueError(
-            f"{name} must be a 2-d array c[i][j] multiplying u**i * v**j, got shape {array.shape}"
-        )
+        raise ValueError(f"{name} must be a 2-d array c[i][j] multiplying u**i * v**j, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite, got {array.tolist()}")
     array.flags.writeable = False
@@ -282,9 +280,7 @@ class VaryingMoffatPsf(_PolynomialPsf):
     _beta: float
     _width_name = "fwhm"
 
-    def __init__(
-        self, width: int, height: int, fwhm_coeffs: Coefficients, bbox: Box2I, beta: float = 3.5
-    ) -> None:
+    def __init__(self, width: int, height: int, fwhm_coeffs: Coefficients, bbox: Box2I, beta: float = 3.5) -> None:
         beta_value = check_sigma("beta", beta)
         if not beta_value > 1.0:
             raise ValueError(f"beta must be > 1 for a Moffat profile of finite flux, got {beta}")
