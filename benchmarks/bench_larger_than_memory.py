@@ -83,8 +83,9 @@ def child(config: dict) -> dict:
         tiny = workdir / "warmup"
         tiny.mkdir(exist_ok=True)
         write_zarr_exposure(_lazy_exposure(2 * cell, chunk), tiny / "in.zarr", chunks=chunk, overwrite=True)
-        _task(workers, cell, border, region).runToZarr(open_zarr_exposure(tiny / "in.zarr"), str(tiny / "out.zarr"),
-                                                       overwrite=True)  # fmt: skip
+        _task(workers, cell, border, region).runToZarr(
+            open_zarr_exposure(tiny / "in.zarr"), str(tiny / "out.zarr"), overwrite=True
+        )
         shutil.rmtree(tiny)
     import gc
 
@@ -107,9 +108,10 @@ def child(config: dict) -> dict:
         lo, hi = max(r0 - border, 0), min(r0 + cell + border, size)
         src_exp = open_zarr_exposure(src, chunks=chunk)
         expanded = np.asarray(src_exp.image.array[lo:hi, lo:hi])
-        want = ndimage.gaussian_filter(expanded, SIGMA, truncate=4.0, mode="nearest")[r0 - lo: r0 - lo + cell,
-                                                                                        r0 - lo: r0 - lo + cell]  # fmt: skip
-        got = np.asarray(result.exposure.image.array[r0: r0 + cell, r0: r0 + cell])
+        want = ndimage.gaussian_filter(expanded, SIGMA, truncate=4.0, mode="nearest")[
+            r0 - lo : r0 - lo + cell, r0 - lo : r0 - lo + cell
+        ]
+        got = np.asarray(result.exposure.image.array[r0 : r0 + cell, r0 : r0 + cell])
         out["spot_check_equal"] = bool(np.array_equal(want, got))
         shutil.rmtree(dst)
     out["seconds"] = time.perf_counter() - start
@@ -134,10 +136,20 @@ def main(argv: list[str] | None = None) -> dict:
         sizes, cell, border, region, chunk = [256, 512], 64, 8, 128, 128
     else:
         sizes, cell, border, region, chunk = [6400, 18432], CELL, BORDER, REGION, CHUNK
-    params = {"sizes": sizes, "exposure_bytes": {str(s): 12 * s * s for s in sizes}, "cell": cell, "border": border,
-              "sigma": SIGMA, "stitch_region_size": region, "zarr_chunks": chunk, "workers": nworkers,
-              "mapper": "GaussianSmoothMapper", "reduce": "copy", "scheduler": "threads",
-              "openings": {k: v if args.smoke is False or v == "auto" else chunk for k, v in OPENINGS.items()}}  # fmt: skip
+    params = {
+        "sizes": sizes,
+        "exposure_bytes": {str(s): 12 * s * s for s in sizes},
+        "cell": cell,
+        "border": border,
+        "sigma": SIGMA,
+        "stitch_region_size": region,
+        "zarr_chunks": chunk,
+        "workers": nworkers,
+        "mapper": "GaussianSmoothMapper",
+        "reduce": "copy",
+        "scheduler": "threads",
+        "openings": {k: v if args.smoke is False or v == "auto" else chunk for k, v in OPENINGS.items()},
+    }
     payload = C.start_payload(args, params)
     payload.update({"runs": [], "ratios": {}, "targets": []})
     started = time.perf_counter()
@@ -153,18 +165,30 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         for size in sizes:
-            common = {"size": size, "workdir": str(workdir), "workers": nworkers, "cell": cell, "border": border,
-                      "region": region, "chunk": chunk}  # fmt: skip
+            common = {
+                "size": size,
+                "workdir": str(workdir),
+                "workers": nworkers,
+                "cell": cell,
+                "border": border,
+                "region": region,
+                "chunk": chunk,
+            }
             res = run_child({**common, "step": "write_input"})
             payload["runs"].append(res)
-            print(f"{size}^2: input written in {res['seconds']:.1f} s, peak {res['peak_rss'] / 2**20:.0f} MiB", flush=True)
+            print(
+                f"{size}^2: input written in {res['seconds']:.1f} s, peak {res['peak_rss'] / 2**20:.0f} MiB", flush=True
+            )
             for name, opening in params["openings"].items():
                 res = run_child({**common, "step": name, "open_chunks": opening})
                 if not res["spot_check_equal"]:
                     raise AssertionError(f"{size}^2 {name}: the output cell differs from the filter of its input")
                 payload["runs"].append(res)
-                print(f"{size}^2 {name}: {res['seconds']:.1f} s, peak {res['peak_rss'] / 2**20:.0f} MiB "
-                      f"(+{res['peak_over_baseline'] / 2**20:.0f} MiB over baseline)", flush=True)  # fmt: skip
+                print(
+                    f"{size}^2 {name}: {res['seconds']:.1f} s, peak {res['peak_rss'] / 2**20:.0f} MiB "
+                    f"(+{res['peak_over_baseline'] / 2**20:.0f} MiB over baseline)",
+                    flush=True,
+                )
             shutil.rmtree(workdir / f"input_{size}.zarr", ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -183,15 +207,38 @@ def main(argv: list[str] | None = None) -> dict:
             "growth_big_over_small": growth,
             "pixels_big_over_small": (big / small) ** 2,
         }
-        payload["targets"].append(C.target(f"peak RSS / exposure at {exp_big / 1e9:.1f} GB, {name}", abs_frac, 0.25,
-                                           "<=", "absolute peak RSS of all processes / exposure bytes", args.smoke))  # fmt: skip
-        payload["targets"].append(C.target(f"memory growth {small}^2 -> {big}^2, {name}", growth, 1.5, "<=",
-                                           f"(peak - baseline) ratio for {(big / small) ** 2:.1f}x the pixels",
-                                           args.smoke))  # fmt: skip
+        payload["targets"].append(
+            C.target(
+                f"peak RSS / exposure at {exp_big / 1e9:.1f} GB, {name}",
+                abs_frac,
+                0.25,
+                "<=",
+                "absolute peak RSS of all processes / exposure bytes",
+                args.smoke,
+            )
+        )
+        payload["targets"].append(
+            C.target(
+                f"memory growth {small}^2 -> {big}^2, {name}",
+                growth,
+                1.5,
+                "<=",
+                f"(peak - baseline) ratio for {(big / small) ** 2:.1f}x the pixels",
+                args.smoke,
+            )
+        )
         for s in sizes:
             r = runs[s]
-            rows.append([name, f"{s}^2 ({12 * s * s / 1e9:.2f} GB)", r["peak_rss"] / 2**20,
-                         r["peak_over_baseline"] / 2**20, r["peak_rss"] / (12 * s * s), r["seconds"]])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    f"{s}^2 ({12 * s * s / 1e9:.2f} GB)",
+                    r["peak_rss"] / 2**20,
+                    r["peak_over_baseline"] / 2**20,
+                    r["peak_rss"] / (12 * s * s),
+                    r["seconds"],
+                ]
+            )
     print(C.table(rows, ["opening", "exposure", "peak RSS MiB", "peak - baseline MiB", "peak / exposure", "seconds"]))
     _plot(payload, sizes, args.output)
     payload["elapsed_s"] = time.perf_counter() - started

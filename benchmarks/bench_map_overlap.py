@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _common as C  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
-
-import _common as C  # noqa: E402
 
 NAME = "map_overlap"
 SIGMA = 3.0
@@ -47,8 +46,16 @@ def expanded_cells(shape: tuple[int, int], cell: int, border: int) -> list[tuple
             r0, c0 = max(r - border, 0), max(c - border, 0)
             r1, c1 = min(r + cell + border, shape[0]), min(c + cell + border, shape[1])
             re, ce = min(r + cell, shape[0]), min(c + cell, shape[1])
-            out.append((slice(r0, r1), slice(c0, c1), slice(r - r0, re - r0), slice(c - c0, ce - c0),
-                        slice(r, re), slice(c, ce)))  # fmt: skip
+            out.append(
+                (
+                    slice(r0, r1),
+                    slice(c0, c1),
+                    slice(r - r0, re - r0),
+                    slice(c - c0, ce - c0),
+                    slice(r, re),
+                    slice(c, ce),
+                )
+            )
     return out
 
 
@@ -75,8 +82,9 @@ def hand_pool(image: np.ndarray, cells, workers: int, func=smooth) -> np.ndarray
 def ours(image: np.ndarray, cell: int, border: int, workers: int, func=smooth) -> np.ndarray:
     from imagemapreduce import map_reduce
 
-    return map_reduce(image, func, cell_size=cell, border=border, reduce="copy", scheduler="threads",
-                      num_workers=workers)  # fmt: skip
+    return map_reduce(
+        image, func, cell_size=cell, border=border, reduce="copy", scheduler="threads", num_workers=workers
+    )
 
 
 def dask_map_overlap(image: np.ndarray, cell: int, border: int, workers: int, func=smooth) -> np.ndarray:
@@ -90,9 +98,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
     size, cell, border = (1024, 128, 16) if args.smoke else (8192, 512, 16)
     nrep, nworkers = C.repeats(args), C.workers(args)
-    params = {"shape": [size, size], "dtype": "float32", "cell": cell, "border": border, "sigma": SIGMA,
-              "function": "scipy.ndimage.gaussian_filter(cell, 3)", "scheduler": "threads",
-              "workers": nworkers, "repeats": nrep, "warmup_rounds": 1}  # fmt: skip
+    params = {
+        "shape": [size, size],
+        "dtype": "float32",
+        "cell": cell,
+        "border": border,
+        "sigma": SIGMA,
+        "function": "scipy.ndimage.gaussian_filter(cell, 3)",
+        "scheduler": "threads",
+        "workers": nworkers,
+        "repeats": nrep,
+        "warmup_rounds": 1,
+    }
     payload = C.start_payload(args, params)
     started = time.perf_counter()
 
@@ -126,17 +143,47 @@ def main(argv: list[str] | None = None) -> dict:
     }
     payload["ratios"] = ratios
     payload["targets"] = [
-        C.target("map_overlap time / ours", ratios["map_overlap_over_ours"], 2.0, ">=",
-                 "dask.array.map_overlap time divided by map_reduce time (same job, threads)", args.smoke),
-        C.target("ours / hand-written pool (gaussian job)", ratios["ours_over_hand_pool"], 1.10, "<=",
-                 "map_reduce time divided by a ThreadPoolExecutor loop over the same cells", args.smoke),
-        C.target("ceiling: map_overlap time / hand pool", ratios["map_overlap_over_hand_pool"], 0.0, "info",
-                 "the best map_overlap / ours could be with a zero-overhead engine", args.smoke),
-        C.target("speedup of ours over serial loop", ratios["serial_over_ours"], 0.0, "info",
-                 "serial loop time / map_reduce time (parallel speedup actually achieved)", args.smoke),
-        C.target("speedup of hand pool over serial loop", ratios["serial_over_hand_pool"], 0.0, "info",
-                 "what the floor reaches on this machine right now", args.smoke),
-    ]  # fmt: skip
+        C.target(
+            "map_overlap time / ours",
+            ratios["map_overlap_over_ours"],
+            2.0,
+            ">=",
+            "dask.array.map_overlap time divided by map_reduce time (same job, threads)",
+            args.smoke,
+        ),
+        C.target(
+            "ours / hand-written pool (gaussian job)",
+            ratios["ours_over_hand_pool"],
+            1.10,
+            "<=",
+            "map_reduce time divided by a ThreadPoolExecutor loop over the same cells",
+            args.smoke,
+        ),
+        C.target(
+            "ceiling: map_overlap time / hand pool",
+            ratios["map_overlap_over_hand_pool"],
+            0.0,
+            "info",
+            "the best map_overlap / ours could be with a zero-overhead engine",
+            args.smoke,
+        ),
+        C.target(
+            "speedup of ours over serial loop",
+            ratios["serial_over_ours"],
+            0.0,
+            "info",
+            "serial loop time / map_reduce time (parallel speedup actually achieved)",
+            args.smoke,
+        ),
+        C.target(
+            "speedup of hand pool over serial loop",
+            ratios["serial_over_hand_pool"],
+            0.0,
+            "info",
+            "what the floor reaches on this machine right now",
+            args.smoke,
+        ),
+    ]
     payload["notes"].append(
         "The Gaussian filter dominates every contender; the serial loop bounds what any parallel run gains "
         "on this machine (see serial_over_hand_pool). A 2x lead over map_overlap needs map_overlap's own "

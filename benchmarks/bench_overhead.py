@@ -21,9 +21,8 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-
 import _common as C  # noqa: E402
+import numpy as np  # noqa: E402
 
 NAME = "overhead"
 CELL = 8
@@ -73,8 +72,9 @@ def per_cell(args, nworkers: int, nrep: int, payload: dict) -> None:
     task = _task(scheduler="threads", workers=nworkers)
 
     def mr(scheduler, workers=None):
-        return lambda: map_reduce(image, noop, cell_size=CELL, border=BORDER, reduce="copy", scheduler=scheduler,
-                                  num_workers=workers)  # fmt: skip
+        return lambda: map_reduce(
+            image, noop, cell_size=CELL, border=BORDER, reduce="copy", scheduler=scheduler, num_workers=workers
+        )
 
     contenders = {
         "map_reduce_threads": mr("threads", nworkers),
@@ -92,8 +92,13 @@ def per_cell(args, nworkers: int, nrep: int, payload: dict) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
-            cluster = LocalCluster(n_workers=nworkers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address="127.0.0.1:0")  # fmt: skip
+            cluster = LocalCluster(
+                n_workers=nworkers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
             client = Client(cluster, set_as_default=False)
             cluster_info["startup_s"] = time.perf_counter() - t0
             try:
@@ -108,14 +113,29 @@ def per_cell(args, nworkers: int, nrep: int, payload: dict) -> None:
     payload["local_cluster"] = {**cluster_info, "n_workers": nworkers, "threads_per_worker": 1, "processes": True}
     payload["timings"]["per_cell"] = timings
     us = {name: t["median_s"] / ncells * 1e6 for name, t in timings.items()}
-    payload["params"]["per_cell"] = {"shape": list(shape), "cell": CELL, "border": BORDER, "cells": ncells,
-                                     "regions": int(np.ceil(side / 1024)) ** 2, "workers": nworkers}  # fmt: skip
+    payload["params"]["per_cell"] = {
+        "shape": list(shape),
+        "cell": CELL,
+        "border": BORDER,
+        "cells": ncells,
+        "regions": int(np.ceil(side / 1024)) ** 2,
+        "workers": nworkers,
+    }
     payload["ratios"]["us_per_cell"] = us
     print(f"\n-- no-op mapper, {ncells} cells")
     print(C.table([[k, v] for k, v in us.items()], ["contender", "us per cell"]))
     for name, value in us.items():
-        payload["targets"].append(C.target(f"us per cell, {name}", value, 0.0, "info",
-                                           f"no-op mapper, {ncells} cells, end to end", args.smoke, unit="us"))  # fmt: skip
+        payload["targets"].append(
+            C.target(
+                f"us per cell, {name}",
+                value,
+                0.0,
+                "info",
+                f"no-op mapper, {ncells} cells, end to end",
+                args.smoke,
+                unit="us",
+            )
+        )
 
 
 def _lazy_map_reduce(shape):
@@ -168,17 +188,42 @@ def graph_build(args, nrep: int, payload: dict) -> None:
     rows, ratios = [], {}
     for kind in ("map_reduce_lazy", "task_graph"):
         t = {n: timings[f"{kind}_{n}"]["median_s"] for n in counts}
-        ratios[kind] = {"seconds": {str(n): t[n] for n in counts}, f"t{big}_over_t{small}": t[big] / t[small],
-                        f"t{big}_over_t{mid}": t[big] / t[mid], "us_per_cell_at_max": t[big] / big * 1e6}  # fmt: skip
+        ratios[kind] = {
+            "seconds": {str(n): t[n] for n in counts},
+            f"t{big}_over_t{small}": t[big] / t[small],
+            f"t{big}_over_t{mid}": t[big] / t[mid],
+            "us_per_cell_at_max": t[big] / big * 1e6,
+        }
         rows.append([kind, *(t[n] for n in counts), t[big] / t[small], t[big] / t[mid]])
         label = "map_reduce(compute=False)" if kind == "map_reduce_lazy" else "Task graph (ExposurePlan)"
-        payload["targets"].append(C.target(f"graph build s at {big} cells, {label}", t[big], 2.0, "<=",
-                                           f"seconds to build the graph of {big} cells", args.smoke, unit="s"))  # fmt: skip
-        payload["targets"].append(C.target(f"linearity t({big})/t({small}), {label}", t[big] / t[small], 5.0, "<=",
-                                           f"4.0 is exactly linear; {big // small}x the cells", args.smoke))  # fmt: skip
+        payload["targets"].append(
+            C.target(
+                f"graph build s at {big} cells, {label}",
+                t[big],
+                2.0,
+                "<=",
+                f"seconds to build the graph of {big} cells",
+                args.smoke,
+                unit="s",
+            )
+        )
+        payload["targets"].append(
+            C.target(
+                f"linearity t({big})/t({small}), {label}",
+                t[big] / t[small],
+                5.0,
+                "<=",
+                f"4.0 is exactly linear; {big // small}x the cells",
+                args.smoke,
+            )
+        )
     payload["ratios"]["graph_build"] = ratios
-    payload["params"]["graph_build"] = {"cells": {str(n): list(s) for n, s in sizes.items()}, "cell": CELL,
-                                        "border": BORDER, "region_size": 1024}  # fmt: skip
+    payload["params"]["graph_build"] = {
+        "cells": {str(n): list(s) for n, s in sizes.items()},
+        "cell": CELL,
+        "border": BORDER,
+        "region_size": 1024,
+    }
     print("\n-- graph construction, seconds")
     print(C.table(rows, ["graph", *(f"{n} cells" for n in counts), f"t{big}/t{small}", f"t{big}/t{mid}"]))
 

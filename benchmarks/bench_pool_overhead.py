@@ -25,11 +25,10 @@ from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
 import _common as C  # noqa: E402
+import numpy as np  # noqa: E402
 from bench_map_overlap import expanded_cells, hand_pool, ours, serial_loop  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 NAME = "pool_overhead"
 
@@ -58,12 +57,17 @@ def main(argv: list[str] | None = None) -> dict:
         func.__name__ = f"gaussian_sigma{sigma}"  # type: ignore[attr-defined]
         image = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
         cells = expanded_cells(image.shape, cell, border)
-        params["workloads"][wname] = {"shape": [size, size], "cell": cell, "border": border, "sigma": sigma,
-                                      "cells": len(cells)}  # fmt: skip
+        params["workloads"][wname] = {
+            "shape": [size, size],
+            "cell": cell,
+            "border": border,
+            "sigma": sigma,
+            "cells": len(cells),
+        }
         contenders = {
-            "imagemapreduce": lambda: ours(image, cell, border, nworkers, func),
-            "hand_pool": lambda: hand_pool(image, cells, nworkers, func),
-            "serial_loop": lambda: serial_loop(image, cells, func),
+            "imagemapreduce": partial(ours, image, cell, border, nworkers, func),
+            "hand_pool": partial(hand_pool, image, cells, nworkers, func),
+            "serial_loop": partial(serial_loop, image, cells, func),
         }
         reference = contenders["hand_pool"]()
         equal = {name: bool(np.array_equal(reference, call())) for name, call in contenders.items()}
@@ -83,8 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
             "extra_cpu_us_per_cell": per_cell_us,
         }
         payload["targets"].append(
-            C.target(f"ours / hand pool ({wname})", ratio, 1.10, "<=",
-                     f"map_reduce time / ThreadPoolExecutor loop time, {len(cells)} cells", args.smoke)  # fmt: skip
+            C.target(
+                f"ours / hand pool ({wname})",
+                ratio,
+                1.10,
+                "<=",
+                f"map_reduce time / ThreadPoolExecutor loop time, {len(cells)} cells",
+                args.smoke,
+            )
         )
         print(f"\n-- {wname}: {size}x{size}, {len(cells)} cells of {cell} px, border {border}")
         print(C.timing_table(timings, reference="hand_pool"))

@@ -26,9 +26,8 @@ from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-
 import _common as C  # noqa: E402
+import numpy as np  # noqa: E402
 from bench_map_overlap import expanded_cells, hand_pool, ours, serial_loop  # noqa: E402
 
 NAME = "scaling"
@@ -71,8 +70,17 @@ def main(argv: list[str] | None = None) -> dict:
     sigma = 8.0
     func = partial(MAPPERS[args.mapper], sigma=sigma)
     func.__name__ = args.mapper  # type: ignore[attr-defined]
-    params = {"shape": [size, size], "dtype": "float32", "cell": cell, "border": border, "mapper": args.mapper,
-              "sigma": sigma, "max_workers": max_workers, "repeats": nrep, "scheduler": "threads"}  # fmt: skip
+    params = {
+        "shape": [size, size],
+        "dtype": "float32",
+        "cell": cell,
+        "border": border,
+        "mapper": args.mapper,
+        "sigma": sigma,
+        "max_workers": max_workers,
+        "repeats": nrep,
+        "scheduler": "threads",
+    }
     payload = C.start_payload(args, params)
     started = time.perf_counter()
     image = np.random.default_rng(2).standard_normal((size, size), dtype=np.float32)
@@ -93,28 +101,75 @@ def main(argv: list[str] | None = None) -> dict:
     del reference
 
     timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
-    payload["machine"]["parallel_capacity_after"] = C.parallel_capacity(max_workers, n=100_000 if args.smoke else 3_000_000)
+    payload["machine"]["parallel_capacity_after"] = C.parallel_capacity(
+        max_workers, n=100_000 if args.smoke else 3_000_000
+    )
     payload["timings"] = timings
     serial = C.median(timings, "serial_loop")
     speedup = {n: serial / C.median(timings, f"imagemapreduce_{n}") for n in worker_counts}
     pool_speedup = {n: serial / C.median(timings, f"hand_pool_{n}") for n in worker_counts}
+    # Best of the repeats: on a shared machine the fastest run is the one least disturbed.
+    best = {n: timings["serial_loop"]["min_s"] / timings[f"imagemapreduce_{n}"]["min_s"] for n in worker_counts}
     payload["ratios"] = {
         "speedup": {str(n): s for n, s in speedup.items()},
         "hand_pool_speedup": {str(n): s for n, s in pool_speedup.items()},
         "efficiency": {str(n): s / n for n, s in speedup.items()},
+        "speedup_best_of_repeats": {str(n): s for n, s in best.items()},
         "ours_1_over_serial": C.median(timings, "imagemapreduce_1") / serial,
     }
     targets = []
     if 2 in speedup:
-        targets.append(C.target("speedup at 2 workers", speedup[2], 1.8, ">=",
-                                "serial loop time / map_reduce time with 2 threads", args.smoke))  # fmt: skip
-        targets.append(C.target("hand-pool speedup at 2 workers", pool_speedup[2], 0.0, "info",
-                                "the machine's ceiling for this job right now", args.smoke))  # fmt: skip
-    targets.append(C.target("ours at 1 worker / serial loop", payload["ratios"]["ours_1_over_serial"], 0.0, "info",
-                            "single-worker engine cost over the plain loop", args.smoke))  # fmt: skip
+        targets.append(
+            C.target(
+                "speedup at 2 workers",
+                speedup[2],
+                1.8,
+                ">=",
+                "serial loop time / map_reduce time with 2 threads",
+                args.smoke,
+            )
+        )
+        targets.append(
+            C.target(
+                "speedup at 2 workers, best of repeats",
+                best[2],
+                0.0,
+                "info",
+                "fastest serial run / fastest 2-thread run (least disturbed by other load)",
+                args.smoke,
+            )
+        )
+        targets.append(
+            C.target(
+                "hand-pool speedup at 2 workers",
+                pool_speedup[2],
+                0.0,
+                "info",
+                "the machine's ceiling for this job right now",
+                args.smoke,
+            )
+        )
+    targets.append(
+        C.target(
+            "ours at 1 worker / serial loop",
+            payload["ratios"]["ours_1_over_serial"],
+            0.0,
+            "info",
+            "single-worker engine cost over the plain loop",
+            args.smoke,
+        )
+    )
     cap = payload["machine"]["parallel_capacity"]["capacity"]
-    targets.append(C.target("machine parallel capacity (pure CPU probe)", cap, 0.0, "info",
-                            f"cores' worth of CPU available with {max_workers} busy processes", args.smoke))  # fmt: skip
+    targets.append(
+        C.target(
+            "machine parallel capacity (pure CPU probe)",
+            cap,
+            0.0,
+            "info",
+            f"cores' worth of CPU available with {max_workers} busy processes",
+            args.smoke,
+        )
+    )
     payload["targets"] = targets
     print(C.timing_table(timings, reference="serial_loop"))
     rows = [[n, speedup[n], pool_speedup[n], speedup[n] / n] for n in worker_counts]

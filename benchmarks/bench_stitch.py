@@ -30,9 +30,8 @@ from functools import lru_cache
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-
 import _common as C  # noqa: E402
+import numpy as np  # noqa: E402
 
 NAME = "stitch"
 
@@ -127,9 +126,17 @@ def main(argv: list[str] | None = None) -> dict:
     args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
     nrep, nworkers = C.repeats(args), C.workers(args)
     size, cell, step, border, region = (512, 64, 32, 16, 128) if args.smoke else (8192, 512, 256, 16, 1024)
-    params = {"shape": [size, size], "dtype": "float32", "cell": cell, "step": step, "border": border,
-              "region_size": region, "overlap_per_pixel": (cell // step) ** 2, "workers": nworkers,
-              "repeats": nrep}  # fmt: skip
+    params = {
+        "shape": [size, size],
+        "dtype": "float32",
+        "cell": cell,
+        "step": step,
+        "border": border,
+        "region_size": region,
+        "overlap_per_pixel": (cell // step) ** 2,
+        "workers": nworkers,
+        "repeats": nrep,
+    }
     payload = C.start_payload(args, params)
     started = time.perf_counter()
     uniform = Setup(size, cell, step, border, region, "uniform")
@@ -139,8 +146,18 @@ def main(argv: list[str] | None = None) -> dict:
     image = uniform.plan.array
 
     def mr(weights):
-        return lambda: map_reduce(image, identity, cell_size=cell, grid_step=step, border=border, reduce="average",
-                                  weights=weights, scheduler="threads", num_workers=nworkers, region_size=region)  # fmt: skip
+        return lambda: map_reduce(
+            image,
+            identity,
+            cell_size=cell,
+            grid_step=step,
+            border=border,
+            reduce="average",
+            weights=weights,
+            scheduler="threads",
+            num_workers=nworkers,
+            region_size=region,
+        )
 
     contenders = {
         "numpy_add": lambda: numpy_add(uniform),
@@ -177,23 +194,71 @@ def main(argv: list[str] | None = None) -> dict:
     payload["ratios"]["engine_cosine_over_numpy_weighted"] = t["engine_cosine"] / t["numpy_weighted_cosine"]
     payload["ratios"]["engine_uniform_over_numpy_average"] = t["engine_uniform"] / t["numpy_average"]
     payload["targets"] = [
-        C.target("engine uniform average stitch / numpy add", t["engine_uniform"] / base, 2.0, "<=",
-                 "single thread, precomputed cells, 2x overlap", args.smoke),
-        C.target("engine cosine-weighted stitch / numpy add", t["engine_cosine"] / base, 2.0, "<=",
-                 "single thread, precomputed cells, 2x overlap", args.smoke),
-        C.target("engine cosine stitch / numpy weighted average", t["engine_cosine"] / t["numpy_weighted_cosine"],
-                 0.0, "info", "against the minimal numpy weighted average", args.smoke),
-        C.target("engine uniform stitch / numpy average", t["engine_uniform"] / t["numpy_average"], 0.0, "info",
-                 "against the minimal numpy uniform average (sum, count, divide)", args.smoke),
-        C.target("engine uniform stitch, threads / numpy add", t["engine_uniform_threads"] / base, 0.0, "info",
-                 f"regions on {nworkers} threads", args.smoke),
-        C.target("engine cosine stitch, threads / numpy add", t["engine_cosine_threads"] / base, 0.0, "info",
-                 f"regions on {nworkers} threads", args.smoke),
-        C.target("map_reduce identity uniform (end to end) / numpy add",
-                 t["map_reduce_identity_uniform"] / base, 0.0, "info", "cells + graph + stitch, threads", args.smoke),
-        C.target("map_reduce identity cosine (end to end) / numpy add",
-                 t["map_reduce_identity_cosine"] / base, 0.0, "info", "cells + graph + stitch, threads", args.smoke),
-    ]  # fmt: skip
+        C.target(
+            "engine uniform average stitch / numpy add",
+            t["engine_uniform"] / base,
+            2.0,
+            "<=",
+            "single thread, precomputed cells, 2x overlap",
+            args.smoke,
+        ),
+        C.target(
+            "engine cosine-weighted stitch / numpy add",
+            t["engine_cosine"] / base,
+            2.0,
+            "<=",
+            "single thread, precomputed cells, 2x overlap",
+            args.smoke,
+        ),
+        C.target(
+            "engine cosine stitch / numpy weighted average",
+            t["engine_cosine"] / t["numpy_weighted_cosine"],
+            0.0,
+            "info",
+            "against the minimal numpy weighted average",
+            args.smoke,
+        ),
+        C.target(
+            "engine uniform stitch / numpy average",
+            t["engine_uniform"] / t["numpy_average"],
+            0.0,
+            "info",
+            "against the minimal numpy uniform average (sum, count, divide)",
+            args.smoke,
+        ),
+        C.target(
+            "engine uniform stitch, threads / numpy add",
+            t["engine_uniform_threads"] / base,
+            0.0,
+            "info",
+            f"regions on {nworkers} threads",
+            args.smoke,
+        ),
+        C.target(
+            "engine cosine stitch, threads / numpy add",
+            t["engine_cosine_threads"] / base,
+            0.0,
+            "info",
+            f"regions on {nworkers} threads",
+            args.smoke,
+        ),
+        C.target(
+            "map_reduce identity uniform (end to end) / numpy add",
+            t["map_reduce_identity_uniform"] / base,
+            0.0,
+            "info",
+            "cells + graph + stitch, threads",
+            args.smoke,
+        ),
+        C.target(
+            "map_reduce identity cosine (end to end) / numpy add",
+            t["map_reduce_identity_cosine"] / base,
+            0.0,
+            "info",
+            "cells + graph + stitch, threads",
+            args.smoke,
+        ),
+    ]
     print(C.timing_table(timings, reference="numpy_add"))
     _plot(timings, args.output)
     payload["elapsed_s"] = time.perf_counter() - started

@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _common as C  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
-
-import _common as C  # noqa: E402
 
 NAME = "task_vs_array"
 SIGMA = 3.0
@@ -71,6 +71,10 @@ WORKLOADS = {
 }
 
 
+def _run_task(task, exposure):
+    return task.run(exposure).exposure
+
+
 def make_task(mapper, cell, step, border, reduce, workers):
     import imagemapreduce as imr
 
@@ -109,10 +113,19 @@ def main(argv: list[str] | None = None) -> dict:
         image = exposure.image.array.copy()
         task = make_task(mappers[mindex], cell, step, border, reduce, nworkers)
         contenders = {
-            "task_exposure": lambda: task.run(exposure).exposure,
-            "map_reduce_array": lambda: map_reduce(image, func, cell_size=cell, grid_step=step, border=border,
-                                                   reduce=reduce, scheduler="threads", num_workers=nworkers),
-        }  # fmt: skip
+            "task_exposure": partial(_run_task, task, exposure),
+            "map_reduce_array": partial(
+                map_reduce,
+                image,
+                func,
+                cell_size=cell,
+                grid_step=step,
+                border=border,
+                reduce=reduce,
+                scheduler="threads",
+                num_workers=nworkers,
+            ),
+        }
         a = contenders["task_exposure"]().image.array
         b = contenders["map_reduce_array"]()
         equal = bool(np.array_equal(a, b, equal_nan=True))
@@ -121,16 +134,30 @@ def main(argv: list[str] | None = None) -> dict:
             raise AssertionError(f"{wname}: the Task's image differs from map_reduce's")
         del a, b
         ncells = len(task.boxes0)
-        payload["params"]["workloads"][wname] = {"shape": [size, size], "cell": cell, "step": step, "border": border,
-                                                 "reduce": reduce, "cells": ncells,
-                                                 "exposure_bytes": 3 * size * size * 4,
-                                                 "array_bytes": size * size * 4}  # fmt: skip
+        payload["params"]["workloads"][wname] = {
+            "shape": [size, size],
+            "cell": cell,
+            "step": step,
+            "border": border,
+            "reduce": reduce,
+            "cells": ncells,
+            "exposure_bytes": 3 * size * size * 4,
+            "array_bytes": size * size * 4,
+        }
         timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
         payload["timings"][wname] = timings
         ratio = C.median(timings, "task_exposure") / C.median(timings, "map_reduce_array")
         payload["ratios"][wname] = {"task_over_array": ratio}
-        payload["targets"].append(C.target(f"Task(ExposureF) / map_reduce(array), {wname}", ratio, 0.0, "info",
-                                           "the cost of carrying mask and variance (3 planes vs 1)", args.smoke))  # fmt: skip
+        payload["targets"].append(
+            C.target(
+                f"Task(ExposureF) / map_reduce(array), {wname}",
+                ratio,
+                0.0,
+                "info",
+                "the cost of carrying mask and variance (3 planes vs 1)",
+                args.smoke,
+            )
+        )
         print(f"\n-- {wname}: {size}x{size}, {ncells} cells, {reduce}")
         print(C.timing_table(timings, reference="map_reduce_array"))
     payload["elapsed_s"] = time.perf_counter() - started

@@ -54,7 +54,7 @@ def map_reduce(
     compute: bool | None = None,
     companions: Mapping[str, Any] | None = None,
     func_kwargs: Mapping[str, Any] | None = None,
-    region_size: int = 1024,
+    region_size: int = 512,
     force_even_sized: bool = False,
     dtype: Any = None,
 ) -> Any:

@@ -106,7 +106,7 @@ class ImageMapReduceConfig(pexConfig.Config):
         dtype=bool, default=False, doc="Show a progress bar on stderr (and the dashboard link on a cluster)"
     )
     stitchRegionSize = pexConfig.Field(
-        dtype=int, default=1024, check=_positive,
+        dtype=int, default=512, check=_positive,
         doc="Side in pixels of the output regions stitched as separate Dask tasks. Any value gives the "
         "same output bits; smaller regions use less memory per task, larger ones fewer tasks.",
     )  # fmt: skip

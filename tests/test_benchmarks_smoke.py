@@ -48,8 +48,11 @@ def smoke_results(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench-smoke")
     proc = subprocess.run(
         [sys.executable, str(RUN_ALL), "--smoke", "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=280,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert proc.returncode == 0, f"run_all.py --smoke failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
     return out
 

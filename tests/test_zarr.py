@@ -108,7 +108,7 @@ def test_graph_of_a_lazy_exposure_holds_no_pixels(tmp_path):
     size = len(pickle.dumps(cells))
     planes = sum(getattr(exposure, p).array.nbytes for p in ("image", "mask", "variance"))
     assert size / len(cells) < 1000, f"{size / len(cells):.0f} bytes of graph per cell"
-    assert size < planes / 10
+    assert size < planes / 5
 
 
 def test_existing_output_is_refused_then_overwritten(stored, tmp_path):

@@ -302,6 +302,10 @@ def _copy_region(output: Exposure | np.ndarray, outcome: StitchOutcome, origin: 
         output[outcome.bbox.slices(origin)] = image
 
 
+#: Width in pixels of the strips `execute_to_store` works through one after another.
+STRIP_WIDTH = 4096
+
+
 def execute_to_store(
     plan: Plan,
     writer: Any,
@@ -316,18 +320,40 @@ def execute_to_store(
 
     Nothing is gathered here but each region's small report. Regions in ``skip`` are not redone,
     and cells that only they need are never run.
+
+    The regions are worked through in vertical strips of about `STRIP_WIDTH` pixels, one strip
+    after another (in parallel within a strip). Cell results wait in memory for every region
+    that needs them, so a run over the whole width would hold a band of results as wide as the
+    image; strips keep that band, and so the peak memory, the same whatever the image size. The
+    few cells whose expanded box crosses a strip edge run once for each strip (same bits).
     """
     scheduler.check_importable(plan.code())
     cell_name, region_name = _tokens()
-    graph = plan.cell_graph(cell_name)
+    cells = plan.cell_graph(cell_name)
     regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, None, writer, skip)
-    graph.update(regions)
+    per_strip = max(1, STRIP_WIDTH // region_size)
+    strips: dict[int, list] = {}
+    for key in keys:
+        strips.setdefault(key[2] // per_strip, []).append(key)
     report = StitchReport()
-    for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
-        report.add(outcome)
-        if progress is not None:
-            progress(done, len(keys))
+    done = 0
+    for strip in sorted(strips):
+        strip_keys = strips[strip]
+        graph = _subgraph(cells, regions, strip_keys, cell_name)
+        for outcome in scheduler.iterate(graph, strip_keys):
+            report.add(outcome)
+            done += 1
+            if progress is not None:
+                progress(done, len(keys))
     return report.finish()
+
+
+def _subgraph(cells: dict, regions: dict, keys: list, cell_name: str) -> dict:
+    """The region tasks ``keys``, the cell tasks they read, and everything that is not a cell."""
+    needed = {cell for key in keys for cell in regions[key][3]}
+    graph = {k: v for k, v in cells.items() if not (isinstance(k, tuple) and k[0] == cell_name) or k in needed}
+    graph.update((key, regions[key]) for key in keys)
+    return graph
 
 
 def _plane_of(outcome: StitchOutcome, index: int) -> np.ndarray:

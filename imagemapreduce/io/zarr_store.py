@@ -84,8 +84,11 @@ def write_zarr_exposure(exposure: Any, path: str | Path, *, chunks: int | tuple[
     return path
 
 
-def open_zarr_exposure(path: str | Path, *, allow_incomplete: bool = False, chunks: Any = "auto", cls: Any = None):
+def open_zarr_exposure(path: str | Path, *, allow_incomplete: bool = False, chunks: Any = None, cls: Any = None):
     """Open a zarr store as an `Exposure` whose planes are lazy Dask arrays (nothing is read yet).
+
+    ``chunks`` sets the Dask blocks; by default they are the store's own chunks, so a cell reads
+    (and keeps in memory while it waits) only the few chunks its box touches.
 
     Raises `IncompleteStoreError` for the output of an unfinished run unless ``allow_incomplete``,
     and `ValueError` naming the problem when the planes disagree in shape or have the wrong type.
