@@ -19,6 +19,7 @@ import numpy as np
 from .geom import Box2I, Point2D
 from .image import Exposure
 from .mapper import ImageMapper, ImageMapperConfig
+from .mappers import EDGE_MODES
 from .pipe_base import Struct
 from .psf import GaussianPsf, Psf
 
@@ -166,8 +167,7 @@ class PsfMatchMapperConfig(ImageMapperConfig):
     edgeMode = pexConfig.ChoiceField(
         dtype=str, default="nearest",
         doc="How the convolution extends the expanded cell beyond its edges (scipy.ndimage modes).",
-        allowed={"nearest": "repeat the edge pixel", "reflect": "mirror about the edge, edge repeated",
-                 "mirror": "mirror about the edge pixel"},
+        allowed=EDGE_MODES,
     )  # fmt: skip
     outputPsfSize = pexConfig.Field(
         dtype=int, optional=True, default=None, check=lambda n: n >= 3,

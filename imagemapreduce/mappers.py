@@ -27,6 +27,13 @@ __all__ = [
 ]
 
 
+#: The scipy.ndimage edge modes offered by the filtering mappers, with what each does.
+EDGE_MODES = {
+    "nearest": "repeat the edge pixel",
+    "reflect": "mirror about the edge, edge repeated",
+    "mirror": "mirror about the edge pixel",
+}
+
 class IdentityMapper(ImageMapper):
     """Return each cell unchanged (a view of the input): ``copy`` then rebuilds the input exactly."""
 
@@ -105,8 +112,7 @@ class MedianFilterMapperConfig(ImageMapperConfig):
     mode = pexConfig.ChoiceField(
         dtype=str, default="nearest",
         doc="How the window is filled beyond the image's edges (scipy.ndimage modes)",
-        allowed={"nearest": "repeat the edge pixel", "reflect": "mirror about the edge, edge repeated",
-                 "mirror": "mirror about the edge pixel"},
+        allowed=EDGE_MODES,
     )  # fmt: skip
 
 
