@@ -19,13 +19,14 @@ import numpy as np
 from ..geom import Box2I
 from ..image import Exposure
 from ..pipe_base import Struct
-from ..stitch import IMAGE_REDUCE_OPERATIONS
+from ..stitch import IMAGE_REDUCE_OPERATIONS, all_finite
 from .sources import materialize
 
 __all__ = [
     "CellFailure",
     "FailedCell",
     "FailurePolicy",
+    "WRITTEN",
     "CellOutcome",
     "CellTask",
     "ArrayCellTask",
@@ -207,6 +208,12 @@ class ArrayCellTask:
     grid_index: tuple[int, int] | None = None
     companion_names: tuple[str, ...] = field(default=())
     policy: FailurePolicy = field(default_factory=FailurePolicy)
+    # Where the cell's core goes in the output, when the cell may write it itself (see `graph`).
+    out: np.ndarray | None = None
+
+
+#: The result of a cell that wrote its core straight into the output.
+WRITTEN = "written into the output"
 
 
 def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.ndarray) -> CellOutcome:
@@ -226,6 +233,10 @@ def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.nd
         ) from exc
     if task.operation in IMAGE_REDUCE_OPERATIONS:
         result = _core_of(task, result, expanded.shape)
+        if task.out is not None and all_finite(result):
+            # Written while still in cache: the copy the stitcher would make anyway, same bits.
+            task.out[...] = result
+            result = WRITTEN
     return CellOutcome(
         task.index, task.box0, result, time.perf_counter() - start_wall, time.thread_time() - start_cpu, _worker_name()
     )
@@ -247,5 +258,10 @@ def _core_of(task: ArrayCellTask, result: Any, expanded_shape: tuple[int, ...]) 
 
 
 def array_piece(outcome: CellOutcome) -> Piece:
-    """The stitchable plane of a plain-array result (its core, covering the cell)."""
+    """The stitchable plane of a plain-array result (its core, covering the cell).
+
+    A core the cell already wrote into the output is a piece with no planes.
+    """
+    if isinstance(outcome.result, str) and outcome.result == WRITTEN:
+        return Piece(outcome.box0, None, None, None)
     return Piece(outcome.box0, outcome.result, None, None)

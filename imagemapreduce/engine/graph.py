@@ -92,12 +92,17 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         image, variance = None, None
         mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
     failed = [o.failure for o in outcomes if o.failure is not None]
-    done = [(o, task.extract(o)) for o in outcomes if o.failure is None]
+    pieces = [(o, task.extract(o)) for o in outcomes if o.failure is None]
+    written = [p.bbox for _, p in pieces if p.image is None]  # cores the cells wrote themselves
+    done = [(o, p) for o, p in pieces if p.image is not None]
     valid = [all_finite(*_overlap_planes(piece, task.bbox)) for _, piece in done]
     # copy fills the region with NaN first, to mark what no cell covers; skip that when valid
     # results are known to cover all of it.
-    prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, [p.bbox for _, p in done])
-    acc = task.accumulator(image, mask, variance, track_count=bool(failed), prefilled=prefilled)
+    boxes = written + [p.bbox for _, p in done]
+    prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, boxes)
+    acc = task.accumulator(image, mask, variance, track_count=bool(failed), prefilled=prefilled or bool(written))
+    if written and not prefilled:
+        _fill_around(acc.image, task.bbox, written)
     weighted = isinstance(acc, WeightedRegionAccumulator)
     home = set(task.home_cells)
     summaries, components = [], []
@@ -111,6 +116,10 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
             summaries.append(outcome.summary())
             psf_weight = 1.0 if weights is None or task.weighting.is_window else task.weighting.psf_weight(weights)
             components.append((piece.psf, piece.bbox, psf_weight))
+    for outcome, piece in pieces:
+        if piece.image is None and outcome.index in home:
+            summaries.append(outcome.summary())
+            components.append((None, piece.bbox, 1.0))
     summaries += [o.summary() for o in outcomes if o.failure is not None and o.index in home]
     stats = acc.finish(task.bad_bits)
     for failure in failed:
@@ -121,6 +130,16 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         planes = None
     reported = [f for f in failed if f.index in home]
     return StitchOutcome(task.bbox, stats, summaries, components, planes, reported)
+
+
+def _fill_around(image: np.ndarray, region: Box2I, written: list[Box2I]) -> None:
+    """Set to NaN the pixels of a region that no cell wrote itself (copy's start for the rest)."""
+    keep = np.zeros(image.shape, dtype=bool)
+    for box in written:
+        overlap = box.clipped_to(region)
+        if not overlap.isEmpty():
+            keep[overlap.slices(region.getBegin())] = True
+    image[~keep] = np.nan
 
 
 def _overlap_planes(piece: Piece, region: Box2I) -> tuple[np.ndarray, np.ndarray | None]:
@@ -243,10 +262,16 @@ def execute_stitch(
     """
     scheduler.check_importable(plan.code())
     cell_name, region_name = _tokens()
-    graph = plan.cell_graph(cell_name)
     # Regions write in place only where tasks share our memory and the output already holds the
     # input's mask (a lazy input's mask is read region by region instead).
     shared = output if scheduler.shares_memory and not plan.lazy else None
+    # A copy of plain arrays whose cells do not overlap: each cell writes its own core while it
+    # is still in cache, and the regions only handle what is left (NaN results, uncovered pixels).
+    direct = (
+        isinstance(shared, np.ndarray) and isinstance(plan, ArrayPlan) and plan.operation == "copy"
+        and plan.cores_disjoint()
+    )  # fmt: skip
+    graph = plan.cell_graph(cell_name, direct_out=shared if direct else None)
     dtype = output.dtype
     regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, shared)
     graph.update(regions)

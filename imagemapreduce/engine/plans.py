@@ -18,7 +18,23 @@ from ..weights import Weighting
 from .cells import ArrayCellTask, CellTask, FailurePolicy, array_piece, exposure_piece, run_array_cell, run_cell
 from .sources import CompanionSource, ExposureSource, PlaneSource
 
-__all__ = ["ExposurePlan", "ArrayPlan"]
+__all__ = ["ExposurePlan", "ArrayPlan", "cells_disjoint"]
+
+
+def cells_disjoint(boxes: np.ndarray) -> bool:
+    """Whether the ``(n, 4)`` boxes ``(minX, minY, maxX, maxY)`` share no pixel (a sufficient test).
+
+    True when, along x, every box ends before the next distinct left edge (so boxes with different
+    left edges cannot meet in x), the same holds along y, and no two boxes share a corner.
+    """
+    if len(boxes) < 2:
+        return True
+    for lo, hi in ((0, 2), (1, 3)):
+        edges = np.unique(boxes[:, lo])
+        following = np.append(edges[1:], np.iinfo(np.int64).max)[np.searchsorted(edges, boxes[:, lo])]
+        if np.any(boxes[:, hi] >= following):
+            return False
+    return len(np.unique(boxes[:, :2], axis=0)) == len(boxes)
 
 
 @dataclass
@@ -39,8 +55,11 @@ class ExposurePlan:
     extract = staticmethod(exposure_piece)
     with_variance = True
 
-    def cell_graph(self, name: str) -> dict[Any, Any]:
-        """One task per cell, each holding (or reading) its expanded box only."""
+    def cell_graph(self, name: str, direct_out: Any = None) -> dict[Any, Any]:
+        """One task per cell, each holding (or reading) its expanded box only.
+
+        ``direct_out`` is for plain arrays only (an exposure mapper's result box is its own choice).
+        """
         source = ExposureSource(self.exposure)
         companions = [CompanionSource(c) for c in self.companions.values()]
         graph = source.graph()
@@ -94,8 +113,12 @@ class ArrayPlan:
     extract = staticmethod(array_piece)
     with_variance = False
 
-    def cell_graph(self, name: str) -> dict[Any, Any]:
-        """One task per cell, each holding (or reading) its expanded box of every array only."""
+    def cell_graph(self, name: str, direct_out: np.ndarray | None = None) -> dict[Any, Any]:
+        """One task per cell, each holding (or reading) its expanded box of every array only.
+
+        With ``direct_out`` (the output array, on a shared-memory scheduler, for a ``copy`` whose
+        cells do not overlap), each cell writes its valid core straight into it.
+        """
         sources = [PlaneSource(self.array, self.origin)]
         sources += [PlaneSource(a, self.origin) for a in self.companions.values()]
         graph: dict[Any, Any] = {}
@@ -107,9 +130,14 @@ class ArrayPlan:
             task = ArrayCellTask(
                 self.func, index, box0, box1, self.operation, self.kwargs, self.geometry,
                 tuple(indices[index]) if indices is not None else None, names, self.policy,
+                None if direct_out is None else direct_out[box0.slices(self.origin)],
             )  # fmt: skip
             graph[(name, index)] = (run_array_cell, task, *(s.cut(box1) for s in sources))
         return graph
+
+    def cores_disjoint(self) -> bool:
+        """Whether no two cells share a pixel (then each pixel's ``copy`` comes from one cell only)."""
+        return cells_disjoint(self.grid.cells)
 
     def code(self) -> list[Any]:
         """The objects whose code the workers must be able to import."""
