@@ -70,16 +70,16 @@ class RegionStats:
 
 
 def all_finite(image: np.ndarray, variance: np.ndarray | None = None) -> bool:
-    """Whether every pixel is finite, from min and max alone (fast reductions, no temporaries).
+    """Whether every pixel is finite, from one fast reduction (the sum) per plane, no temporaries.
 
-    Finite image and variance guarantee ``image * variance`` is never NaN (LSST's validity test).
+    A NaN or infinity anywhere makes the sum non-finite; a sum that overflows says False for finite
+    pixels too, which only sends them down the careful (masked) path. Finite image and variance
+    guarantee ``image * variance`` is never NaN (LSST's validity test).
     """
     for plane in (image, variance):
         if plane is None or plane.size == 0:
             continue
-        if plane.dtype.kind != "f":
-            return False
-        if not (np.isfinite(plane.min()) and np.isfinite(plane.max())):
+        if plane.dtype.kind != "f" or not np.isfinite(plane.sum()):
             return False
     return True
 
