@@ -323,6 +323,25 @@ def report(name: str, payload: dict[str, Any], output: Path) -> Path:
     return write_result(name, payload, output)
 
 
+def same_pixels(contenders: dict[str, Any], reference: Any, label: str = "") -> dict[str, bool]:
+    """Call every contender once (outside the timing) and check it gives ``reference``'s pixels exactly."""
+    import numpy as np
+
+    equal = {name: bool(np.array_equal(reference, call())) for name, call in contenders.items()}
+    if not all(equal.values()):
+        raise AssertionError(f"{label + ': ' if label else ''}contenders disagree on the pixels: {equal}")
+    return equal
+
+
+def save_plot(fig: Any, output: Path, name: str) -> None:
+    """Lay out, write ``<output>/<name>.png`` and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(plot_path(output, name), dpi=100)
+    plt.close(fig)
+
+
 def plot_path(output: Path, name: str) -> Path:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -263,9 +263,7 @@ def _plot(payload, sizes, output) -> None:
     ax.set_ylabel("MiB")
     ax.set_title("zarr -> runToZarr -> zarr")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(C.plot_path(output, NAME), dpi=100)
-    plt.close(fig)
+    C.save_plot(fig, output, NAME)
 
 
 if __name__ == "__main__":

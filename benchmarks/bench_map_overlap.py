@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     # Correctness first, outside the timing: every contender gives the very same pixels.
     reference = contenders["imagemapreduce"]()
-    equal = {name: bool(np.array_equal(reference, call())) for name, call in contenders.items()}
-    payload["pixels_equal"] = equal
-    if not all(equal.values()):
-        raise AssertionError(f"contenders disagree on the pixels: {equal}")
+    payload["pixels_equal"] = C.same_pixels(contenders, reference)
     del reference
 
     timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
@@ -206,9 +203,7 @@ def _plot(timings: dict, output) -> None:
         ax.plot([i] * len(timings[n]["times_s"]), timings[n]["times_s"], "k.", ms=3)
     ax.set_ylabel("seconds (median; dots = repeats)")
     ax.set_title("Gaussian filter per bordered cell, threads")
-    fig.tight_layout()
-    fig.savefig(C.plot_path(output, NAME), dpi=100)
-    plt.close(fig)
+    C.save_plot(fig, output, NAME)
 
 
 if __name__ == "__main__":

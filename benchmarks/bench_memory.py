@@ -221,9 +221,7 @@ def _plot(payload: dict, output) -> None:
     ax.set_ylabel("peak RSS / exposure size")
     ax.set_title("average, 2x overlap (4 cells per pixel)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(C.plot_path(output, NAME), dpi=100)
-    plt.close(fig)
+    C.save_plot(fig, output, NAME)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
             "serial_loop": partial(serial_loop, image, cells, func),
         }
         reference = contenders["hand_pool"]()
-        equal = {name: bool(np.array_equal(reference, call())) for name, call in contenders.items()}
-        payload["pixels_equal"][wname] = equal
-        if not all(equal.values()):
-            raise AssertionError(f"{wname}: contenders disagree on the pixels: {equal}")
+        payload["pixels_equal"][wname] = C.same_pixels(contenders, reference, wname)
         del reference
         timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
         payload["timings"][wname] = timings

@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         contenders[f"imagemapreduce_{n}"] = partial(ours, image, cell, border, n, func)
         contenders[f"hand_pool_{n}"] = partial(hand_pool, image, cells, n, func)
     reference = contenders["serial_loop"]()
-    equal = {name: bool(np.array_equal(reference, call())) for name, call in contenders.items()}
-    payload["pixels_equal"] = equal
-    if not all(equal.values()):
-        raise AssertionError(f"contenders disagree on the pixels: {equal}")
+    payload["pixels_equal"] = C.same_pixels(contenders, reference)
     del reference
 
     timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args))
@@ -194,9 +191,7 @@ def _plot(ns, speedup, pool_speedup, capacity, params, output) -> None:
     ax.set_xticks(ns)
     ax.set_title(f"{params['shape'][0]}^2, {params['cells']} cells, {params['mapper']} sigma {params['sigma']:g}")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(C.plot_path(output, NAME), dpi=100)
-    plt.close(fig)
+    C.save_plot(fig, output, NAME)
 
 
 if __name__ == "__main__":

@@ -278,9 +278,7 @@ def _plot(timings, output) -> None:
     ax.set_xlabel("time / numpy add (median)")
     ax.set_title("Stitching 2x-overlap cells")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(C.plot_path(output, NAME), dpi=100)
-    plt.close(fig)
+    C.save_plot(fig, output, NAME)
 
 
 if __name__ == "__main__":

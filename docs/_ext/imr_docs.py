@@ -54,6 +54,17 @@ MACHINE_FIELDS = (
 )
 
 
+
+def _machine_table(data: dict[str, Any]) -> list[Any]:
+    """The machine a result was measured on, as a table (nothing if the result does not say)."""
+    machine = data.get("machine")
+    if not isinstance(machine, dict) or not machine:
+        return []
+    shown = {k: machine[k] for k in MACHINE_FIELDS if k in machine}
+    if isinstance(shown.get("git_commit"), str):
+        shown["git_commit"] = shown["git_commit"][:12]
+    return [_key_value_table(shown or machine, "machine", ("machine", "value"))]
+
 def _format(value: Any) -> str:
     """A table cell: floats to 4 significant digits, lists joined, None as an empty cell."""
     if value is None:
@@ -209,12 +220,7 @@ def render_summary(data: dict[str, Any]) -> list[nodes.Node]:
         out.append(_table(["benchmark", "script", "exit status", "seconds"], rows, "runs"))
     if data.get("failed"):
         out.append(nodes.paragraph(text="Failed: " + _format(data["failed"])))
-    machine = data.get("machine")
-    if isinstance(machine, dict) and machine:
-        shown = {k: machine[k] for k in MACHINE_FIELDS if k in machine}
-        if isinstance(shown.get("git_commit"), str):
-            shown["git_commit"] = shown["git_commit"][:12]
-        out.append(_key_value_table(shown or machine, "machine", ("machine", "value")))
+    out.extend(_machine_table(data))
     return out
 
 
@@ -281,12 +287,7 @@ def render_result(data: Any, name: str = "", folder: Path | None = None) -> list
         out.append(_key_value_table(scalars, "other results"))
     if isinstance(data.get("params"), dict) and data["params"]:
         out.append(_key_value_table(data["params"], "parameters", ("parameter", "value")))
-    machine = data.get("machine")
-    if isinstance(machine, dict) and machine:
-        shown = {k: machine[k] for k in MACHINE_FIELDS if k in machine}
-        if isinstance(shown.get("git_commit"), str):
-            shown["git_commit"] = shown["git_commit"][:12]
-        out.append(_key_value_table(shown or machine, "machine", ("machine", "value")))
+    out.extend(_machine_table(data))
     return out
 
 
