@@ -8,12 +8,15 @@ Contenders, all on threads with the same worker count, each from the numpy input
 * ``imagemapreduce``: ``map_reduce(image, f, cell_size=512, border=16, reduce="copy", scheduler="threads")``.
 * ``dask_map_overlap``: ``da.from_array(image, chunks=512).map_overlap(f, depth=16, boundary="none")``
   then ``.compute(scheduler="threads")``.
-* ``hand_pool``: a ``concurrent.futures.ThreadPoolExecutor`` over the same expanded cells, writing each
-  core into a preallocated array (the floor for any scheduler).
+* ``hand_pool``: a ``concurrent.futures.ThreadPoolExecutor`` over the same expanded cells (views of the
+  image), writing each core into a preallocated array.
+* ``hand_pool_contiguous``: the same pool handing ``func`` a contiguous copy of each expanded cell, as
+  ``map_reduce`` does: with the same memory layout, what is left is the engine's own cost.
 * ``serial_loop``: the same loop in one thread (LSST's serial algorithm), for the speedup.
 
-All four results are checked to be identical (``np.array_equal``) before anything is timed.
-Target: ``dask_map_overlap / imagemapreduce >= 2``.
+All results are checked to be identical (``np.array_equal``) before anything is timed.
+Target: ``dask_map_overlap / imagemapreduce >= 2``. The pools are context here; ``bench_pool_overhead``
+judges the engine against them.
 """
 
 from __future__ import annotations
@@ -59,19 +62,25 @@ def expanded_cells(shape: tuple[int, int], cell: int, border: int) -> list[tuple
     return out
 
 
-def serial_loop(image: np.ndarray, cells, func=smooth) -> np.ndarray:
+def _cut(image: np.ndarray, rows: slice, cols: slice, contiguous: bool) -> np.ndarray:
+    """An expanded cell as the function gets it: a view, or (``contiguous``) a compact copy."""
+    cell = image[rows, cols]
+    return np.ascontiguousarray(cell) if contiguous else cell
+
+
+def serial_loop(image: np.ndarray, cells, func=smooth, contiguous: bool = False) -> np.ndarray:
     out = np.empty_like(image)
     for rows, cols, core_r, core_c, dst_r, dst_c in cells:
-        out[dst_r, dst_c] = func(image[rows, cols])[core_r, core_c]
+        out[dst_r, dst_c] = func(_cut(image, rows, cols, contiguous))[core_r, core_c]
     return out
 
 
-def hand_pool(image: np.ndarray, cells, workers: int, func=smooth) -> np.ndarray:
+def hand_pool(image: np.ndarray, cells, workers: int, func=smooth, contiguous: bool = False) -> np.ndarray:
     out = np.empty_like(image)
 
     def one(spec):
         rows, cols, core_r, core_c, dst_r, dst_c = spec
-        out[dst_r, dst_c] = func(image[rows, cols])[core_r, core_c]
+        out[dst_r, dst_c] = func(_cut(image, rows, cols, contiguous))[core_r, core_c]
 
     with ThreadPoolExecutor(workers) as pool:
         for _ in pool.map(one, cells):
@@ -120,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "imagemapreduce": lambda: ours(image, cell, border, nworkers),
         "dask_map_overlap": lambda: dask_map_overlap(image, cell, border, nworkers),
         "hand_pool": lambda: hand_pool(image, cells, nworkers),
+        "hand_pool_contiguous": lambda: hand_pool(image, cells, nworkers, contiguous=True),
         "serial_loop": lambda: serial_loop(image, cells),
     }
     # Correctness first, outside the timing: every contender gives the very same pixels.
@@ -133,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = {
         "map_overlap_over_ours": t["dask_map_overlap"] / t["imagemapreduce"],
         "ours_over_hand_pool": t["imagemapreduce"] / t["hand_pool"],
+        "ours_over_hand_pool_contiguous": t["imagemapreduce"] / t["hand_pool_contiguous"],
+        "hand_pool_over_hand_pool_contiguous": t["hand_pool"] / t["hand_pool_contiguous"],
         "serial_over_ours": t["serial_loop"] / t["imagemapreduce"],
         "serial_over_hand_pool": t["serial_loop"] / t["hand_pool"],
         "serial_over_map_overlap": t["serial_loop"] / t["dask_map_overlap"],
@@ -151,9 +163,25 @@ def main(argv: list[str] | None = None) -> dict:
         C.target(
             "ours / hand-written pool (gaussian job)",
             ratios["ours_over_hand_pool"],
-            1.10,
-            "<=",
+            0.0,
+            "info",
             "map_reduce time divided by a ThreadPoolExecutor loop over the same cells",
+            args.smoke,
+        ),
+        C.target(
+            "ours / hand pool that copies each cell first (engine cost alone)",
+            ratios["ours_over_hand_pool_contiguous"],
+            0.0,
+            "info",
+            "map_reduce time divided by the same loop handing func contiguous copies, as map_reduce does",
+            args.smoke,
+        ),
+        C.target(
+            "layout: hand pool on views / hand pool on contiguous copies",
+            ratios["hand_pool_over_hand_pool_contiguous"],
+            0.0,
+            "info",
+            "what handing func a compact copy of its cell, instead of a strided view, gains here",
             args.smoke,
         ),
         C.target(
@@ -182,9 +210,10 @@ def main(argv: list[str] | None = None) -> dict:
         ),
     ]
     payload["notes"].append(
-        "The Gaussian filter dominates every contender; the serial loop bounds what any parallel run gains "
-        "on this machine (see serial_over_hand_pool). A 2x lead over map_overlap needs map_overlap's own "
-        "overhead to equal the whole filtering work."
+        "The Gaussian filter dominates every contender. map_reduce hands func a C-contiguous copy of each "
+        "expanded cell (as map_overlap does, and as worker processes receive them), which filters faster "
+        "than the strided view the plain pool passes; hand_pool_contiguous does the same in the pool, so "
+        "ours / hand_pool_contiguous is the engine's own cost."
     )
     print(C.timing_table(timings, reference="imagemapreduce"))
     _plot(timings, args.output)
@@ -197,11 +226,12 @@ def _plot(timings: dict, output) -> None:
     plt = C.pyplot()
     names = list(timings)
     med = [timings[n]["median_s"] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, med, color=["C0", "C1", "C2", "C7"][: len(names)])
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.bar(names, med, color=["C0", "C1", "C2", "C4", "C7"][: len(names)])
     for i, n in enumerate(names):
         ax.plot([i] * len(timings[n]["times_s"]), timings[n]["times_s"], "k.", ms=3)
     ax.set_ylabel("seconds (median; dots = repeats)")
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     ax.set_title("Gaussian filter per bordered cell, threads")
     C.save_plot(fig, output, NAME)
 

@@ -8,13 +8,17 @@ The mapper is compute-bound and releases the GIL, so threads can run cells at on
 on a 4096x4096 float32 image in 512-px cells (64 cells).
 * ``fft``: a Gaussian blur done in Fourier space with ``scipy.fft`` (also GIL-free), for comparison.
 
-Contenders: ``serial_loop`` (a plain Python loop over the cells, as LSST runs it), ours
-(``map_reduce(..., reduce="copy", scheduler="threads", num_workers=n)``) for n = 1 ..
-``--max-workers`` and, as the machine's own ceiling, a hand-written thread pool at the same n.
-Before timing, a pure-CPU probe measures how many cores' worth of CPU the machine gives right
-now (``parallel_capacity``); on a shared machine that, not n, bounds any speedup.
+Contenders: ``serial_loop`` (a plain Python loop over the cells, as LSST runs it, each cell a view
+of the image), ``serial_loop_contiguous`` (the same loop handing the function a contiguous copy of
+each cell, as ``map_reduce`` does), ours (``map_reduce(..., reduce="copy", scheduler="threads",
+num_workers=n)``) for n = 1 .. ``--max-workers`` and, as the machine's own ceiling, a hand-written
+thread pool on contiguous copies at the same n. Before timing, a pure-CPU probe measures how many
+cores' worth of CPU the machine gives right now (``parallel_capacity``); on a shared machine that,
+not n, bounds any speedup.
 
-Target: speedup (serial time / ours) at 2 workers >= 1.8. Writes a speedup plot with the ideal line.
+Two speedups: over LSST's loop (what a user porting from LSST gains), and over the contiguous loop
+(parallel scaling alone: the same work per cell, spread over n threads). Targets: both >= 1.8 at 2
+workers. Writes a speedup plot with the ideal line.
 """
 
 from __future__ import annotations
@@ -89,10 +93,13 @@ def main(argv: list[str] | None = None) -> dict:
     payload["machine"]["parallel_capacity"] = C.parallel_capacity(max_workers, n=100_000 if args.smoke else 3_000_000)
 
     worker_counts = list(range(1, max_workers + 1))
-    contenders = {"serial_loop": lambda: serial_loop(image, cells, func)}
+    contenders = {
+        "serial_loop": lambda: serial_loop(image, cells, func),
+        "serial_loop_contiguous": lambda: serial_loop(image, cells, func, contiguous=True),
+    }
     for n in worker_counts:
         contenders[f"imagemapreduce_{n}"] = partial(ours, image, cell, border, n, func)
-        contenders[f"hand_pool_{n}"] = partial(hand_pool, image, cells, n, func)
+        contenders[f"hand_pool_{n}"] = partial(hand_pool, image, cells, n, func, contiguous=True)
     reference = contenders["serial_loop"]()
     payload["pixels_equal"] = C.same_pixels(contenders, reference)
     del reference
@@ -102,41 +109,51 @@ def main(argv: list[str] | None = None) -> dict:
         max_workers, n=100_000 if args.smoke else 3_000_000
     )
     payload["timings"] = timings
-    serial = C.median(timings, "serial_loop")
+    lsst = C.median(timings, "serial_loop")
+    serial = C.median(timings, "serial_loop_contiguous")
     speedup = {n: serial / C.median(timings, f"imagemapreduce_{n}") for n in worker_counts}
+    lsst_speedup = {n: lsst / C.median(timings, f"imagemapreduce_{n}") for n in worker_counts}
     pool_speedup = {n: serial / C.median(timings, f"hand_pool_{n}") for n in worker_counts}
     # Best of the repeats: on a shared machine the fastest run is the one least disturbed.
-    best = {n: timings["serial_loop"]["min_s"] / timings[f"imagemapreduce_{n}"]["min_s"] for n in worker_counts}
+    best = {
+        n: timings["serial_loop_contiguous"]["min_s"] / timings[f"imagemapreduce_{n}"]["min_s"] for n in worker_counts
+    }
     payload["ratios"] = {
         "speedup": {str(n): s for n, s in speedup.items()},
+        "speedup_over_lsst_loop": {str(n): s for n, s in lsst_speedup.items()},
         "hand_pool_speedup": {str(n): s for n, s in pool_speedup.items()},
         "efficiency": {str(n): s / n for n, s in speedup.items()},
         "speedup_best_of_repeats": {str(n): s for n, s in best.items()},
         "ours_1_over_serial": C.median(timings, "imagemapreduce_1") / serial,
+        "lsst_loop_over_contiguous_loop": lsst / serial,
     }
     targets = []
     if 2 in speedup:
-        targets.append(
+        targets += [
             C.target(
-                "speedup at 2 workers",
+                "speedup at 2 workers over LSST's serial loop",
+                lsst_speedup[2],
+                1.8,
+                ">=",
+                "serial loop on views (as LSST runs it) time / map_reduce time with 2 threads",
+                args.smoke,
+            ),
+            C.target(
+                "parallel speedup at 2 workers (same cell layout)",
                 speedup[2],
                 1.8,
                 ">=",
-                "serial loop time / map_reduce time with 2 threads",
+                "serial loop on contiguous copies time / map_reduce time with 2 threads",
                 args.smoke,
-            )
-        )
-        targets.append(
+            ),
             C.target(
-                "speedup at 2 workers, best of repeats",
+                "parallel speedup at 2 workers, best of repeats",
                 best[2],
                 0.0,
                 "info",
-                "fastest serial run / fastest 2-thread run (least disturbed by other load)",
+                "fastest contiguous serial run / fastest 2-thread run (least disturbed by other load)",
                 args.smoke,
-            )
-        )
-        targets.append(
+            ),
             C.target(
                 "hand-pool speedup at 2 workers",
                 pool_speedup[2],
@@ -144,15 +161,25 @@ def main(argv: list[str] | None = None) -> dict:
                 "info",
                 "the machine's ceiling for this job right now",
                 args.smoke,
-            )
-        )
+            ),
+        ]
     targets.append(
         C.target(
-            "ours at 1 worker / serial loop",
+            "layout: serial loop on views / on contiguous copies",
+            payload["ratios"]["lsst_loop_over_contiguous_loop"],
+            0.0,
+            "info",
+            "what a compact copy of each cell gains before any parallelism",
+            args.smoke,
+        )
+    )
+    targets.append(
+        C.target(
+            "ours at 1 worker / contiguous serial loop",
             payload["ratios"]["ours_1_over_serial"],
             0.0,
             "info",
-            "single-worker engine cost over the plain loop",
+            "single-worker engine cost over the plain loop doing the same work",
             args.smoke,
         )
     )
@@ -168,29 +195,33 @@ def main(argv: list[str] | None = None) -> dict:
         )
     )
     payload["targets"] = targets
-    print(C.timing_table(timings, reference="serial_loop"))
-    rows = [[n, speedup[n], pool_speedup[n], speedup[n] / n] for n in worker_counts]
-    print(C.table(rows, ["workers", "speedup ours", "speedup hand pool", "efficiency ours"]))
-    _plot(worker_counts, speedup, pool_speedup, cap, params, args.output)
+    print(C.timing_table(timings, reference="serial_loop_contiguous"))
+    rows = [[n, speedup[n], lsst_speedup[n], pool_speedup[n], speedup[n] / n] for n in worker_counts]
+    print(C.table(rows, ["workers", "speedup ours", "ours over LSST loop", "speedup hand pool", "efficiency ours"]))
+    _plot(worker_counts, speedup, lsst_speedup, pool_speedup, cap, params, args.output)
     payload["elapsed_s"] = time.perf_counter() - started
     C.report(NAME, payload, args.output)
     return payload
 
 
-def _plot(ns, speedup, pool_speedup, capacity, params, output) -> None:
+def _plot(ns, speedup, lsst_speedup, pool_speedup, capacity, params, output) -> None:
     plt = C.pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    top = max(max(ns), *lsst_speedup.values()) + 0.5
     ax.plot([0, max(ns)], [0, max(ns)], "k--", lw=1, label="ideal")
     ax.plot(ns, [speedup[n] for n in ns], "o-", label="imagemapreduce (threads)")
     ax.plot(ns, [pool_speedup[n] for n in ns], "s:", label="hand-written pool")
+    ax.plot(ns, [lsst_speedup[n] for n in ns], "^-.", color="C2", lw=1, label="imagemapreduce over LSST's loop")
     ax.axhline(capacity, color="C3", lw=1, ls="-.", label=f"machine capacity now ({capacity:.2f})")
     ax.set_xlabel("workers")
     ax.set_ylabel("speedup over the serial loop")
     ax.set_xlim(0, max(ns) + 0.5)
-    ax.set_ylim(0, max(ns) + 0.5)
+    ax.set_ylim(0, top)
     ax.set_xticks(ns)
     ax.set_title(f"{params['shape'][0]}^2, {params['cells']} cells, {params['mapper']} sigma {params['sigma']:g}")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.text(0.98, 0.02, "same cells, contiguous copies;\nLSST's loop passes views", transform=ax.transAxes,
+            ha="right", va="bottom", fontsize=7, color="0.4")  # fmt: skip
     C.save_plot(fig, output, NAME)
 
 

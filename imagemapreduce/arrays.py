@@ -73,8 +73,9 @@ def map_reduce(
     image : `numpy.ndarray`, `dask.array.Array` or `xarray.DataArray`
         The 2-d input. Anything ``numpy.asarray`` accepts is taken as numpy.
     func : callable
-        ``func(cell, **kwargs) -> array``. ``cell`` is the expanded cell (read-only for numpy input:
-        copy it before writing). It returns an array the shape of ``cell`` (its core is kept) or
+        ``func(cell, **kwargs) -> array``. ``cell`` is the expanded cell as a read-only,
+        C-contiguous numpy array (a compact copy of a box of an in-memory image: copy it again
+        before writing into it). It returns an array the shape of ``cell`` (its core is kept) or
         the shape of the cell itself; with ``reduce="none"``, anything. Besides ``func_kwargs``
         and ``companions`` it receives, if it names them as parameters (not via ``**kwargs``):
         ``cell_box`` and ``expanded_box`` (`Box2I` in array indices: x = column, y = row) and

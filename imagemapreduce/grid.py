@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._gc_pause import builds_graph
 from .geom import Box2I
 
 __all__ = [
@@ -204,6 +205,7 @@ def _areas(boxes: np.ndarray) -> np.ndarray:
     return np.where((width > 0) & (height > 0), width * height, 0)
 
 
+@builds_graph
 def boxes_from_array(boxes: np.ndarray) -> list[Box2I]:
     """Turn an ``(n, 4)`` array of ``(minX, minY, maxX, maxY)`` into a list of `Box2I`."""
     out = []

@@ -33,6 +33,8 @@ __all__ = [
     "Piece",
     "run_cell",
     "run_array_cell",
+    "cell_array",
+    "write_core",
     "exposure_piece",
     "array_piece",
 ]
@@ -216,13 +218,34 @@ class ArrayCellTask:
 WRITTEN = "written into the output"
 
 
+def cell_array(cell: Any) -> Any:
+    """The array a function receives for one cell: C-contiguous and read-only.
+
+    A cell cut from a larger in-memory image is a strided view whose rows lie a whole image
+    width apart; filters that walk columns (``scipy.ndimage`` along axis 0, for one) then touch
+    a new page for every pixel. One compact copy of the expanded cell costs less than that
+    (Gaussian filtering of 544-px cells of an 8192-px image: 11 % faster, copy included), and it
+    is what a worker process receives anyway. Anything that is not a numpy array (or a cut of
+    one, made into its pixels here) is passed as it is.
+    """
+    cell = materialize(cell)
+    if not isinstance(cell, np.ndarray):
+        return cell
+    if not cell.flags.c_contiguous:
+        cell = np.ascontiguousarray(cell)
+    cell.flags.writeable = False
+    return cell
+
+
 def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.ndarray) -> CellOutcome:
     """Call the function on one expanded cell and keep the cell's core of its answer."""
     start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    expanded = cell_array(expanded)
     kwargs = dict(task.kwargs)
-    kwargs.update(zip(task.companion_names, companions))
-    geometry = {"cell_box": task.box0, "expanded_box": task.box1, "grid_index": task.grid_index}
-    kwargs.update({name: geometry[name] for name in task.geometry})
+    kwargs.update(zip(task.companion_names, map(cell_array, companions)))
+    if task.geometry:
+        geometry = {"cell_box": task.box0, "expanded_box": task.box1, "grid_index": task.grid_index}
+        kwargs.update({name: geometry[name] for name in task.geometry})
     try:
         result = _call_with_retries(task.policy, lambda: task.func(expanded, **kwargs))
     except Exception as exc:  # noqa: BLE001 - re-raised with the cell named, or masked
@@ -234,12 +257,24 @@ def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.nd
     if task.operation in IMAGE_REDUCE_OPERATIONS:
         result = _core_of(task, result, expanded.shape)
         if task.out is not None and all_finite(result):
-            # Written while still in cache: the copy the stitcher would make anyway, same bits.
-            task.out[...] = result
+            write_core(task.operation, result, task.out)
             result = WRITTEN
     return CellOutcome(
         task.index, task.box0, result, time.perf_counter() - start_wall, time.thread_time() - start_cpu, _worker_name()
     )
+
+
+def write_core(operation: str, core: np.ndarray, out: np.ndarray) -> None:
+    """Write a cell's all-finite core where no other cell reaches: the bits the stitcher would give.
+
+    ``copy`` copies. ``sum`` and ``average`` start a pixel at zero and add its one value (an
+    average then divides by a count of one, which changes nothing), and ``0 + x`` is ``x`` except
+    that it turns -0.0 into +0.0, so they write ``x + 0``. Same cost as a copy: one pass.
+    """
+    if operation == "copy":
+        out[...] = core
+    else:
+        np.add(core, out.dtype.type(0), out=out)
 
 
 def _core_of(task: ArrayCellTask, result: Any, expanded_shape: tuple[int, ...]) -> np.ndarray:
@@ -258,10 +293,5 @@ def _core_of(task: ArrayCellTask, result: Any, expanded_shape: tuple[int, ...]) 
 
 
 def array_piece(outcome: CellOutcome) -> Piece:
-    """The stitchable plane of a plain-array result (its core, covering the cell).
-
-    A core the cell already wrote into the output is a piece with no planes.
-    """
-    if isinstance(outcome.result, str) and outcome.result == WRITTEN:
-        return Piece(outcome.box0, None, None, None)
+    """The stitchable plane of a plain-array result (its core, covering the cell)."""
     return Piece(outcome.box0, outcome.result, None, None)

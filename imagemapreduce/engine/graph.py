@@ -7,7 +7,8 @@ identical to one whole-image loop whatever the scheduler, the number of workers 
 
 On the shared-memory schedulers (synchronous, threads) each region writes straight into the
 output; on the others (processes, a cluster) regions come back as arrays and are copied in as they
-arrive, so no path ever holds every cell's result at once. Regions can also be the chunks of a
+arrive, so no path ever holds every cell's result at once. Plain-array cells that tile the image
+without overlap write their own cores instead, and the graph is the cells alone. Regions can also be the chunks of a
 lazy Dask array (for Dask input, or for writing to zarr region by region).
 """
 
@@ -15,17 +16,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from .._gc_pause import builds_graph
 from ..geom import Box2I, Point2I
 from ..grid import CellGrid
 from ..image import Exposure
 from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, all_finite, covers, mark_lost
 from ..weights import Weighting
-from .cells import CellOutcome, FailedCell, Piece
+from .cells import WRITTEN, CellOutcome, FailedCell, Piece
 from .plans import ArrayPlan, ExposurePlan
 from .scheduling import SchedulerChoice
 
@@ -92,17 +94,12 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         image, variance = None, None
         mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
     failed = [o.failure for o in outcomes if o.failure is not None]
-    pieces = [(o, task.extract(o)) for o in outcomes if o.failure is None]
-    written = [p.bbox for _, p in pieces if p.image is None]  # cores the cells wrote themselves
-    done = [(o, p) for o, p in pieces if p.image is not None]
+    done = [(o, task.extract(o)) for o in outcomes if o.failure is None]
     valid = [all_finite(*_overlap_planes(piece, task.bbox)) for _, piece in done]
     # copy fills the region with NaN first, to mark what no cell covers; skip that when valid
     # results are known to cover all of it.
-    boxes = written + [p.bbox for _, p in done]
-    prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, boxes)
-    acc = task.accumulator(image, mask, variance, track_count=bool(failed), prefilled=prefilled or bool(written))
-    if written and not prefilled:
-        _fill_around(acc.image, task.bbox, written)
+    prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, [p.bbox for _, p in done])
+    acc = task.accumulator(image, mask, variance, track_count=bool(failed), prefilled=prefilled)
     weighted = isinstance(acc, WeightedRegionAccumulator)
     home = set(task.home_cells)
     summaries, components = [], []
@@ -116,10 +113,6 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
             summaries.append(outcome.summary())
             psf_weight = 1.0 if weights is None or task.weighting.is_window else task.weighting.psf_weight(weights)
             components.append((piece.psf, piece.bbox, psf_weight))
-    for outcome, piece in pieces:
-        if piece.image is None and outcome.index in home:
-            summaries.append(outcome.summary())
-            components.append((None, piece.bbox, 1.0))
     summaries += [o.summary() for o in outcomes if o.failure is not None and o.index in home]
     stats = acc.finish(task.bad_bits)
     for failure in failed:
@@ -130,16 +123,6 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         planes = None
     reported = [f for f in failed if f.index in home]
     return StitchOutcome(task.bbox, stats, summaries, components, planes, reported)
-
-
-def _fill_around(image: np.ndarray, region: Box2I, written: list[Box2I]) -> None:
-    """Set to NaN the pixels of a region that no cell wrote itself (copy's start for the rest)."""
-    keep = np.zeros(image.shape, dtype=bool)
-    for box in written:
-        overlap = box.clipped_to(region)
-        if not overlap.isEmpty():
-            keep[overlap.slices(region.getBegin())] = True
-    image[~keep] = np.nan
 
 
 def _overlap_planes(piece: Piece, region: Box2I) -> tuple[np.ndarray, np.ndarray | None]:
@@ -187,6 +170,7 @@ def _region_members(grid: CellGrid, bbox: Box2I, region_size: int) -> tuple[dict
     return members, home
 
 
+@builds_graph
 def _stitch_graph(
     plan: Plan,
     cell_name: str,
@@ -261,17 +245,13 @@ def execute_stitch(
     cell's summary, each (psf, bbox, weight) component, and each failed cell.
     """
     scheduler.check_importable(plan.code())
-    cell_name, region_name = _tokens()
     # Regions write in place only where tasks share our memory and the output already holds the
     # input's mask (a lazy input's mask is read region by region instead).
     shared = output if scheduler.shares_memory and not plan.lazy else None
-    # A copy of plain arrays whose cells do not overlap: each cell writes its own core while it
-    # is still in cache, and the regions only handle what is left (NaN results, uncovered pixels).
-    direct = (
-        isinstance(shared, np.ndarray) and isinstance(plan, ArrayPlan) and plan.operation == "copy"
-        and plan.cores_disjoint()
-    )  # fmt: skip
-    graph = plan.cell_graph(cell_name, direct_out=shared if direct else None)
+    if isinstance(shared, np.ndarray) and isinstance(plan, ArrayPlan) and plan.writes_directly():
+        return _execute_direct(plan, shared, bad_bits, region_size, scheduler, progress)
+    cell_name, region_name = _tokens()
+    graph = plan.cell_graph(cell_name)
     dtype = output.dtype
     regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, shared)
     graph.update(regions)
@@ -283,6 +263,70 @@ def execute_stitch(
         if progress is not None:
             progress(done, len(keys))
     return report.finish()
+
+
+def _execute_direct(
+    plan: ArrayPlan,
+    output: np.ndarray,
+    bad_bits: int,
+    region_size: int,
+    scheduler: SchedulerChoice,
+    progress: Callable[[int, int], None] | None,
+) -> StitchReport:
+    """Cells that tile the image without overlap write their own cores; regions only mend the rest.
+
+    Each pixel then has one cell, so a cell whose core is all finite writes the stitcher's bits
+    itself, while its answer is still in cache, and the graph is the cells alone (no region
+    tasks, which would only look on). The regions that meet a cell that did not write (a failure,
+    or a NaN or infinity to stitch carefully) are stitched afterwards, here, from the outcomes in
+    hand, with the written cores read back as those cells' results.
+    """
+    cell_name, _ = _tokens()
+    graph = plan.cell_graph(cell_name, direct_out=output)
+    keys = [(cell_name, index) for index in range(len(plan.grid))]
+    outcomes = []
+    for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(done, len(keys))
+    outcomes.sort(key=lambda o: o.index)
+    report = StitchReport()
+    report.summaries = [o.summary() for o in outcomes]
+    report.components = [(None, o.box0, 1.0) for o in outcomes if o.failure is None]
+    report.failures = [o.failure for o in outcomes if o.failure is not None]
+    pending = [o.index for o in outcomes if not _wrote(o)]
+    members, _ = _region_members(plan.grid, plan.bbox, region_size)
+    dirty = sorted({key for key, cells in members.items() if not set(cells).isdisjoint(pending)})
+    rows = region_boxes(plan.bbox, region_size)
+    parts = []
+    for i, j in dirty:
+        region = rows[i][j]
+        task = RegionTask(
+            region, plan.operation, output.dtype, bad_bits, plan.extract, plan.with_variance, (),
+            _output_views(output, region, plan.bbox.getBegin()), plan.weighting,
+        )  # fmt: skip
+        cells = [_read_back(outcomes[k], output, plan.bbox.getBegin()) for k in members[(i, j)]]
+        parts.append(stitch_region(task, None, cells).stats)
+    if plan.operation == "average":  # every other pixel has exactly one contribution
+        parts += [_single_cover_stats(rows[i][j]) for i, j in members.keys() - set(dirty)]
+    report.stats = RegionStats.merge(parts)
+    return report
+
+
+def _wrote(outcome: CellOutcome) -> bool:
+    return isinstance(outcome.result, str) and outcome.result == WRITTEN
+
+
+def _read_back(outcome: CellOutcome, output: np.ndarray, origin: Point2I) -> CellOutcome:
+    """A cell that wrote its core, as if it had returned it (a copy: the region is rewritten)."""
+    if not _wrote(outcome):
+        return outcome
+    return replace(outcome, result=output[outcome.box0.slices(origin)].copy())
+
+
+def _single_cover_stats(region: Box2I) -> RegionStats:
+    pixels = region.getArea()
+    return RegionStats(max_count=1, min_count=1, sum_count=pixels, zero_pixels=0, pixels=pixels)
 
 
 @dataclass

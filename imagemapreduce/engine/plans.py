@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from .._gc_pause import builds_graph
 from ..geom import Box2I, Point2I
 from ..grid import CellGrid
 from ..image import Exposure
+from ..stitch import IMAGE_REDUCE_OPERATIONS
 from ..weights import Weighting
 from .cells import ArrayCellTask, CellTask, FailurePolicy, array_piece, exposure_piece, run_array_cell, run_cell
 from .sources import CompanionSource, ExposureSource, PlaneSource
@@ -37,6 +39,12 @@ def cells_disjoint(boxes: np.ndarray) -> bool:
     return len(np.unique(boxes[:, :2], axis=0)) == len(boxes)
 
 
+def _cores_of(output: np.ndarray, cells: np.ndarray, origin: Point2I) -> list[np.ndarray]:
+    """The view of ``output`` under each cell (``(n, 4)`` boxes, parent coordinates)."""
+    local = (cells - np.array([origin.x, origin.y, origin.x, origin.y])).tolist()
+    return [output[y0 : y1 + 1, x0 : x1 + 1] for x0, y0, x1, y1 in local]
+
+
 @dataclass
 class ExposurePlan:
     """A map-reduce of an `Exposure` by an `ImageMapper`, independent of how it is scheduled."""
@@ -55,6 +63,7 @@ class ExposurePlan:
     extract = staticmethod(exposure_piece)
     with_variance = True
 
+    @builds_graph
     def cell_graph(self, name: str, direct_out: Any = None) -> dict[Any, Any]:
         """One task per cell, each holding (or reading) its expanded box only.
 
@@ -113,11 +122,12 @@ class ArrayPlan:
     extract = staticmethod(array_piece)
     with_variance = False
 
+    @builds_graph
     def cell_graph(self, name: str, direct_out: np.ndarray | None = None) -> dict[Any, Any]:
         """One task per cell, each holding (or reading) its expanded box of every array only.
 
-        With ``direct_out`` (the output array, on a shared-memory scheduler, for a ``copy`` whose
-        cells do not overlap), each cell writes its valid core straight into it.
+        With ``direct_out`` (the output array, on a shared-memory scheduler, for cells that tile
+        the image: `writes_directly`), each cell writes its all-finite core straight into it.
         """
         sources = [PlaneSource(self.array, self.origin)]
         sources += [PlaneSource(a, self.origin) for a in self.companions.values()]
@@ -125,19 +135,39 @@ class ArrayPlan:
         for source in sources:
             graph.update(source.graph())
         names = tuple(self.companions)
-        indices = self.grid_indices.tolist() if self.grid_indices is not None else None
-        for index, (box0, box1) in enumerate(zip(self.grid.boxes0(), self.grid.boxes1())):
+        none = [None] * len(self.grid)
+        indices = self.grid_indices.tolist() if self.grid_indices is not None else none
+        cuts = zip(*(source.cell_cuts(self.grid.expanded) for source in sources))
+        outs = none if direct_out is None else _cores_of(direct_out, self.grid.cells, self.origin)
+        boxes = zip(self.grid.boxes0(), self.grid.boxes1(), indices, outs, cuts)
+        for index, (box0, box1, grid_index, out, cell_cuts) in enumerate(boxes):
             task = ArrayCellTask(
                 self.func, index, box0, box1, self.operation, self.kwargs, self.geometry,
-                tuple(indices[index]) if indices is not None else None, names, self.policy,
-                None if direct_out is None else direct_out[box0.slices(self.origin)],
+                None if grid_index is None else tuple(grid_index), names, self.policy, out,
             )  # fmt: skip
-            graph[(name, index)] = (run_array_cell, task, *(s.cut(box1) for s in sources))
+            graph[(name, index)] = (run_array_cell, task, *cell_cuts)
         return graph
 
     def cores_disjoint(self) -> bool:
         """Whether no two cells share a pixel (then each pixel's ``copy`` comes from one cell only)."""
         return cells_disjoint(self.grid.cells)
+
+    def writes_directly(self) -> bool:
+        """Whether each cell may write its own core into a shared output (see `graph`).
+
+        True when the cells tile the image: no two share a pixel and together they cover it, so
+        every output pixel is one cell's value; and the stitch is a ``copy``, a ``sum`` or an
+        unweighted ``average`` (a weighted one divides ``w x`` by ``w``, which need not give ``x``).
+        """
+        if self.operation not in IMAGE_REDUCE_OPERATIONS or self.weighting is not None or not len(self.grid):
+            return False
+        cells, bbox = self.grid.cells, self.bbox
+        inside = (
+            cells[:, 0].min() >= bbox.getMinX() and cells[:, 1].min() >= bbox.getMinY()
+            and cells[:, 2].max() <= bbox.getMaxX() and cells[:, 3].max() <= bbox.getMaxY()
+        )  # fmt: skip
+        areas = (cells[:, 2] - cells[:, 0] + 1) * (cells[:, 3] - cells[:, 1] + 1)
+        return bool(inside) and int(areas.sum()) == bbox.getArea() and self.cores_disjoint()
 
     def code(self) -> list[Any]:
         """The objects whose code the workers must be able to import."""

@@ -213,9 +213,9 @@ def _holds_pixels(arg: Any) -> bool:
     import numpy as np
 
     from ..image import Exposure, Image, MaskedImage
-    from .sources import LazyCut
+    from .sources import DEFERRED_CUTS
 
-    return isinstance(arg, (np.ndarray, Exposure, MaskedImage, Image, LazyCut))
+    return isinstance(arg, (np.ndarray, Exposure, MaskedImage, Image, *DEFERRED_CUTS))
 
 
 def _defining_module(obj: Any) -> str | None:

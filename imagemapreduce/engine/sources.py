@@ -21,6 +21,8 @@ __all__ = [
     "PlaneSource",
     "ExposureSource",
     "LazyCut",
+    "ArrayCut",
+    "DEFERRED_CUTS",
     "materialize",
     "CompanionSource",
     "companion_images",
@@ -76,6 +78,22 @@ class PlaneSource:
         if not self.lazy:
             return {}
         return dict(self.array.__dask_graph__())
+
+    def cell_cuts(self, boxes: np.ndarray) -> list[Any]:
+        """`cut` for every row of an ``(n, 4)`` box array, in a form cheap to make by the thousand.
+
+        In-memory planes give `ArrayCut` objects (the views are made when the cells run), from
+        slice bounds computed for all the boxes at once; Dask planes give block tasks.
+        """
+        if self.lazy:
+            return [self._cut_lazy(slice(y0, y1 + 1), slice(x0, x1 + 1)) for x0, y0, x1, y1 in self._local(boxes)]
+        array = self.array
+        return [ArrayCut(array, slice(y0, y1 + 1), slice(x0, x1 + 1)) for x0, y0, x1, y1 in self._local(boxes)]
+
+    def _local(self, boxes: np.ndarray) -> list[list[int]]:
+        """Box corners ``(minX, minY, maxX, maxY)`` relative to this plane's pixel ``[0, 0]``."""
+        shift = np.array([self.origin.x, self.origin.y, self.origin.x, self.origin.y])
+        return (np.asarray(boxes, dtype=np.int64).reshape(-1, 4) - shift).tolist()
 
     def cut(self, box: Box2I) -> Any:
         """A read-only view of ``box`` (numpy), or a task that assembles it from blocks (Dask)."""
@@ -169,9 +187,35 @@ class LazyCut:
         return (_same, (self.materialize(),))
 
 
+class ArrayCut:
+    """A box of an in-memory numpy plane, made into a read-only view only when a cell runs.
+
+    The array counterpart of `LazyCut`: three references instead of a view object per cell
+    while the graph is built; pickled, it becomes the box's pixels alone.
+    """
+
+    __slots__ = ("array", "rows", "cols")
+
+    def __init__(self, array: np.ndarray, rows: slice, cols: slice):
+        self.array, self.rows, self.cols = array, rows, cols
+
+    def materialize(self) -> np.ndarray:
+        """The read-only view of the box."""
+        view = self.array[self.rows, self.cols]
+        view.flags.writeable = False
+        return view
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return (_same, (self.materialize(),))
+
+
+#: Cuts that become their pixels when a cell runs (or is pickled).
+DEFERRED_CUTS = (LazyCut, ArrayCut)
+
+
 def materialize(obj: Any) -> Any:
-    """The view behind a `LazyCut`; anything else as it is."""
-    return obj.materialize() if isinstance(obj, LazyCut) else obj
+    """The view behind a `LazyCut` or an `ArrayCut`; anything else as it is."""
+    return obj.materialize() if isinstance(obj, DEFERRED_CUTS) else obj
 
 
 class ExposureSource:
