@@ -24,6 +24,7 @@ __all__ = [
     "WeightedRegionAccumulator",
     "mark_lost",
     "all_finite",
+    "box_counts",
     "covers",
 ]
 
@@ -79,25 +80,56 @@ def all_finite(image: np.ndarray, variance: np.ndarray | None = None) -> bool:
     for plane in (image, variance):
         if plane is None or plane.size == 0:
             continue
-        if plane.dtype.kind != "f" or not np.isfinite(plane.sum()):
+        if plane.dtype.kind != "f":
+            return False
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing total is an answer, not a warning
+            total = plane.sum()
+        if not np.isfinite(total):
             return False
     return True
 
 
-def covers(region: Box2I, boxes: list[Box2I]) -> bool:
-    """Whether the union of ``boxes`` covers every pixel of ``region`` (by coordinate compression)."""
+def box_counts(region: Box2I, boxes: list[Box2I]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How many of ``boxes`` cover each pixel of ``region``, by coordinate compression.
+
+    Returns ``(ys, xs, counts)``: the pixels of rows ``ys[i]`` to ``ys[i + 1]`` and columns
+    ``xs[j]`` to ``xs[j + 1]`` (parent coordinates, ends excluded) lie in ``counts[i, j]`` boxes.
+    The cost depends on the number of boxes, not on the number of pixels.
+    """
     clipped = [b.clipped_to(region) for b in boxes]
-    clipped = [b for b in clipped if not b.isEmpty()]
-    if not clipped:
-        return False
-    xs = np.unique([region.getBeginX(), region.getEndX()] + [v for b in clipped for v in (b.getBeginX(), b.getEndX())])
-    ys = np.unique([region.getBeginY(), region.getEndY()] + [v for b in clipped for v in (b.getBeginY(), b.getEndY())])
-    hit = np.zeros((len(ys) - 1, len(xs) - 1), dtype=bool)
-    for b in clipped:
-        i0, i1 = np.searchsorted(ys, [b.getBeginY(), b.getEndY()])
-        j0, j1 = np.searchsorted(xs, [b.getBeginX(), b.getEndX()])
-        hit[i0:i1, j0:j1] = True
-    return bool(hit.all())
+    corners = np.array([(b.getBeginX(), b.getBeginY(), b.getEndX(), b.getEndY()) for b in clipped if not b.isEmpty()])
+    corners = corners.reshape(-1, 4)
+    xs = np.unique(np.concatenate([[region.getBeginX(), region.getEndX()], corners[:, 0], corners[:, 2]]))
+    ys = np.unique(np.concatenate([[region.getBeginY(), region.getEndY()], corners[:, 1], corners[:, 3]]))
+    j0, j1 = np.searchsorted(xs, corners[:, 0]), np.searchsorted(xs, corners[:, 2])
+    i0, i1 = np.searchsorted(ys, corners[:, 1]), np.searchsorted(ys, corners[:, 3])
+    # A difference array: +1 at each box's first block, -1 past its ends; two running sums fill it in.
+    steps = np.zeros((len(ys), len(xs)), dtype=np.int64)
+    for rows, cols, sign in ((i0, j0, 1), (i0, j1, -1), (i1, j0, -1), (i1, j1, 1)):
+        np.add.at(steps, (rows, cols), sign)
+    counts = steps.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
+    return ys, xs, counts
+
+
+def covers(region: Box2I, boxes: list[Box2I]) -> bool:
+    """Whether the union of ``boxes`` covers every pixel of ``region``."""
+    return bool(box_counts(region, boxes)[2].all())
+
+
+def _stats_of_box_counts(ys: np.ndarray, xs: np.ndarray, counts: np.ndarray, zero_pixels: int) -> RegionStats:
+    """`RegionStats` of a region from its compressed counts (see `box_counts`)."""
+    areas = np.outer(np.diff(ys), np.diff(xs))
+    return RegionStats(
+        max_count=int(counts.max()),
+        min_count=int(counts.min()),
+        sum_count=int((counts * areas).sum()),
+        zero_pixels=zero_pixels,
+        pixels=int(areas.sum()),
+    )
+
+
+#: Above this many blocks of equal count, an average divides by a count plane instead of block by block.
+MAX_COUNT_BLOCKS = 256
 
 
 def mark_lost(acc: Any, bbox: Box2I, bad_bits: int) -> None:
@@ -142,6 +174,11 @@ class RegionAccumulator:
     prefilled : `bool`
         For ``copy``: the caller has checked that valid results cover every pixel, so the NaN
         fill that marks uncovered pixels can be skipped.
+    per_pixel_counts : `bool`
+        For ``average``: count contributions pixel by pixel in a count plane. With False, the
+        boxes added are recorded instead and `finish` works the counts out from them (one
+        division per block of equal count, no count plane), which holds while every result added
+        is all valid; the first result with an invalid pixel brings the count plane in.
     """
 
     bbox: Box2I
@@ -153,7 +190,9 @@ class RegionAccumulator:
     with_variance: bool = True
     track_count: bool = False
     prefilled: bool = False
+    per_pixel_counts: bool = True
     count: np.ndarray | None = field(init=False)
+    boxes: list[Box2I] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         if self.operation not in IMAGE_REDUCE_OPERATIONS:
@@ -168,7 +207,7 @@ class RegionAccumulator:
                 setattr(self, name, plane)
             if not (self.prefilled and self.operation == "copy"):
                 plane[...] = start
-        track = self.operation == "average" or self.track_count
+        track = (self.operation == "average" and self.per_pixel_counts) or self.track_count
         self.count = np.zeros(shape, dtype=np.int32) if track else None
 
     def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
@@ -187,6 +226,11 @@ class RegionAccumulator:
         patch_variance = variance[cell] if self.with_variance else None
         if all_valid is None:
             all_valid = all_finite(patch_image, patch_variance)
+        if self.operation == "average" and self.count is None:
+            if all_valid:
+                self.boxes.append(overlap)
+            else:
+                self.count = self._count_plane()
         # Where every pixel is valid, plain copies and adds give the same bits as the masked ones.
         valid = None if all_valid else ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
         planes = [(self.image[here], patch_image)]
@@ -208,6 +252,10 @@ class RegionAccumulator:
         if self.mask is not None and mask is not None:
             self.mask[here] |= mask[cell]
 
+    def sums_finite(self) -> bool:
+        """Whether every pixel accumulated so far is finite (before `finish`; see `all_finite`)."""
+        return all_finite(self.image, self.variance if self.with_variance else None)
+
     def finish(self, bad_bits: int) -> RegionStats:
         """Flag NaN pixels, divide an ``average`` by its counts, and return the overlap counts."""
         if self.mask is not None:
@@ -215,6 +263,11 @@ class RegionAccumulator:
             self.mask[nan] |= bad_bits
         if self.operation != "average":
             return RegionStats()
+        if self.count is None:
+            ys, xs, counts = box_counts(self.bbox, self.boxes)
+            if counts.size <= MAX_COUNT_BLOCKS:
+                return self._divide_by_blocks(ys, xs, counts, bad_bits)
+            self.count = self._count_plane()
         weights = self.count.astype(np.float64)
         zero = weights == 0.0
         for plane in (self.image, self.variance) if self.with_variance else (self.image,):
@@ -223,6 +276,34 @@ class RegionAccumulator:
         if self.mask is not None:
             self.mask[zero] |= bad_bits
         return RegionStats.of(self.count, zero)
+
+    def _count_plane(self) -> np.ndarray:
+        """The per-pixel counts of the boxes recorded so far."""
+        ys, xs, counts = box_counts(self.bbox, self.boxes)
+        return np.repeat(np.repeat(counts.astype(np.int32), np.diff(ys), axis=0), np.diff(xs), axis=1)
+
+    def _divide_by_blocks(self, ys: np.ndarray, xs: np.ndarray, counts: np.ndarray, bad_bits: int) -> RegionStats:
+        """`finish` for an average of all-valid results: divide each block of equal count by it.
+
+        The same bits as dividing by a count plane (each pixel's sum over its float64 count), for
+        one small loop over blocks; a count of one changes nothing and is skipped.
+        """
+        planes = (self.image, self.variance) if self.with_variance else (self.image,)
+        y0, x0 = self.bbox.getBeginY(), self.bbox.getBeginX()
+        zero_pixels = 0
+        for i, j in zip(*np.nonzero(counts != 1)):
+            block = (slice(ys[i] - y0, ys[i + 1] - y0), slice(xs[j] - x0, xs[j + 1] - x0))
+            count = counts[i, j]
+            for plane in planes:
+                if count == 0:
+                    plane[block] = np.nan
+                else:
+                    np.divide(plane[block], np.float64(count), out=plane[block])
+            if count == 0:
+                zero_pixels += (ys[i + 1] - ys[i]) * (xs[j + 1] - xs[j])
+                if self.mask is not None:
+                    self.mask[block] |= bad_bits
+        return _stats_of_box_counts(ys, xs, counts, int(zero_pixels))
 
 
 @dataclass
@@ -255,37 +336,61 @@ class WeightedRegionAccumulator:
             self.variance = np.empty(shape, dtype=self.dtype)
 
     def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
-            weights: np.ndarray | None = None) -> None:  # fmt: skip
-        """Add one cell's result; ``weights`` are its pixel weights over the whole of ``bbox``."""
+            weights: np.ndarray | None = None, all_valid: bool | None = None) -> None:  # fmt: skip
+        """Add one cell's result; ``weights`` are its pixel weights over the whole of ``bbox``.
+
+        Without ``weights``, only those of the part inside the region are worked out.
+
+        ``all_valid`` says (when known) whether every pixel of the overlap is valid.
+        """
         overlap = bbox.clipped_to(self.bbox)
         if overlap.isEmpty():
             return
         cell = overlap.slices(bbox.getBegin())
         here = overlap.slices(self.bbox.getBegin())
         if weights is None:
-            weights = self.weighting.pixel_weights(bbox, image, variance)
-        w = weights[cell]
-        patch_image = image[cell].astype(np.float64)
-        patch_variance = variance[cell].astype(np.float64) if self.with_variance else None
-        valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
-        w = np.where(valid, w, 0.0)
-        self.sum_weights[here] += w
-        self.sum_image[here] += np.where(valid, w * patch_image, 0.0)
-        if self.with_variance:
-            factor = w * w if self.weighting.variance_formula == "independent" else w
-            self.sum_variance[here] += np.where(valid, factor * patch_variance, 0.0)
-        self.count[here] += valid
+            w = self.weighting.pixel_weights(bbox, image, variance, overlap)
+        else:
+            w = weights[cell]
+        patch_image, patch_variance = image[cell], variance[cell] if self.with_variance else None
+        if all_valid is None:
+            all_valid = all_finite(patch_image, patch_variance)
+        factor = w * w if self.with_variance and self.weighting.variance_formula == "independent" else w
+        if all_valid:
+            # No pixel to leave out: the products below are the masked path's, without its temporaries.
+            self.sum_weights[here] += w
+            self.sum_image[here] += w * patch_image
+            if self.with_variance:
+                self.sum_variance[here] += factor * patch_variance
+            self.count[here] += 1
+        else:
+            patch_image = patch_image.astype(np.float64)
+            patch_variance = patch_variance.astype(np.float64) if self.with_variance else None
+            valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
+            self.sum_weights[here] += np.where(valid, w, 0.0)
+            self.sum_image[here] += np.where(valid, w * patch_image, 0.0)
+            if self.with_variance:
+                self.sum_variance[here] += np.where(valid, factor * patch_variance, 0.0)
+            self.count[here] += valid
         if self.mask is not None and mask is not None:
             self.mask[here] |= mask[cell]
+
+    def sums_finite(self) -> bool:
+        """Whether every weighted sum accumulated so far is finite (see `all_finite`)."""
+        return all_finite(self.sum_image, self.sum_variance)
 
     def finish(self, bad_bits: int) -> RegionStats:
         """Divide by the summed weights; flag pixels with none."""
         zero = self.sum_weights == 0.0
+        some = ~zero
         with np.errstate(divide="ignore", invalid="ignore"):
-            self.image[...] = np.where(zero, np.nan, self.sum_image / self.sum_weights)
+            # float64 quotients, rounded once into the output's type
+            np.divide(self.sum_image, self.sum_weights, out=self.image, where=some)
             if self.with_variance:
                 norm = self.sum_weights**2 if self.weighting.variance_formula == "independent" else self.sum_weights
-                self.variance[...] = np.where(zero, np.nan, self.sum_variance / norm)
+                np.divide(self.sum_variance, norm, out=self.variance, where=some)
+        for plane in (self.image, self.variance) if self.with_variance else (self.image,):
+            plane[zero] = np.nan
         if self.mask is not None:
             nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
             self.mask[nan | zero] |= bad_bits

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,14 @@ def window_1d(kind: str, n: int, gaussian_width: float = 0.125) -> np.ndarray:
     """
     u = (np.arange(n, dtype=np.float64) + 0.5) / n
     return _window_of(kind, u, gaussian_width)
+
+
+@lru_cache(maxsize=256)
+def _cached_window(kind: str, n: int, gaussian_width: float) -> np.ndarray:
+    """`window_1d`, kept (read-only) for the few cell sizes of a grid."""
+    window = window_1d(kind, n, gaussian_width)
+    window.flags.writeable = False
+    return window
 
 
 def _window_of(kind: str, u: np.ndarray, gaussian_width: float) -> np.ndarray:
@@ -116,12 +125,23 @@ class Weighting:
         """Whether the weight depends only on the position within the result's box."""
         return self.kind in ("linear", "cosine", "gaussian")
 
-    def pixel_weights(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None) -> np.ndarray:
-        """Weights (float64, the shape of ``image``) of one result covering ``bbox``."""
+    def pixel_weights(
+        self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, part: Box2I | None = None
+    ) -> np.ndarray:
+        """Weights (float64, the shape of ``image``) of one result covering ``bbox``.
+
+        With ``part`` (a box inside ``bbox``), only the weights of that part: a window is then
+        evaluated on the part alone (the same values), which is all a stitching region needs.
+        """
         if self.is_window:
-            wy = window_1d(self.kind, bbox.getHeight(), self.gaussian_width)
-            wx = window_1d(self.kind, bbox.getWidth(), self.gaussian_width)
-            return np.outer(wy, wx)
+            rows, cols = (bbox if part is None else part).slices(bbox.getBegin())
+            wy = _cached_window(self.kind, bbox.getHeight(), self.gaussian_width)
+            wx = _cached_window(self.kind, bbox.getWidth(), self.gaussian_width)
+            return np.outer(wy[rows], wx[cols])
+        weights = self._data_weights(bbox, image, variance)
+        return weights if part is None else weights[part.slices(bbox.getBegin())]
+
+    def _data_weights(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None) -> np.ndarray:
         if self.kind == "inverseVariance":
             if variance is None:
                 raise ValueError("inverse-variance weighting needs a variance plane; plain arrays have none")

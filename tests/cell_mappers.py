@@ -144,3 +144,20 @@ class FlakyMapper(imr.ImageMapper):
         if calls < failures:
             raise OSError(f"flaky failure {calls}")
         return Struct(subExposure=subExposure)
+
+
+class HugeValueMapper(imr.ImageMapper):
+    """Fill each cell with +-3e38 or an infinity: finite pieces whose sums overflow, and inf - inf.
+
+    Every piece is valid by LSST's rule (``image * variance`` is not NaN), but the stitched sums
+    are not finite, so the stitcher's optimistic adds must fall back to the careful path.
+    """
+
+    _DefaultName = "test_HugeValueMapper"
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        out = subExposure.clone()
+        corner = subExposure.getBBox().getMin()
+        value = (3e38, -3e38, np.inf, -np.inf)[(corner.x // 13 + 2 * (corner.y // 11)) % 4]
+        out.image.array[...] = np.float32(value)
+        return Struct(subExposure=out)

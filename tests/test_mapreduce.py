@@ -13,6 +13,7 @@ from cell_mappers import (
     EchoMapper,
     ExpandedResultMapper,
     FailingMapper,
+    HugeValueMapper,
     InPlaceMapper,
     NotAnExposureMapper,
     PsfPerCellMapper,
@@ -59,6 +60,15 @@ def test_reduce_matches_lsst_serial_loop(exposure, operation, grid, mapper_cls):
     task = make_task(mapper_cls, operation, region=23, **grid)
     out = task.run(exposure, offset=0.5).exposure
     assert_same_as_reference(out, exposure, task, mapper_cls, operation, offset=0.5)
+
+
+@pytest.mark.parametrize("operation", ["sum", "average"])
+def test_sums_that_overflow_or_meet_opposite_infinities_match_lsst(exposure, operation):
+    task = make_task(HugeValueMapper, operation, region=23, **OVERLAPPING)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = task.run(exposure).exposure
+        assert_same_as_reference(out, exposure, task, HugeValueMapper, operation)
+    assert np.isinf(out.image.array).any() and np.isnan(out.image.array).any()
 
 
 def test_reduce_with_nan_input_pixels_flags_them(exposure):

@@ -63,15 +63,17 @@ class RegionTask:
     writer: Any = None
     index: tuple[int, int] = (0, 0)
 
-    def accumulator(self, image, mask, variance, track_count: bool = False, prefilled: bool = False):
+    def accumulator(self, image, mask, variance, track_count: bool = False, prefilled: bool = False,
+                    per_pixel_counts: bool = True):  # fmt: skip
         """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
         if self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform:
             return WeightedRegionAccumulator(
                 self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance
             )
         return RegionAccumulator(
-            self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance, track_count, prefilled
-        )
+            self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance, track_count, prefilled,
+            per_pixel_counts,
+        )  # fmt: skip
 
 
 @dataclass
@@ -95,24 +97,14 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
     failed = [o.failure for o in outcomes if o.failure is not None]
     done = [(o, task.extract(o)) for o in outcomes if o.failure is None]
-    valid = [all_finite(*_overlap_planes(piece, task.bbox)) for _, piece in done]
-    # copy fills the region with NaN first, to mark what no cell covers; skip that when valid
-    # results are known to cover all of it.
-    prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, [p.bbox for _, p in done])
-    acc = task.accumulator(image, mask, variance, track_count=bool(failed), prefilled=prefilled)
-    weighted = isinstance(acc, WeightedRegionAccumulator)
+    weights = [_data_weights(task, piece) for _, piece in done]
+    acc = _accumulate(task, [p for _, p in done], weights, (image, mask, variance), bool(failed))
     home = set(task.home_cells)
     summaries, components = [], []
-    for (outcome, piece), all_valid in zip(done, valid):
-        weights = task.weighting.pixel_weights(piece.bbox, piece.image, piece.variance) if weighted else None
-        if weighted:
-            acc.add(piece.bbox, piece.image, piece.variance, piece.mask, weights)
-        else:
-            acc.add(piece.bbox, piece.image, piece.variance, piece.mask, None, all_valid)
+    for (outcome, piece), w in zip(done, weights):
         if outcome.index in home:
             summaries.append(outcome.summary())
-            psf_weight = 1.0 if weights is None or task.weighting.is_window else task.weighting.psf_weight(weights)
-            components.append((piece.psf, piece.bbox, psf_weight))
+            components.append((piece.psf, piece.bbox, 1.0 if w is None else task.weighting.psf_weight(w)))
     summaries += [o.summary() for o in outcomes if o.failure is not None and o.index in home]
     stats = acc.finish(task.bad_bits)
     for failure in failed:
@@ -123,6 +115,48 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         planes = None
     reported = [f for f in failed if f.index in home]
     return StitchOutcome(task.bbox, stats, summaries, components, planes, reported)
+
+
+def _data_weights(task: RegionTask, piece: Piece) -> np.ndarray | None:
+    """A piece's weights when they depend on its pixels (custom, inverse variance); else None.
+
+    Windows depend on position only: the accumulator works them out on the part of each piece
+    inside the region, and their PSF weight is 1.
+    """
+    if task.weighting is None or task.weighting.is_uniform or task.weighting.is_window:
+        return None
+    if task.operation != "average":
+        return None
+    return task.weighting.pixel_weights(piece.bbox, piece.image, piece.variance)
+
+
+def _accumulate(
+    task: RegionTask, pieces: list[Piece], weights: list[np.ndarray | None], planes: tuple, lost: bool
+) -> RegionAccumulator | WeightedRegionAccumulator:
+    """Add the pieces to a new accumulator for the region, in grid order, and finish it.
+
+    A sum or an average adds optimistically: every piece as if all its pixels were valid, then
+    one check that the region's sums are finite (a NaN or infinity anywhere in a piece would show
+    there). That is one pass over the region instead of one over each piece; if the check fails,
+    the region is stitched again the careful way, pixel validity first. ``lost``: some cell of the
+    region failed, whose pixels must be found (so counts are kept per pixel).
+    """
+    image, mask, variance = planes
+    if task.operation in ("sum", "average") and not lost:
+        acc = task.accumulator(image, mask, variance, per_pixel_counts=False)
+        for piece, w in zip(pieces, weights):
+            acc.add(piece.bbox, piece.image, piece.variance, piece.mask, w, True)
+        if acc.sums_finite():
+            return acc
+    valid = [all_finite(*_overlap_planes(piece, task.bbox)) for piece in pieces]
+    # copy fills the region with NaN first, to mark what no cell covers; skip that when valid
+    # results are known to cover all of it.
+    prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, [p.bbox for p in pieces])
+    # With every result valid and none lost, an average's counts follow from the boxes alone.
+    acc = task.accumulator(image, mask, variance, lost, prefilled, per_pixel_counts=lost or not all(valid))
+    for piece, w, all_valid in zip(pieces, weights, valid):
+        acc.add(piece.bbox, piece.image, piece.variance, piece.mask, w, all_valid)
+    return acc
 
 
 def _overlap_planes(piece: Piece, region: Box2I) -> tuple[np.ndarray, np.ndarray | None]:
