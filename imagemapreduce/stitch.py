@@ -25,6 +25,7 @@ __all__ = [
     "mark_lost",
     "all_finite",
     "box_counts",
+    "ContributionCounts",
     "covers",
 ]
 
@@ -132,6 +133,46 @@ def _stats_of_box_counts(ys: np.ndarray, xs: np.ndarray, counts: np.ndarray, zer
 MAX_COUNT_BLOCKS = 256
 
 
+class ContributionCounts:
+    """How many valid results have reached each pixel of a region.
+
+    Kept as a count plane; or, while every result added is all valid (and the caller allows it),
+    as the list of their boxes, which `box_counts` turns into counts at the end without touching
+    a pixel. The first result with an invalid pixel brings the count plane in.
+    """
+
+    def __init__(self, bbox: Box2I, per_pixel: bool = True):
+        self.bbox = bbox
+        self.boxes: list[Box2I] = []
+        self.plane = np.zeros((bbox.getHeight(), bbox.getWidth()), dtype=np.int32) if per_pixel else None
+
+    def add(self, overlap: Box2I, valid: np.ndarray | None) -> None:
+        """Count one result over ``overlap`` (inside the region); ``valid``: its validity, None if all valid."""
+        if self.plane is None:
+            if valid is None:
+                self.boxes.append(overlap)
+                return
+            self.plane = self.as_plane()
+        self.plane[overlap.slices(self.bbox.getBegin())] += 1 if valid is None else valid
+
+    def blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The counts as blocks (see `box_counts`); only while no plane is kept."""
+        return box_counts(self.bbox, self.boxes)
+
+    def as_plane(self) -> np.ndarray:
+        """The count plane, made from the boxes if there is none yet (and kept from then on)."""
+        if self.plane is None:
+            ys, xs, counts = self.blocks()
+            self.plane = np.repeat(np.repeat(counts.astype(np.int32), np.diff(ys), axis=0), np.diff(xs), axis=1)
+        return self.plane
+
+    def stats(self, zero: np.ndarray) -> RegionStats:
+        """The region's `RegionStats`; ``zero`` marks the pixels left with no weight."""
+        if self.plane is not None:
+            return RegionStats.of(self.plane, zero)
+        return _stats_of_box_counts(*self.blocks(), int(zero.sum()))
+
+
 def mark_lost(acc: Any, bbox: Box2I, bad_bits: int) -> None:
     """After `finish`: pixels of a failed cell's ``bbox`` that no valid result covered become NaN and bad.
 
@@ -191,8 +232,7 @@ class RegionAccumulator:
     track_count: bool = False
     prefilled: bool = False
     per_pixel_counts: bool = True
-    count: np.ndarray | None = field(init=False)
-    boxes: list[Box2I] = field(init=False, default_factory=list)
+    counts: ContributionCounts | None = field(init=False)
 
     def __post_init__(self) -> None:
         if self.operation not in IMAGE_REDUCE_OPERATIONS:
@@ -207,8 +247,14 @@ class RegionAccumulator:
                 setattr(self, name, plane)
             if not (self.prefilled and self.operation == "copy"):
                 plane[...] = start
-        track = (self.operation == "average" and self.per_pixel_counts) or self.track_count
-        self.count = np.zeros(shape, dtype=np.int32) if track else None
+        per_pixel = self.per_pixel_counts or self.track_count
+        track = self.operation == "average" or self.track_count
+        self.counts = ContributionCounts(self.bbox, per_pixel) if track else None
+
+    @property
+    def count(self) -> np.ndarray | None:
+        """The count plane of valid contributions, where one is kept (see `ContributionCounts`)."""
+        return None if self.counts is None else self.counts.plane
 
     def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
             weights: None = None, all_valid: bool | None = None) -> None:  # fmt: skip
@@ -226,11 +272,6 @@ class RegionAccumulator:
         patch_variance = variance[cell] if self.with_variance else None
         if all_valid is None:
             all_valid = all_finite(patch_image, patch_variance)
-        if self.operation == "average" and self.count is None:
-            if all_valid:
-                self.boxes.append(overlap)
-            else:
-                self.count = self._count_plane()
         # Where every pixel is valid, plain copies and adds give the same bits as the masked ones.
         valid = None if all_valid else ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
         planes = [(self.image[here], patch_image)]
@@ -247,8 +288,8 @@ class RegionAccumulator:
             else:
                 # Same arithmetic and casting as LSST's ``a[valid] += b[valid]``, without the gathers.
                 np.add(out, patch, out=out, where=valid)
-        if self.count is not None:
-            self.count[here] += 1 if valid is None else valid
+        if self.counts is not None:
+            self.counts.add(overlap, valid)
         if self.mask is not None and mask is not None:
             self.mask[here] |= mask[cell]
 
@@ -263,24 +304,18 @@ class RegionAccumulator:
             self.mask[nan] |= bad_bits
         if self.operation != "average":
             return RegionStats()
-        if self.count is None:
-            ys, xs, counts = box_counts(self.bbox, self.boxes)
+        if self.counts.plane is None:
+            ys, xs, counts = self.counts.blocks()
             if counts.size <= MAX_COUNT_BLOCKS:
                 return self._divide_by_blocks(ys, xs, counts, bad_bits)
-            self.count = self._count_plane()
-        weights = self.count.astype(np.float64)
+        weights = self.counts.as_plane().astype(np.float64)
         zero = weights == 0.0
         for plane in (self.image, self.variance) if self.with_variance else (self.image,):
             np.divide(plane, weights, out=plane, where=~zero)
             plane[zero] = np.nan
         if self.mask is not None:
             self.mask[zero] |= bad_bits
-        return RegionStats.of(self.count, zero)
-
-    def _count_plane(self) -> np.ndarray:
-        """The per-pixel counts of the boxes recorded so far."""
-        ys, xs, counts = box_counts(self.bbox, self.boxes)
-        return np.repeat(np.repeat(counts.astype(np.int32), np.diff(ys), axis=0), np.diff(xs), axis=1)
+        return self.counts.stats(zero)
 
     def _divide_by_blocks(self, ys: np.ndarray, xs: np.ndarray, counts: np.ndarray, bad_bits: int) -> RegionStats:
         """`finish` for an average of all-valid results: divide each block of equal count by it.
@@ -323,13 +358,14 @@ class WeightedRegionAccumulator:
     image: np.ndarray | None = None
     variance: np.ndarray | None = None
     with_variance: bool = True
+    per_pixel_counts: bool = True
 
     def __post_init__(self) -> None:
         shape = (self.bbox.getHeight(), self.bbox.getWidth())
         self.sum_weights = np.zeros(shape)
         self.sum_image = np.zeros(shape)
         self.sum_variance = np.zeros(shape) if self.with_variance else None
-        self.count = np.zeros(shape, dtype=np.int32)
+        self.counts = ContributionCounts(self.bbox, self.per_pixel_counts)
         if self.image is None:
             self.image = np.empty(shape, dtype=self.dtype)
         if self.with_variance and self.variance is None:
@@ -348,10 +384,8 @@ class WeightedRegionAccumulator:
             return
         cell = overlap.slices(bbox.getBegin())
         here = overlap.slices(self.bbox.getBegin())
-        if weights is None:
-            w = self.weighting.pixel_weights(bbox, image, variance, overlap)
-        else:
-            w = weights[cell]
+        own = weights is None  # weights worked out here may be overwritten
+        w = self.weighting.pixel_weights(bbox, image, variance, overlap) if own else weights[cell]
         patch_image, patch_variance = image[cell], variance[cell] if self.with_variance else None
         if all_valid is None:
             all_valid = all_finite(patch_image, patch_variance)
@@ -359,10 +393,10 @@ class WeightedRegionAccumulator:
         if all_valid:
             # No pixel to leave out: the products below are the masked path's, without its temporaries.
             self.sum_weights[here] += w
-            self.sum_image[here] += w * patch_image
             if self.with_variance:
                 self.sum_variance[here] += factor * patch_variance
-            self.count[here] += 1
+            self.sum_image[here] += np.multiply(w, patch_image, out=w if own else None)
+            self.counts.add(overlap, None)
         else:
             patch_image = patch_image.astype(np.float64)
             patch_variance = patch_variance.astype(np.float64) if self.with_variance else None
@@ -371,7 +405,7 @@ class WeightedRegionAccumulator:
             self.sum_image[here] += np.where(valid, w * patch_image, 0.0)
             if self.with_variance:
                 self.sum_variance[here] += np.where(valid, factor * patch_variance, 0.0)
-            self.count[here] += valid
+            self.counts.add(overlap, valid)
         if self.mask is not None and mask is not None:
             self.mask[here] |= mask[cell]
 
@@ -394,4 +428,9 @@ class WeightedRegionAccumulator:
         if self.mask is not None:
             nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
             self.mask[nan | zero] |= bad_bits
-        return RegionStats.of(self.count, zero)
+        return self.counts.stats(zero)
+
+    @property
+    def count(self) -> np.ndarray | None:
+        """The count plane of valid contributions, where one is kept (see `ContributionCounts`)."""
+        return self.counts.plane

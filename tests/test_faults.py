@@ -28,12 +28,18 @@ def make_task(mapper, operation="average", scheduler="synchronous", **fields):
     return imr.ImageMapReduceTask(config=config)
 
 
-@pytest.mark.parametrize("operation", ["copy", "sum", "average"])
+@pytest.mark.parametrize(
+    "operation", ["copy", "sum", "average", "cosine-weighted average"], ids=["copy", "sum", "average", "cosine"]
+)
 @pytest.mark.parametrize("scheduler", ["synchronous", "threads", "processes"])
 def test_masked_failure_leaves_nan_only_where_no_other_cell_covers(operation, scheduler):
     exposure = make_exposure(90, 70, xy0=(4, 6), seed=41)
     point = imr.Point2I(50, 40)
+    weighted = operation.startswith("cosine")
+    operation = "average" if weighted else operation
     task = make_task(FailingMapper, operation, scheduler, maskFailures=True)
+    if weighted:
+        task.reducer.config.weighting = "cosine"
     result = task.run(exposure, failAt=(point.x, point.y))
     failed = [b for b in task.boxes0 if b.contains(point)]
     assert failed and [f.bbox for f in result.failures] == failed

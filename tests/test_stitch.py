@@ -131,13 +131,17 @@ def test_weighted_average_skips_the_masking_with_the_same_bits(kind, formula):
     boxes = [_box(0, 10, 40, 30), _box(30, 10, 40, 30), _box(0, 35, 40, 30), _box(12, 22, 20, 20)]
     pieces = _pieces(np.random.default_rng(3), boxes)
     results = []
-    for all_valid in (True, False):  # False: the masked path, as taken when some pixel is NaN
+    # all valid and counted from the boxes; the masked path (as with some NaN) with a count plane
+    for all_valid, per_pixel_counts in ((True, False), (False, True)):
         shape = (REGION.getHeight(), REGION.getWidth())
-        acc = WeightedRegionAccumulator(REGION, np.zeros(shape, np.int32), np.float32, weighting)
+        acc = WeightedRegionAccumulator(
+            REGION, np.zeros(shape, np.int32), np.float32, weighting, per_pixel_counts=per_pixel_counts
+        )
         for box, image, variance, mask in pieces:
             acc.add(box, image, variance, mask, None, all_valid)
         results.append((acc, acc.finish(BAD)))
     (fast, fast_stats), (careful, careful_stats) = results
+    assert fast.count is None and careful.count is not None
     _assert_same(fast, careful)
     assert fast_stats == careful_stats
     covered = _brute_counts(REGION, boxes) > 0
@@ -157,3 +161,16 @@ def test_a_region_whose_total_overflows_still_averages_exactly():
     values = np.full((40, 40), 3e37, np.float32)
     out = imr.map_reduce(values, lambda c: c, cell_size=20, grid_step=10, border=0, scheduler="synchronous")
     np.testing.assert_array_equal(out, values)
+
+
+def test_weights_handed_in_are_not_overwritten():
+    weighting = make_weighting(lambda bbox, image, variance: np.full(image.shape, 2.0))
+    box = _box(10, 20, 30, 20)
+    image, variance = np.ones((20, 30), np.float32), np.ones((20, 30), np.float32)
+    weights = weighting.pixel_weights(box, image, variance)
+    before = weights.copy()
+    acc = WeightedRegionAccumulator(REGION, None, np.float32, weighting, per_pixel_counts=False)
+    acc.add(box, image * 3, variance, None, weights, True)
+    acc.finish(BAD)
+    np.testing.assert_array_equal(weights, before)
+    np.testing.assert_array_equal(acc.image[0:20, 0:30], 3.0)

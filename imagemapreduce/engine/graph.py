@@ -68,8 +68,9 @@ class RegionTask:
         """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
         if self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform:
             return WeightedRegionAccumulator(
-                self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance
-            )
+                self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance,
+                per_pixel_counts or track_count,
+            )  # fmt: skip
         return RegionAccumulator(
             self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance, track_count, prefilled,
             per_pixel_counts,
