@@ -63,10 +63,15 @@ class RegionTask:
     writer: Any = None
     index: tuple[int, int] = (0, 0)
 
+    @property
+    def weighted(self) -> bool:
+        """Whether this is a non-uniform ``average`` (stitched by the weighted accumulator)."""
+        return self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform
+
     def accumulator(self, image, mask, variance, track_count: bool = False, prefilled: bool = False,
                     per_pixel_counts: bool = True):  # fmt: skip
         """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
-        if self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform:
+        if self.weighted:
             return WeightedRegionAccumulator(
                 self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance,
                 per_pixel_counts or track_count,
@@ -124,9 +129,7 @@ def _data_weights(task: RegionTask, piece: Piece) -> np.ndarray | None:
     Windows depend on position only: the accumulator works them out on the part of each piece
     inside the region, and their PSF weight is 1.
     """
-    if task.weighting is None or task.weighting.is_uniform or task.weighting.is_window:
-        return None
-    if task.operation != "average":
+    if not task.weighted or task.weighting.is_window:
         return None
     return task.weighting.pixel_weights(piece.bbox, piece.image, piece.variance)
 
@@ -329,9 +332,9 @@ def _execute_direct(
     report.summaries = [o.summary() for o in outcomes]
     report.components = [(None, o.box0, 1.0) for o in outcomes if o.failure is None]
     report.failures = [o.failure for o in outcomes if o.failure is not None]
-    pending = [o.index for o in outcomes if not _wrote(o)]
-    members, _ = _region_members(plan.grid, plan.bbox, region_size)
-    dirty = sorted({key for key, cells in members.items() if not set(cells).isdisjoint(pending)})
+    pending = {o.index for o in outcomes if not _wrote(o)}
+    members = _region_members(plan.grid, plan.bbox, region_size)[0] if pending else {}
+    dirty = sorted(key for key, cells in members.items() if not pending.isdisjoint(cells))
     rows = region_boxes(plan.bbox, region_size)
     parts = []
     for i, j in dirty:
@@ -343,7 +346,9 @@ def _execute_direct(
         cells = [_read_back(outcomes[k], output, plan.bbox.getBegin()) for k in members[(i, j)]]
         parts.append(stitch_region(task, None, cells).stats)
     if plan.operation == "average":  # every other pixel has exactly one contribution
-        parts += [_single_cover_stats(rows[i][j]) for i, j in members.keys() - set(dirty)]
+        restitched = set(dirty)
+        for i, row in enumerate(rows):
+            parts += [_single_cover_stats(region) for j, region in enumerate(row) if (i, j) not in restitched]
     report.stats = RegionStats.merge(parts)
     return report
 

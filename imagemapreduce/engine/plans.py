@@ -18,7 +18,7 @@ from ..image import Exposure
 from ..stitch import IMAGE_REDUCE_OPERATIONS
 from ..weights import Weighting
 from .cells import ArrayCellTask, CellTask, FailurePolicy, array_piece, exposure_piece, run_array_cell, run_cell
-from .sources import CompanionSource, ExposureSource, PlaneSource
+from .sources import CompanionSource, ExposureSource, PlaneSource, local_corners
 
 __all__ = ["ExposurePlan", "ArrayPlan", "cells_disjoint"]
 
@@ -41,8 +41,7 @@ def cells_disjoint(boxes: np.ndarray) -> bool:
 
 def _cores_of(output: np.ndarray, cells: np.ndarray, origin: Point2I) -> list[np.ndarray]:
     """The view of ``output`` under each cell (``(n, 4)`` boxes, parent coordinates)."""
-    local = (cells - np.array([origin.x, origin.y, origin.x, origin.y])).tolist()
-    return [output[y0 : y1 + 1, x0 : x1 + 1] for x0, y0, x1, y1 in local]
+    return [output[y0 : y1 + 1, x0 : x1 + 1] for x0, y0, x1, y1 in local_corners(cells, origin)]
 
 
 @dataclass

@@ -24,6 +24,7 @@ __all__ = [
     "ArrayCut",
     "DEFERRED_CUTS",
     "materialize",
+    "local_corners",
     "CompanionSource",
     "companion_images",
     "is_dask_array",
@@ -34,6 +35,12 @@ __all__ = [
 def is_dask_array(array: Any) -> bool:
     """Whether ``array`` is a Dask array (without importing dask.array when it is not)."""
     return type(array).__module__.startswith("dask.array") and hasattr(array, "__dask_graph__")
+
+
+def local_corners(boxes: np.ndarray, origin: Point2I) -> list[list[int]]:
+    """Box corners ``(minX, minY, maxX, maxY)`` of an ``(n, 4)`` array, relative to ``origin``, as ints."""
+    shift = np.array([origin.x, origin.y, origin.x, origin.y])
+    return (np.asarray(boxes, dtype=np.int64).reshape(-1, 4) - shift).tolist()
 
 
 @dataclass(frozen=True)
@@ -85,15 +92,11 @@ class PlaneSource:
         In-memory planes give `ArrayCut` objects (the views are made when the cells run), from
         slice bounds computed for all the boxes at once; Dask planes give block tasks.
         """
+        local = local_corners(boxes, self.origin)
         if self.lazy:
-            return [self._cut_lazy(slice(y0, y1 + 1), slice(x0, x1 + 1)) for x0, y0, x1, y1 in self._local(boxes)]
+            return [self._cut_lazy(slice(y0, y1 + 1), slice(x0, x1 + 1)) for x0, y0, x1, y1 in local]
         array = self.array
-        return [ArrayCut(array, slice(y0, y1 + 1), slice(x0, x1 + 1)) for x0, y0, x1, y1 in self._local(boxes)]
-
-    def _local(self, boxes: np.ndarray) -> list[list[int]]:
-        """Box corners ``(minX, minY, maxX, maxY)`` relative to this plane's pixel ``[0, 0]``."""
-        shift = np.array([self.origin.x, self.origin.y, self.origin.x, self.origin.y])
-        return (np.asarray(boxes, dtype=np.int64).reshape(-1, 4) - shift).tolist()
+        return [ArrayCut(array, slice(y0, y1 + 1), slice(x0, x1 + 1)) for x0, y0, x1, y1 in local]
 
     def cut(self, box: Box2I) -> Any:
         """A read-only view of ``box`` (numpy), or a task that assembles it from blocks (Dask)."""
