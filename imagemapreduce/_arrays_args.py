@@ -18,7 +18,8 @@ import numpy as np
 
 from .engine import is_dask_array
 from .geom import Box2I, Extent2I, Point2I
-from .grid import AdjustGridOption, CellGrid, cell_boxes, grid_centroids
+from .grid import MAX_PIXELS, AdjustGridOption, CellGrid, cell_boxes, grid_centroids, grid_shape
+from .grid import uncovered_pixels as _uncovered_in_box
 from .weights import Weighting, make_weighting
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "check_choice",
     "check_func",
     "check_image_array",
+    "check_timeout",
     "check_weights",
+    "fill_masked",
     "output_dtype",
     "prepare_companions",
     "regular_grid",
@@ -58,7 +61,7 @@ def as_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
     TypeError
         If ``value`` is neither an int nor a pair of ints.
     ValueError
-        If either entry is below ``minimum``.
+        If either entry is below ``minimum`` or above `MAX_PIXELS`.
     """
     if _is_int(value):
         rows = cols = int(value)
@@ -69,6 +72,9 @@ def as_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
     if min(rows, cols) < minimum:
         unit = "pixel" if minimum == 1 else "pixels"
         raise ValueError(f"{name} must be at least {minimum} {unit} along each axis, got {value!r}; increase {name}")
+    if max(rows, cols) > MAX_PIXELS:
+        # Larger values overflow the int64 box arithmetic; no image is that large anyway.
+        raise ValueError(f"{name} must be at most {MAX_PIXELS} pixels along each axis, got {value!r}; decrease {name}")
     return cols, rows
 
 
@@ -104,11 +110,47 @@ def check_image_array(data: Any, name: str = "image") -> Any:
             f"{name} must be 2-d (rows, cols), got shape {tuple(data.shape)}; map one plane at a time "
             "(e.g. image[..., k]) or squeeze length-1 axes"
         )
+    if any(np.isnan(n) for n in data.shape):
+        raise ValueError(
+            f"{name} is a Dask array of unknown shape {tuple(data.shape)} (NaN chunk sizes, e.g. after boolean "
+            f"indexing); the grid needs its size: call {name}.compute_chunk_sizes() first"
+        )
     if 0 in data.shape:
         raise ValueError(f"{name} is empty (shape {tuple(data.shape)}); there is nothing to map")
     if data.dtype.kind not in "biufc":
         raise TypeError(f"{name} must hold numbers, got dtype {data.dtype}")
     return data
+
+
+def is_masked_array(data: Any) -> bool:
+    """Whether ``data`` is a numpy masked array or a Dask array of masked chunks."""
+    if is_dask_array(data):
+        return isinstance(getattr(data, "_meta", None), np.ma.MaskedArray)
+    return isinstance(data, np.ma.MaskedArray)
+
+
+def fill_masked(data: Any, name: str = "image") -> tuple[Any, bool]:
+    """A masked array's pixels with the masked ones NaN (invalid), and whether ``data`` was masked.
+
+    Anything but a masked array (numpy, or Dask of masked chunks) is returned as it is.
+
+    Raises
+    ------
+    TypeError
+        For a masked array of a dtype that cannot hold NaN (integers, bool).
+    """
+    if not is_masked_array(data):
+        return data, False
+    if data.dtype.kind not in "fc":
+        raise TypeError(
+            f"{name} is a masked array of dtype {data.dtype}: its masked pixels would reach func as NaN, which "
+            f"{data.dtype} cannot hold. Convert it first (.astype(np.float64)), or drop the mask (.filled(value))"
+        )
+    if is_dask_array(data):
+        import dask.array as da
+
+        return da.ma.filled(data, np.nan), True
+    return data.filled(np.nan), True
 
 
 def check_func(func: Any, keywords: tuple[str, ...]) -> None:
@@ -184,6 +226,7 @@ def prepare_companions(
             value = value.transpose(*dims)
         value = getattr(value, "data", value) if hasattr(value, "dims") else value
         value = check_image_array(value, f"companion {name!r}")
+        value, _ = fill_masked(value, f"companion {name!r}")
         if tuple(value.shape) != tuple(shape):
             raise ValueError(
                 f"companion {name!r} has shape {tuple(value.shape)} but the image has shape {tuple(shape)}; "
@@ -205,36 +248,19 @@ def regular_grid(
 
     Sizes are ``(x, y)``. Boxes are in array indices (pixel ``[0, 0]`` is ``(0, 0)``).
     """
-    height, width = shape
-    bbox = Box2I(Point2I(0, 0), Extent2I(width, height))
+    bbox = _array_bbox(shape)
     option = cast(AdjustGridOption, adjust)  # checked against ADJUST_OPTIONS by the caller
-    cx, cy, cell_xy = grid_centroids(bbox, cell, step, option)
+    cx, cy, cell_xy = grid_centroids(bbox, cell, step, option, fix="increase cell_size or grid_step")
     grid = cell_boxes(bbox, cx, cy, cell_xy, border, force_even_sized)
-    # The x centres alone: a 1-pixel-high box with a 2-pixel cell and step has one y centre for
-    # every adjust option, so this call returns exactly the grid's columns.
-    nx = len(grid_centroids(Box2I(Point2I(0, 0), Extent2I(width, 1)), (cell[0], 2), (step[0], 2), option)[0])
-    ny = len(cx) // nx
+    ny = grid_shape(bbox, cell, step, option)[1]
     index = np.arange(len(cx))
     indices = np.stack([index // ny, index % ny], axis=1)  # grid order is x-major
-    if len(grid) != len(cx):
-        indices = indices[_kept_cells(bbox, cx, cy, cell_xy, border, force_even_sized, ny)]
-    return grid, indices
+    return grid, indices[grid.keep]
 
 
-def _kept_cells(bbox, cx, cy, cell, border, force_even_sized, ny) -> np.ndarray:
-    """Which centroids `cell_boxes` kept (it drops cells of one pixel or less, as LSST does).
-
-    `cell_boxes` does not say which it dropped, so ask it column by column, and cell by cell only
-    in columns that lost some (in practice the one-pixel corner cell of the last column).
-    """
-    keep = np.ones(len(cx), dtype=bool)
-    for start in range(0, len(cx), ny):
-        column = slice(start, start + ny)
-        if len(cell_boxes(bbox, cx[column], cy[column], cell, border, force_even_sized)) == ny:
-            continue
-        for i in range(start, start + ny):
-            keep[i] = len(cell_boxes(bbox, cx[i : i + 1], cy[i : i + 1], cell, border, force_even_sized)) == 1
-    return keep
+def _array_bbox(shape: tuple[int, int]) -> Box2I:
+    """The bbox of an array of ``shape`` (rows, cols) in array indices: pixel ``[0, 0]`` is ``(0, 0)``."""
+    return Box2I(Point2I(0, 0), Extent2I(shape[1], shape[0]))
 
 
 def uncovered_pixels(cells: np.ndarray, shape: tuple[int, int]) -> int:
@@ -242,28 +268,32 @@ def uncovered_pixels(cells: np.ndarray, shape: tuple[int, int]) -> int:
 
     Works on the grid compressed to the cells' edges, so it costs O(cells), not O(pixels).
     """
-    height, width = shape
-    if len(cells) == 0:
-        return height * width
-    xs = np.unique(np.concatenate([[0, width], cells[:, 0], cells[:, 2] + 1]))
-    ys = np.unique(np.concatenate([[0, height], cells[:, 1], cells[:, 3] + 1]))
-    j0, j1 = np.searchsorted(xs, cells[:, 0]), np.searchsorted(xs, cells[:, 2] + 1)
-    i0, i1 = np.searchsorted(ys, cells[:, 1]), np.searchsorted(ys, cells[:, 3] + 1)
-    diff = np.zeros((len(ys), len(xs)), dtype=np.int64)
-    for rows, cols, sign in ((i0, j0, 1), (i0, j1, -1), (i1, j0, -1), (i1, j1, 1)):
-        np.add.at(diff, (rows, cols), sign)
-    cover = diff.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
-    areas = np.outer(np.diff(ys), np.diff(xs))
-    return int(areas[cover == 0].sum())
+    return _uncovered_in_box(cells, _array_bbox(shape))
 
 
 def output_dtype(dtype: Any, image_dtype: np.dtype) -> np.dtype:
     """Return the output dtype: as asked, else the input's if it can hold NaN, else float64."""
     if dtype is None:
         return image_dtype if image_dtype.kind in "fc" else np.dtype(np.float64)
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(
+            f"dtype must be a numpy floating or complex dtype such as 'float32', got {dtype!r} ({exc})"
+        ) from None
     if dtype.kind not in "fc":
         raise ValueError(
             f"dtype must be a floating or complex type (uncovered and invalid pixels are NaN), got {dtype}"
         )
     return dtype
+
+
+def check_timeout(value: Any, name: str) -> float | None:
+    """Return ``value`` as seconds (a finite number above 0), or None (no limit)."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number of seconds or None (no limit), got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number of seconds above 0, or None for no limit; got {value!r}")
+    return float(value)

@@ -27,14 +27,24 @@ from ._arrays_args import (
     check_choice,
     check_func,
     check_image_array,
+    check_timeout,
     check_weights,
+    fill_masked,
     output_dtype,
     prepare_companions,
     regular_grid,
     requested_geometry,
     uncovered_pixels,
 )
-from .engine import ArrayPlan, choose_scheduler, execute_cells, execute_stitch, is_dask_array, lazy_stitch
+from .engine import (
+    ArrayPlan,
+    FailurePolicy,
+    choose_scheduler,
+    execute_cells,
+    execute_stitch,
+    is_dask_array,
+    lazy_stitch,
+)
 
 __all__ = ["map_reduce"]
 
@@ -57,6 +67,7 @@ def map_reduce(
     region_size: int = 512,
     force_even_sized: bool = False,
     dtype: Any = None,
+    cell_timeout: float | None = None,
 ) -> Any:
     """Apply ``func`` to every cell of a grid over a 2-d array and stitch the results.
 
@@ -70,13 +81,16 @@ def map_reduce(
 
     Parameters
     ----------
-    image : `numpy.ndarray`, `dask.array.Array` or `xarray.DataArray`
-        The 2-d input. Anything ``numpy.asarray`` accepts is taken as numpy.
+    image : `numpy.ndarray`, `numpy.ma.MaskedArray`, `dask.array.Array` or `xarray.DataArray`
+        The 2-d input. Anything ``numpy.asarray`` accepts is taken as numpy. The masked pixels of
+        a (floating-point) masked array reach ``func`` as NaN, and the result is then a masked
+        array (see Notes); a masked array of integers is refused.
     func : callable
         ``func(cell, **kwargs) -> array``. ``cell`` is the expanded cell as a read-only,
         C-contiguous numpy array (a compact copy of a box of an in-memory image: copy it again
-        before writing into it). It returns an array the shape of ``cell`` (its core is kept) or
-        the shape of the cell itself; with ``reduce="none"``, anything. Besides ``func_kwargs``
+        before writing into it). It returns an array of numbers the shape of ``cell`` (its core
+        is kept) or the shape of the cell itself, where NaN, or a masked pixel of a masked array,
+        marks an invalid pixel; with ``reduce="none"``, anything. Besides ``func_kwargs``
         and ``companions`` it receives, if it names them as parameters (not via ``**kwargs``):
         ``cell_box`` and ``expanded_box`` (`Box2I` in array indices: x = column, y = row) and
         ``grid_index`` (``(ix, iy)``, the cell's column and row in the grid).
@@ -120,13 +134,19 @@ def map_reduce(
         Grow odd-sized boxes by one pixel, as LSST's ``forceEvenSized``.
     dtype : numpy dtype, optional
         Output type: floating or complex. Default: the input's, or float64 for integer input.
+    cell_timeout : `float`, optional
+        Seconds ``func`` may run on one cell (None: no limit). A cell past it fails the run with a
+        `CellFailure` saying it timed out. Python cannot stop a thread, so the late call is
+        abandoned, not stopped: it keeps running in the background until it returns or its
+        process ends. With a timeout each call runs in a helper thread; without, at no extra cost.
 
     Returns
     -------
     result : array or `list`
         Stitched image of the input's shape and kind: `numpy.ndarray`, lazy `dask.array.Array`
         (chunks are ``region_size`` squares), or `xarray.DataArray` with the input's dims, coords,
-        name and attrs. For ``reduce="none"``, a computed list of ``func``'s results.
+        name and attrs; for a masked array, a masked array (numpy or Dask) masking the NaN pixels.
+        For ``reduce="none"``, a computed list of ``func``'s results.
 
     Raises
     ------
@@ -143,6 +163,10 @@ def map_reduce(
     (``sum``). NaN in the input reaches ``func`` unchanged. A pixel covered by no cell at all (gaps
     from a large ``grid_step``, or a one-pixel corner cell, which LSST's grid drops) is treated the
     same way, and a `UserWarning` says how many there are.
+
+    A masked input is the same as its data with the masked pixels NaN; the result masks the
+    pixels valid in no cell (NaN). ``reduce="sum"`` is refused for it: such pixels sum to 0 there,
+    so the result could not tell them from a zero sum.
 
     Examples
     --------
@@ -168,9 +192,15 @@ def map_reduce(
     if template is not None and template.ndim != 2:
         raise ValueError(f"image must be 2-d, got a DataArray with dims {template.dims}; select one plane first")
     data = check_image_array(template.data if template is not None else image)
+    data, masked = fill_masked(data)
     if not callable(func):
         raise TypeError(f"func must be callable, as func(cell, **kwargs) -> array; got {type(func).__name__}")
     reduce = check_choice(reduce, "reduce", REDUCE_CHOICES)
+    if masked and reduce == "sum":
+        raise ValueError(
+            "reduce='sum' of a masked array would give 0, not a masked pixel, where no cell has a valid value; "
+            "use reduce='average' or 'copy', or pass image.filled(np.nan) for plain sums"
+        )
     adjust = check_choice(adjust, "adjust", ADJUST_OPTIONS)
     cell_xy = as_pair(cell_size, "cell_size", 1)
     step_xy = cell_xy if grid_step is None else as_pair(grid_step, "grid_step", 1)
@@ -201,6 +231,7 @@ def map_reduce(
             "lazy (Dask input or compute=False): pass compute=True, or call result.compute(scheduler=...)"
         )
     out_dtype = output_dtype(dtype, data.dtype)
+    policy = FailurePolicy(timeout=check_timeout(cell_timeout, "cell_timeout"))
     if weighting is not None and out_dtype.kind == "c":
         # The weighted stitcher accumulates in float64 and would drop the imaginary part.
         raise ValueError(f"weights={weights!r} needs a real output; got dtype {out_dtype}: use weights='uniform'")
@@ -211,7 +242,7 @@ def map_reduce(
     mapped = func if reduce == "none" else _AsDtype(func, out_dtype)
     plan = ArrayPlan(
         mapped, data, grid, kwargs, reduce, companions=extra, geometry=geometry, grid_indices=indices,
-        weighting=weighting,
+        weighting=weighting, policy=policy,
     )  # fmt: skip
     if reduce == "none":
         with choose_scheduler(scheduler, num_workers) as chosen:
@@ -222,23 +253,43 @@ def map_reduce(
         result = np.empty(data.shape, dtype=out_dtype)  # every region overwrites all of its pixels
         with choose_scheduler(scheduler, num_workers) as chosen:
             execute_stitch(plan, result, 0, region_size, chosen)
-    return _like(template, result)
+    return _like(template, _masked_invalid(result) if masked else result)
+
+
+def _masked_invalid(result: Any) -> Any:
+    """``result`` as a masked array (numpy or Dask) masking its invalid (NaN) pixels."""
+    if is_dask_array(result):
+        import dask.array as da
+
+        return da.ma.masked_where(da.isnan(result), result)
+    return np.ma.masked_array(result, mask=np.isnan(result))
 
 
 class _AsDtype:
-    """``func`` with its result converted to the output dtype (a bool or object result cannot be stitched).
+    """``func`` with its numeric result converted to the output dtype (a masked array stays masked).
 
-    A module-level class, not a closure, so that it pickles for worker processes; it carries the
-    function's name so that the engine's errors still name the user's function.
+    A bool result becomes 0 / 1; one that is not numbers (objects, text) is left as it is, for the
+    engine to refuse naming the cell; complex values for a real output are refused here (their
+    imaginary part would be dropped). A module-level class, not a closure, so that it pickles for worker processes; it
+    carries the function's name so that the engine's errors still name the user's function.
     """
 
     def __init__(self, func: Callable[..., Any], dtype: np.dtype):
         self.func = func
         self.dtype = dtype
         self.__name__ = getattr(func, "__name__", repr(func))
+        self.__wrapped__ = func  # so that the pre-flight check on a cluster imports func's module
 
     def __call__(self, cell: Any, **kwargs: Any) -> np.ndarray:
-        return np.asarray(self.func(cell, **kwargs), dtype=self.dtype)  # no copy when the dtype matches
+        result = np.asanyarray(self.func(cell, **kwargs))  # a masked array keeps its mask
+        if result.dtype.kind == "c" and self.dtype.kind != "c":
+            raise TypeError(
+                f"func returned complex values (dtype {result.dtype}) but the output dtype is {self.dtype}: "
+                f"pass dtype=np.complex128 to map_reduce, or return real values"
+            )
+        if result.dtype.kind not in "biufc":
+            return result
+        return result.astype(self.dtype, copy=False)  # no copy when the dtype matches
 
 
 def _check_func_kwargs(func_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -255,9 +306,9 @@ def _warn_uncovered(cells: np.ndarray, shape: tuple[int, int], reduce: str) -> N
         fill = "0" if reduce == "sum" else "NaN"
         warnings.warn(
             f"{missing} pixel{'s' if missing != 1 else ''} of the {shape[0]}x{shape[1]} image lie in no cell "
-            f"and will be {fill}: the grid leaves gaps (grid_step larger than cell_size) or drops a "
-            "one-pixel corner cell (as LSST does). Choose cell_size/grid_step to cover the image, or "
-            "adjust='spacing'",
+            f"and will be {fill}: the grid leaves gaps (grid_step larger than cell_size) or drops one-pixel "
+            "cells (LSST's grid keeps only cells of more than one pixel, so cell_size=1 keeps none). Choose "
+            "cell_size/grid_step to cover the image, or adjust='spacing'",
             UserWarning,
             stacklevel=3,
         )

@@ -10,7 +10,7 @@ Coordinates: centroids are relative to the image's bbox begin; boxes are in pare
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -23,10 +23,17 @@ __all__ = [
     "AdjustGridOption",
     "CellGrid",
     "FWHM_PER_SIGMA",
+    "GridTooLargeError",
+    "MAX_GRID_CELLS",
+    "MAX_PIXELS",
     "psf_fwhm",
     "rescale",
+    "truncate_pixels",
+    "grid_shape",
     "grid_centroids",
     "cell_boxes",
+    "uncovered_pixels",
+    "dropped_pixels",
     "boxes_from_array",
     "boxes_to_array",
 ]
@@ -36,16 +43,55 @@ AdjustGridOption = Literal["spacing", "size", "none"]
 #: FWHM of a Gaussian in units of its sigma, 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
+#: The largest cell size, grid step, border or centroid, in pixels: LSST's `Box2I` holds 32-bit
+#: coordinates, and within this bound every box computation fits an int64 with room to spare.
+MAX_PIXELS = 2**31 - 1
+
+#: The most cells one grid may have. Each cell becomes a Dask task and two `Box2I`, so beyond this
+#: a grid would take minutes and gigabytes before any cell ran (4096 x 4096 images with 1-pixel
+#: cells stay below it).
+MAX_GRID_CELLS = 20_000_000
+
+
+class GridTooLargeError(ValueError):
+    """A grid would have more than `MAX_GRID_CELLS` cells; raised before any of it is built.
+
+    Parameters
+    ----------
+    shape : (`int`, `int`)
+        Columns and rows of the grid, (x, y).
+    bbox : `Box2I`
+        The image it would cover.
+    fix : `str`
+        What the caller can change, in its own parameter names.
+    """
+
+    def __init__(self, shape: tuple[int, int], bbox: Box2I, fix: str | None = None):
+        fix = fix or "increase cellSizeX/cellSizeY or gridStepX/gridStepY"
+        self.shape = shape
+        self.bbox = bbox
+        nx, ny = shape
+        super().__init__(
+            f"the grid over the {bbox.getWidth()} x {bbox.getHeight()} image would have {nx * ny:,} cells "
+            f"({nx} x {ny}), more than the {MAX_GRID_CELLS:,} allowed (each cell is a task): {fix}"
+        )
+
 
 @dataclass(frozen=True)
 class CellGrid:
     """A grid: cells and expanded cells as ``(n, 4)`` int arrays of ``(minX, minY, maxX, maxY)``.
 
     Row ``i`` of `cells` and `expanded` belong together; rows are in grid order (x-major).
+
+    A grid laid from centroids by `cell_boxes` also records what LSST's area rule did: `keep`,
+    one bool per centroid (True where its pair was kept), and `dropped`, the dropped cells that
+    cover a pixel (``(m, 4)``; each is a single pixel). Both are None for a grid made from boxes.
     """
 
     cells: np.ndarray
     expanded: np.ndarray
+    keep: np.ndarray | None = field(default=None, compare=False, repr=False)
+    dropped: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -79,9 +125,9 @@ def rescale(value: float, fwhm: float | None, name: str, minimum: int | None = N
     """
     if minimum is None:
         minimum = 0 if name.startswith("borderSize") else 1
-    scaled = int(np.rint(value * fwhm if fwhm is not None else value))
+    hint = f" (scaled by the PSF FWHM {fwhm:.3g})" if fwhm is not None else ""
+    scaled = _checked_pixels(np.rint(value * fwhm if fwhm is not None else value), name, f"{value}{hint}")
     if scaled < minimum:
-        hint = f" (scaled by the PSF FWHM {fwhm:.3g})" if fwhm is not None else ""
         raise ValueError(
             f"{name} = {value}{hint} rounds to {scaled} pixels; it must be at least {minimum} "
             f"pixel{'s' if minimum != 1 else ''}. "
@@ -90,17 +136,60 @@ def rescale(value: float, fwhm: float | None, name: str, minimum: int | None = N
     return scaled
 
 
-def _axis_centroids(length: int, cell: int, step: int, adjust: AdjustGridOption) -> tuple[np.ndarray, int]:
-    """Centres along one axis, relative to the box begin, and the (possibly adjusted) cell size."""
+def truncate_pixels(value: float, name: str) -> int:
+    """Truncate a size to whole pixels as LSST's ``int(config.cellSizeX)`` does, refusing NaN, inf and huge values."""
+    return _checked_pixels(value, name, f"{value}")
+
+
+def _checked_pixels(value: float, name: str, shown: str) -> int:
+    """``int(value)``, or a `ValueError` naming ``name`` if it is not finite or beyond `MAX_PIXELS`.
+
+    ``int()`` of NaN or inf raises a message that names no parameter, and a huge value would
+    overflow the int64 box arithmetic (or silently wrap) further on.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"{name} = {shown} is not a finite number of pixels; set {name} to a finite value")
+    if abs(value) > MAX_PIXELS:
+        raise ValueError(f"{name} = {shown} is beyond the {MAX_PIXELS} pixels a box can hold; decrease {name}")
+    return int(value)
+
+
+def _axis_layout(length: int, cell: int, step: int, adjust: AdjustGridOption) -> tuple[int, int, int, int]:
+    """Along one axis: the number of centres, the first centre, the spacing and the cell size to use.
+
+    For ``'spacing'`` the spacing is not used (the centres are re-spaced to fit); for the others
+    the centres are ``first + spacing * k``, the values of LSST's ``np.arange``.
+    """
     if adjust == "spacing":
         # Re-space the centres so that cells fit the image exactly.
-        return np.linspace(cell // 2, length - cell // 2, length // cell + 1), cell
+        return length // cell + 1, cell // 2, 0, cell
     if adjust == "size":
         # The cell becomes the grid step, plus one pixel so that no gaps remain.
-        return np.arange(step // 2, length + step // 2, step), step + 1
-    if adjust == "none":
-        return np.arange(cell // 2, length + cell // 2, step), cell
-    raise ValueError(f"adjustGridOption must be one of 'spacing', 'size', 'none'; got {adjust!r}")
+        first, cell = step // 2, step + 1
+    elif adjust == "none":
+        first = cell // 2
+    else:
+        raise ValueError(f"adjustGridOption must be one of 'spacing', 'size', 'none'; got {adjust!r}")
+    # len(np.arange(first, length + first, step)), without making it
+    return max(0, -(-length // step)), first, step, cell
+
+
+def _axis_centroids(length: int, layout: tuple[int, int, int, int]) -> np.ndarray:
+    """The centres along one axis, relative to the box begin, for `_axis_layout`'s answer."""
+    count, first, step, cell = layout
+    if step == 0:
+        return np.linspace(first, length - cell // 2, count)
+    return first + step * np.arange(count, dtype=np.int64)
+
+
+def grid_shape(
+    bbox: Box2I, cell_size: tuple[int, int], grid_step: tuple[int, int], adjust: AdjustGridOption
+) -> tuple[int, int]:
+    """The number of grid columns and rows, (x, y), that `grid_centroids` would lay, without laying them."""
+    return (
+        _axis_layout(bbox.getWidth(), cell_size[0], grid_step[0], adjust)[0],
+        _axis_layout(bbox.getHeight(), cell_size[1], grid_step[1], adjust)[0],
+    )
 
 
 def grid_centroids(
@@ -108,6 +197,8 @@ def grid_centroids(
     cell_size: tuple[int, int],
     grid_step: tuple[int, int],
     adjust: AdjustGridOption,
+    *,
+    fix: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Centroids of a regular grid over ``bbox``, x-major, and the cell size to use with them.
 
@@ -119,6 +210,8 @@ def grid_centroids(
         Cell size and grid step in pixels, (x, y), already rescaled and rounded.
     adjust : {'spacing', 'size', 'none'}
         LSST's ``adjustGridOption``.
+    fix : `str`, optional
+        How to make the grid smaller, in the caller's parameter names, for `GridTooLargeError`.
 
     Returns
     -------
@@ -126,9 +219,18 @@ def grid_centroids(
         Centroids relative to the bbox begin, every y for the first x, then the next x.
     cell_size : `tuple` [`int`, `int`]
         The cell size, changed by ``adjust='size'``.
+
+    Raises
+    ------
+    GridTooLargeError
+        If the grid would have more than `MAX_GRID_CELLS` cells (checked before anything is built).
     """
-    xs, cell_x = _axis_centroids(bbox.getWidth(), cell_size[0], grid_step[0], adjust)
-    ys, cell_y = _axis_centroids(bbox.getHeight(), cell_size[1], grid_step[1], adjust)
+    x_layout = _axis_layout(bbox.getWidth(), cell_size[0], grid_step[0], adjust)
+    y_layout = _axis_layout(bbox.getHeight(), cell_size[1], grid_step[1], adjust)
+    if x_layout[0] * y_layout[0] > MAX_GRID_CELLS:
+        raise GridTooLargeError((x_layout[0], y_layout[0]), bbox, fix)
+    xs, cell_x = _axis_centroids(bbox.getWidth(), x_layout), x_layout[3]
+    ys, cell_y = _axis_centroids(bbox.getHeight(), y_layout), y_layout[3]
     cx = np.repeat(np.asarray(xs, dtype=float), len(ys))
     cy = np.tile(np.asarray(ys, dtype=float), len(xs))
     return cx, cy, (cell_x, cell_y)
@@ -165,18 +267,26 @@ def cell_boxes(
 
     A cell starts at ``begin + floor(centre) - size // 2``; its expanded cell is the cell grown by
     the border on every side. Both are clipped to the image. A pair is kept only when both boxes
-    have an area larger than one pixel.
+    have an area larger than one pixel; the grid's `CellGrid.keep` and `CellGrid.dropped` say
+    which were dropped.
+
+    Raises
+    ------
+    ValueError
+        If the centroids differ in length, or one is NaN, infinite or beyond `MAX_PIXELS`.
     """
     cx = np.asarray(cx, dtype=float)
     cy = np.asarray(cy, dtype=float)
     if cx.shape != cy.shape:
         raise ValueError(f"cellCentroidsX and cellCentroidsY must have equal length; got {cx.size} and {cy.size}")
+    for name, centres in (("cellCentroidsX", cx), ("cellCentroidsY", cy)):
+        _check_centroids(centres, name)
     (w, h), (bx, by) = cell_size, border
     if w <= 0 or h <= 0:
         # An empty cell (LSST's Box2I with a non-positive extent) stays empty when grown, so its
         # expanded cell is empty too and no pair is kept, even with force_even_sized.
         empty = np.zeros((0, 4), dtype=np.int64)
-        return CellGrid(empty, empty.copy())
+        return CellGrid(empty, empty.copy(), np.zeros(cx.shape, dtype=bool), empty.copy())
     x0 = bbox.getBeginX() + np.floor(cx).astype(np.int64) - w // 2
     y0 = bbox.getBeginY() + np.floor(cy).astype(np.int64) - h // 2
     x1, y1 = x0 + w - 1, y0 + h - 1
@@ -184,7 +294,19 @@ def cell_boxes(
     cells = _clipped_box_array(x0, y0, x1, y1, limits, force_even_sized)
     expanded = _clipped_box_array(x0 - bx, y0 - by, x1 + bx, y1 + by, limits, force_even_sized)
     keep = (_areas(cells) > 1) & (_areas(expanded) > 1)
-    return CellGrid(cells[keep], expanded[keep])
+    dropped = cells[~keep]
+    return CellGrid(cells[keep], expanded[keep], keep, dropped[_areas(dropped) > 0])
+
+
+def _check_centroids(centres: np.ndarray, name: str) -> None:
+    """Refuse NaN, infinite or huge centroids (``floor(...).astype(int64)`` would turn them into garbage)."""
+    bad = ~np.isfinite(centres) | (np.abs(centres) > MAX_PIXELS)
+    if np.any(bad):
+        index = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name}[{index}] = {float(centres[index])!r}: centroids must be finite pixel positions within "
+            f"+/-{MAX_PIXELS} of the bbox begin; fix or drop that entry"
+        )
 
 
 def _clipped_box_array(x0, y0, x1, y1, limits, force_even_sized) -> np.ndarray:
@@ -203,6 +325,39 @@ def _areas(boxes: np.ndarray) -> np.ndarray:
     height = np.maximum(boxes[:, 3] - boxes[:, 1] + 1, 0)
     # A box empty in one axis has zero area even when the other axis is "negative".
     return np.where((width > 0) & (height > 0), width * height, 0)
+
+
+def uncovered_pixels(cells: np.ndarray, bbox: Box2I) -> int:
+    """How many pixels of ``bbox`` no cell of ``cells`` (an ``(n, 4)`` array of non-empty boxes) covers.
+
+    Works on the grid compressed to the cells' edges, so it costs O(cells), not O(pixels).
+    """
+    if len(cells) == 0:
+        return bbox.getWidth() * bbox.getHeight()
+    # Half-open edges clipped to the bbox; a cell outside it shrinks to nothing.
+    lo_x, hi_x = (np.clip(e, bbox.getBeginX(), bbox.getEndX()) for e in (cells[:, 0], cells[:, 2] + 1))
+    lo_y, hi_y = (np.clip(e, bbox.getBeginY(), bbox.getEndY()) for e in (cells[:, 1], cells[:, 3] + 1))
+    xs = np.unique(np.concatenate([[bbox.getBeginX(), bbox.getEndX()], lo_x, hi_x]))
+    ys = np.unique(np.concatenate([[bbox.getBeginY(), bbox.getEndY()], lo_y, hi_y]))
+    j0, j1 = np.searchsorted(xs, lo_x), np.searchsorted(xs, hi_x)
+    i0, i1 = np.searchsorted(ys, lo_y), np.searchsorted(ys, hi_y)
+    # A difference array: +1 at each cell's first block, -1 past its ends; two running sums fill it in.
+    diff = np.zeros((len(ys), len(xs)), dtype=np.int64)
+    for rows, cols, sign in ((i0, j0, 1), (i0, j1, -1), (i1, j0, -1), (i1, j1, 1)):
+        np.add.at(diff, (rows, cols), sign)
+    cover = diff.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
+    areas = np.outer(np.diff(ys), np.diff(xs))
+    return int(areas[cover == 0].sum())
+
+
+def dropped_pixels(grid: CellGrid, bbox: Box2I) -> int:
+    """How many pixels of ``bbox`` only cells that LSST's area rule dropped would have covered.
+
+    Zero for a grid made from boxes (it records no dropped cells).
+    """
+    if grid.dropped is None or len(grid.dropped) == 0:
+        return 0
+    return uncovered_pixels(grid.cells, bbox) - uncovered_pixels(np.concatenate([grid.cells, grid.dropped]), bbox)
 
 
 @builds_graph

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import math
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import lsst.pex.config as pexConfig
@@ -18,19 +21,33 @@ from .engine import (
 )
 from .engine.progress import progress_bar
 from .geom import Box2I
-from .grid import CellGrid, boxes_to_array, cell_boxes, grid_centroids, psf_fwhm, rescale
+from .grid import (
+    CellGrid,
+    boxes_to_array,
+    cell_boxes,
+    dropped_pixels,
+    grid_centroids,
+    psf_fwhm,
+    rescale,
+    truncate_pixels,
+)
 from .image import Exposure
 from .mapper import ImageMapper
 from .pipe_base import Struct, Task, timeMethod
 from .plotting import plot_box_grid
 from .reducer import ImageReducer
 from .stitch import IMAGE_REDUCE_OPERATIONS
+from .stitch_planes import PlaneLayout
 
 __all__ = ["ImageMapReduceConfig", "ImageMapReduceTask"]
 
 
 def _positive(value: float) -> bool:
     return value > 0
+
+
+def _finite_positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 class ImageMapReduceConfig(pexConfig.Config):
@@ -47,21 +64,21 @@ class ImageMapReduceConfig(pexConfig.Config):
         "If None, use grid config options below.", optional=True, default=None,
     )  # fmt: skip
     cellSizeX = pexConfig.Field(dtype=float, doc="Dimensions of each grid cell in x direction",
-                                default=10.0, check=_positive)  # fmt: skip
+                                default=10.0, check=_finite_positive)  # fmt: skip
     cellSizeY = pexConfig.Field(dtype=float, doc="Dimensions of each grid cell in y direction",
-                                default=10.0, check=_positive)  # fmt: skip
+                                default=10.0, check=_finite_positive)  # fmt: skip
     gridStepX = pexConfig.Field(dtype=float, doc="Spacing between subsequent grid cells in x direction. "
                                 "If equal to cellSizeX, then there is no overlap in the x direction.",
-                                default=10.0, check=_positive)  # fmt: skip
+                                default=10.0, check=_finite_positive)  # fmt: skip
     gridStepY = pexConfig.Field(dtype=float, doc="Spacing between subsequent grid cells in y direction. "
                                 "If equal to cellSizeY, then there is no overlap in the y direction.",
-                                default=10.0, check=_positive)  # fmt: skip
+                                default=10.0, check=_finite_positive)  # fmt: skip
     borderSizeX = pexConfig.Field(dtype=float, doc="Dimensions of grid cell border in +/- x direction, "
                                   "to be used for generating `expanded` sub-exposures.",
-                                  default=5.0, check=_positive)  # fmt: skip
+                                  default=5.0, check=_finite_positive)  # fmt: skip
     borderSizeY = pexConfig.Field(dtype=float, doc="Dimensions of grid cell border in +/- y direction, "
                                   "to be used for generating `expanded` sub-exposures.",
-                                  default=5.0, check=_positive)  # fmt: skip
+                                  default=5.0, check=_finite_positive)  # fmt: skip
     adjustGridOption = pexConfig.ChoiceField(
         dtype=str, doc="Whether and how to adjust grid to fit evenly within, and cover entire image",
         default="spacing",
@@ -96,6 +113,13 @@ class ImageMapReduceConfig(pexConfig.Config):
     )  # fmt: skip
     numRetries = pexConfig.Field(dtype=int, default=0, check=lambda n: n >= 0,
                                  doc="Times to retry a cell whose mapper raises (for flaky mappers)")  # fmt: skip
+    cellTimeout = pexConfig.Field(
+        dtype=float, optional=True, default=None, check=_finite_positive,
+        doc="Seconds a mapper call on one cell may run (finite, > 0; None: no limit). A cell past it fails "
+        "like a mapper that raised: it is retried (numRetries), then fails the run or is masked "
+        "(maskFailures). Python cannot stop a thread, so the late call is abandoned, not stopped: it "
+        "keeps running in the background (using a core) until it returns or its process ends.",
+    )  # fmt: skip
     cutCompanions = pexConfig.Field(
         dtype=bool, default=True,
         doc="Cut images passed to run() as keyword arguments (an Exposure, MaskedImage or Image with the "
@@ -161,13 +185,13 @@ class ImageMapReduceTask(Task):
         Returns
         -------
         boxes0, boxes1 : `list` [`Box2I`]
-            Also kept in ``self.boxes0`` and ``self.boxes1`` and reused by later runs until they
-            are set to None.
+            Also kept in ``self.boxes0`` and ``self.boxes1`` and reused by later runs on exposures
+            with the same bbox (and ``forceEvenSized``) until they are set to None; see `run`.
         """
         grid = self._computeGrid(exposure, forceEvenSized)
         # The task's lists are its own (users may edit them); the grid keeps the shared ones.
         self.boxes0, self.boxes1 = list(grid.boxes0()), list(grid.boxes1())
-        self._gridCache = (self.boxes0, self.boxes1, grid)
+        self._gridCache = _KeptGrid(grid.boxes0(), grid.boxes1(), grid, exposure.getBBox(), bool(forceEvenSized), True)
         return self.boxes0, self.boxes1
 
     generateGrid = _generateGrid
@@ -182,8 +206,12 @@ class ImageMapReduceTask(Task):
                     f"cellCentroidsX and cellCentroidsY must have equal length; got "
                     f"{len(config.cellCentroidsX)} and {len(cy)}"
                 )
-            cell = (int(config.cellSizeX), int(config.cellSizeY))
-            border = (int(config.borderSizeX), int(config.borderSizeY))
+            # LSST truncates here (int()), where the regular grid below rounds.
+            cell = (truncate_pixels(config.cellSizeX, "cellSizeX"), truncate_pixels(config.cellSizeY, "cellSizeY"))
+            border = (
+                truncate_pixels(config.borderSizeX, "borderSizeX"),
+                truncate_pixels(config.borderSizeY, "borderSizeY"),
+            )
             return cell_boxes(bbox, np.asarray(config.cellCentroidsX), np.asarray(cy), cell, border, forceEvenSized)
         fwhm = None
         if config.scaleByFwhm:
@@ -201,17 +229,41 @@ class ImageMapReduceTask(Task):
         return cell_boxes(bbox, cx, cy, cell, border, forceEvenSized)
 
     def _currentGrid(self, exposure: Exposure, forceEvenSized: bool = False) -> CellGrid:
-        """The grid for this run: the kept boxes if set (by a previous run or by hand), else a new one."""
+        """The grid for this run (see `run`): the kept one if it fits this exposure, else a new one.
+
+        Raises `ValueError` for an empty exposure, and for boxes set by hand that do not lie inside it.
+        """
+        bbox = exposure.getBBox()
+        if bbox.isEmpty():
+            raise ValueError(f"the exposure is empty ({exposure.getWidth()} x {exposure.getHeight()} pixels); "
+                             "there is nothing to map")  # fmt: skip
         if self.boxes0 is None or self.boxes1 is None:
             self._generateGrid(exposure, forceEvenSized=forceEvenSized)
         if len(self.boxes0) != len(self.boxes1):
             raise ValueError("Bounding boxes list and expanded bounding boxes list are of different lengths")
-        cache = getattr(self, "_gridCache", None)
-        if cache is not None and cache[0] is self.boxes0 and cache[1] is self.boxes1:
-            return cache[2]
-        grid = CellGrid(boxes_to_array(self.boxes0), boxes_to_array(self.boxes1))
-        self._gridCache = (self.boxes0, self.boxes1, grid)
-        return grid
+        kept: _KeptGrid | None = getattr(self, "_gridCache", None)
+        if kept is None or not kept.holds(self.boxes0, self.boxes1):
+            # Boxes set (or edited) by hand: used as given, as LSST does.
+            grid = CellGrid(boxes_to_array(self.boxes0), boxes_to_array(self.boxes1))
+            _check_inside(grid, bbox)
+            self._gridCache = _KeptGrid(list(self.boxes0), list(self.boxes1), grid, bbox, bool(forceEvenSized), False)
+            return grid
+        if kept.generated and (kept.bbox, kept.forceEvenSized) != (bbox, bool(forceEvenSized)):
+            # LSST reuses a grid laid for another bbox, which leaves most of a larger exposure NaN.
+            self.log.info("Laying a new grid: the kept one is for bbox %s, this exposure has bbox %s", kept.bbox, bbox)
+            self._generateGrid(exposure, forceEvenSized=forceEvenSized)
+            return self._gridCache.grid
+        if not kept.generated and kept.bbox != bbox:
+            _check_inside(kept.grid, bbox)
+            warnings.warn(
+                f"task.boxes0/boxes1 were set by hand and last used for an exposure with bbox {kept.bbox}; they "
+                f"are used as given for this one, with bbox {bbox}. Set task.boxes0 = task.boxes1 = None to lay "
+                "a grid for this exposure, or assign boxes made for it",
+                UserWarning,
+                stacklevel=4,
+            )
+            kept.bbox = bbox
+        return kept.grid
 
     def plotBoxes(self, fullBBox: Box2I, skip: int = 3, ax: Any = None) -> Any:
         """Plot every ``skip``-th cell (dashed) and expanded cell (dotted) with matplotlib.
@@ -241,6 +293,26 @@ class ImageMapReduceTask(Task):
         -------
         result : `Struct`
             The reducer's output: ``exposure`` for copy/sum/average, ``result`` for none/coaddPsf.
+
+        Raises
+        ------
+        ValueError
+            For an empty exposure, or boxes set by hand that do not lie inside it.
+        TypeError
+            For an integer exposure when the reduce writes NaN (copy, average, or ``maskFailures``).
+
+        Warns
+        -----
+        UserWarning
+            When LSST's grid drops one-pixel cells and so leaves pixels (or the whole grid) without a
+            cell, and when boxes set by hand are reused for an exposure with another bbox.
+
+        Notes
+        -----
+        The grid is laid on the first run and kept in ``boxes0`` and ``boxes1``. A later run on an
+        exposure with the same bbox and ``forceEvenSized`` reuses it; one with another bbox lays a new
+        grid (LSST reuses the old one, which leaves most of a larger exposure NaN). Boxes assigned by
+        hand are used as given, as in LSST, provided they lie inside the exposure.
         """
         self.log.info("Mapper sub-task: %s", self.mapper._DefaultName)
         grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
@@ -256,15 +328,23 @@ class ImageMapReduceTask(Task):
                 self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
                 result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs)
                 return self._withFailures(result, [o.failure for o in outcomes if o.failure])
-            output, badBits = self.reducer.prepareOutput(exposure)
+            unnamed = exposure.mask.getUnnamedBitMask()  # read once, for the bad planes and the cells' planes
+            output, badBits = self.reducer.prepareOutput(exposure, unnamedBits=unnamed)
+            layout = PlaneLayout(output.mask.getMaskPlaneDict(), unnamed)
             with progress_bar(self.config.progressBar, len(grid), scheduler) as onRegion:
-                report = execute_stitch(plan, output, badBits, self.config.stitchRegionSize, scheduler, onRegion)
+                report = execute_stitch(
+                    plan, output, badBits, self.config.stitchRegionSize, scheduler, onRegion, layout=layout
+                )
         self._recordCells(report.summaries, report.failures)
         result = Struct(exposure=self.reducer.finishOutput(output, report.stats, report.components))
         return self._withFailures(result, report.failures)
 
     def _makePlan(self, exposure: Exposure, grid: CellGrid, kwargs: dict[str, Any], operation: str) -> ExposurePlan:
         """Everything the engine needs for one run, checked before any work starts."""
+        if operation in IMAGE_REDUCE_OPERATIONS:
+            if not self._reducerIsCustom():
+                _check_holds_nan(exposure, operation, self.config.maskFailures)
+            _warn_dropped(grid, exposure.getBBox())
         doClone = bool(kwargs.get("doClone", False))
         mapperKwargs = {k: v for k, v in kwargs.items() if k != "doClone"}
         companions = companion_images(mapperKwargs, exposure.getBBox()) if self.config.cutCompanions else {}
@@ -274,7 +354,7 @@ class ImageMapReduceTask(Task):
         return ExposurePlan(
             self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages,
             makeWeighting() if makeWeighting is not None else None,
-            FailurePolicy(self.config.numRetries, self.config.maskFailures), companions,
+            FailurePolicy(self.config.numRetries, self.config.maskFailures, self.config.cellTimeout), companions,
         )  # fmt: skip
 
     def _withFailures(self, result: Struct, failures: list) -> Struct:
@@ -291,9 +371,12 @@ class ImageMapReduceTask(Task):
     ) -> Struct:
         """Map-reduce ``exposure`` into a zarr store, region by region, never holding the output in memory.
 
-        Each output region is stitched and written by its own task and recorded as done, so a run
-        interrupted by a crash or a kill resumes with ``resume=True``, computing only what is
-        missing, with the identical result. Everything is checked before any work starts.
+        Each output region is stitched and written by its own task, with a record of its
+        checksum, PSF components and failures, so a run interrupted by a crash or a kill resumes
+        with ``resume=True``, computing only what is missing, with the identical result, PSF and
+        failure report. The store has one writer at a time; a resume accepts only the same job
+        (the same input pixels, grid, mapper, configuration and run arguments) and recomputes any
+        region that no longer matches its checksum. See :ref:`guarantees`.
 
         Parameters
         ----------
@@ -301,9 +384,9 @@ class ImageMapReduceTask(Task):
             The input; its planes may be lazy (Dask arrays, e.g. from `open_zarr_exposure`).
         path : `str`
             The output store (a directory). An existing path is refused unless ``overwrite`` or
-            ``resume``.
+            ``resume``; it may not be a store an input is read from.
         overwrite : `bool`
-            Replace an existing store.
+            Replace an existing store (never a store being written, nor a path that is no store).
         resume : `bool`
             Continue an interrupted run of the same job (same input, grid, mapper and config).
         **kwargs
@@ -312,8 +395,16 @@ class ImageMapReduceTask(Task):
         Returns
         -------
         result : `Struct`
-            ``exposure`` (lazy, read from the store), ``path``, ``regionsWritten`` and, with
-            ``maskFailures``, ``failures``.
+            ``exposure`` (lazy, read from the store), ``path``, ``regionsWritten`` (by this
+            call), ``regionsReused`` (verified and kept), ``regionsRepaired`` (found changed and
+            recomputed) and, with ``maskFailures``, ``failures`` (of the whole job).
+
+        Raises
+        ------
+        imagemapreduce.io.StoreBusyError
+            Another run is writing the store.
+        ValueError
+            The store belongs to another job (the message names what differs), or is the input.
         """
         from .zarr_run import run_to_zarr
 
@@ -360,3 +451,92 @@ class ImageMapReduceTask(Task):
             state["_scheduler"] = None  # a client does not travel with the task
             state.pop("_gridCache", None)
         return state
+
+
+@dataclass
+class _KeptGrid:
+    """The grid a task keeps between runs, with the boxes lists it was made from and what it was laid for.
+
+    ``boxes0``/``boxes1`` are snapshots (new lists holding the same boxes), so that comparing them
+    with the task's lists is cheap (element identity) and notices lists edited in place.
+    ``generated``: laid by `ImageMapReduceTask._generateGrid` (else the boxes were set by hand).
+    """
+
+    boxes0: list[Box2I]
+    boxes1: list[Box2I]
+    grid: CellGrid
+    bbox: Box2I
+    forceEvenSized: bool
+    generated: bool
+
+    def holds(self, boxes0: list[Box2I], boxes1: list[Box2I]) -> bool:
+        """Whether these are (still) the boxes the grid was made from."""
+        return boxes0 == self.boxes0 and boxes1 == self.boxes1
+
+
+def _check_inside(grid: CellGrid, bbox: Box2I) -> None:
+    """Refuse boxes set by hand that are empty or reach outside the exposure (no cell could be cut)."""
+    for name, boxes in (("boxes0", grid.cells), ("boxes1", grid.expanded)):
+        bad = (
+            (boxes[:, 0] < bbox.getMinX()) | (boxes[:, 1] < bbox.getMinY())
+            | (boxes[:, 2] > bbox.getMaxX()) | (boxes[:, 3] > bbox.getMaxY())
+            | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+        )  # fmt: skip
+        if np.any(bad):
+            index = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"task.{name}[{index}] = {grid.boxes0()[index] if name == 'boxes0' else grid.boxes1()[index]} is "
+                f"empty or not inside the exposure's bbox {bbox}; boxes set by hand are used as given, so they "
+                "must lie inside the exposure: clip them to it, or set task.boxes0 = task.boxes1 = None to lay "
+                "a grid for this exposure"
+            )
+
+
+def _check_holds_nan(exposure: Exposure, operation: str, maskFailures: bool) -> None:
+    """Refuse, before any cell runs, an integer exposure that the reduce would have to write NaN into.
+
+    copy and average mark pixels without a valid result NaN (and average divides); a masked failure
+    makes its cell's pixels NaN whatever the operation. An integer plane holds neither.
+    """
+    if operation not in ("copy", "average") and not maskFailures:
+        return
+    for plane in ("image", "variance"):
+        dtype = np.dtype(getattr(exposure, plane).dtype)
+        if dtype.kind not in "fc":
+            why = f"reduceOperation={operation!r}" if operation in ("copy", "average") else "maskFailures=True"
+            raise TypeError(
+                f"the exposure's {plane} plane is {dtype}, but {why} writes NaN (pixels without a valid result), "
+                "which an integer plane cannot hold; convert the exposure to floating point first, e.g. "
+                "ExposureF.from_arrays(exposure.image.array.astype(np.float32), exposure.mask.array, "
+                "exposure.variance.array.astype(np.float32), xy0=exposure.getXY0(), psf=exposure.getPsf())"
+            )
+
+
+def _warn_dropped(grid: CellGrid, bbox: Box2I) -> None:
+    """Warn when LSST's rule (cells of one pixel or less are dropped) leaves pixels, or the whole grid, empty.
+
+    Gaps of a grid step larger than the cells, or centroids that cover part of the image, are
+    what the user asked for, as in LSST, and draw no warning; nor do boxes set by hand, unless
+    there are none.
+    """
+    lost = dropped_pixels(grid, bbox)
+    if len(grid) and not lost:
+        return
+    size = f"{bbox.getWidth()} x {bbox.getHeight()}"
+    outcome = "the output holds no mapper result (NaN for copy and average, 0 for sum)"
+    if not len(grid) and grid.dropped is None:
+        message = f"task.boxes0 is empty, so no mapper runs and {outcome}: assign boxes, or set them to None"
+    else:
+        where = (
+            f"the grid over the exposure's {size} bbox has no cells: every cell is one pixel or less, and LSST's "
+            "grid drops those"
+            if not len(grid)
+            else f"{lost} pixel{'s' if lost != 1 else ''} of the exposure's {size} bbox lie only in one-pixel cells, "
+            f"which LSST's grid drops ({len(grid.dropped)} dropped)"
+        )
+        message = (
+            f"{where}, so {outcome} there: make the cells at least 2 pixels (cellSizeX/cellSizeY, in units of "
+            "the PSF FWHM when scaleByFwhm), or lay a grid that does not end in a one-pixel cell "
+            "(adjustGridOption='spacing')"
+        )
+    warnings.warn(message, UserWarning, stacklevel=4)

@@ -12,6 +12,7 @@ from .image import Exposure
 from .pipe_base import Struct, Task
 from .psf import CoaddPsf, WindowedCoaddPsf
 from .stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator
+from .stitch_planes import PlaneLayout, conform_piece_mask, region_planes
 from .weights import Weighting
 
 __all__ = ["ImageReducerConfig", "ImageReducer"]
@@ -120,8 +121,18 @@ class ImageReducer(Task):
         return Struct(exposure=self._reduceImage(mapperResults, exposure, **kwargs))
 
     def _reduceImage(self, mapperResults: Sequence[Struct], exposure: Exposure, **kwargs: Any) -> Exposure:
-        """Stitch the results into a new exposure with one whole-image region (LSST's serial loop)."""
-        newExp, badBits = self.prepareOutput(exposure)
+        """Stitch the results into a new exposure with one whole-image region (LSST's serial loop).
+
+        Mask bits are stitched by plane name: the output has every plane of the input and of the
+        results, and each result's bits are renumbered to the output's before they are ORed in.
+        """
+        unnamed = exposure.mask.getUnnamedBitMask()
+        newExp, badBits = self.prepareOutput(exposure, unnamedBits=unnamed)
+        items = _sub_exposures(mapperResults)
+        planes, _ = region_planes(
+            PlaneLayout(newExp.mask.getMaskPlaneDict(), unnamed),
+            [(i, item.mask.getMaskPlaneDict()) for i, item in enumerate(items)],
+        )
         mi = newExp.maskedImage
         weighting = self.config.makeWeighting()
         operation = self.config.reduceOperation
@@ -133,28 +144,50 @@ class ImageReducer(Task):
             acc = RegionAccumulator(newExp.getBBox(), mi.mask.array, newExp.dtype, operation,
                                     mi.image.array, mi.variance.array)  # fmt: skip
         components = []
-        for item in _sub_exposures(mapperResults):
+        for item in items:
             weights = None
             if isinstance(acc, WeightedRegionAccumulator):
                 weights = weighting.pixel_weights(item.getBBox(), item.image.array, item.variance.array)
-            acc.add(item.getBBox(), item.image.array, item.variance.array, item.mask.array, weights)
+            mask = conform_piece_mask(item.mask.array, item.mask.getMaskPlaneDict(), planes)
+            acc.add(item.getBBox(), item.image.array, item.variance.array, mask, weights)
             psf_weight = 1.0 if weights is None or weighting.is_window else weighting.psf_weight(weights)
             components.append((item.getPsf(), item.getBBox(), psf_weight))
         stats = acc.finish(badBits)
+        newExp.mask.setMaskPlaneDict(planes)
         return self.finishOutput(newExp, stats, components)
 
-    def prepareOutput(self, exposure: Exposure) -> tuple[Exposure, int]:
-        """Clone the input as the output and add the bad-pixel planes; return it and their bit mask."""
+    def prepareOutput(self, exposure: Exposure, unnamedBits: int | None = None) -> tuple[Exposure, int]:
+        """Clone the input as the output and add the bad-pixel planes; return it and their bit mask.
+
+        Parameters
+        ----------
+        exposure : `Exposure`
+            The input.
+        unnamedBits : `int`, optional
+            The bits set in the input mask's pixels that no plane names
+            (``exposure.mask.getUnnamedBitMask()``, worked out here if not given, which reads a lazy
+            mask once). The bad planes are put on other bits, so that an unnamed bit (from a FITS
+            file, say) stays unnamed instead of reading as ``INVALID_MAPREDUCE``.
+
+        Returns
+        -------
+        newExp : `Exposure`
+            The output, with the input's pixels (none yet for a lazy input) and mask planes plus the
+            bad planes.
+        badBits : `int`
+            The bit mask of ``config.badMaskPlanes``.
+        """
         if any(is_dask_array(p.array) for p in (exposure.image, exposure.mask, exposure.variance)):
             # A lazy input is not read here: the stitcher fills every plane region by region.
             newExp = type(exposure)(exposure.getBBox(), psf=exposure.getPsf(), wcs=exposure.getWcs(),
                                     metadata=dict(exposure.getMetadata()))  # fmt: skip
-            newExp.mask._planes = exposure.mask.getMaskPlaneDict()
         else:
             newExp = exposure.clone()
+        if unnamedBits is None:
+            unnamedBits = exposure.mask.getUnnamedBitMask()
+        layout = PlaneLayout(exposure.mask.getMaskPlaneDict(), unnamedBits)
         mask = newExp.mask
-        for name in self.config.badMaskPlanes:
-            mask.addMaskPlane(name)
+        mask.setMaskPlaneDict(layout.with_planes(self.config.badMaskPlanes, " (config.badMaskPlanes)"))
         return newExp, mask.getPlaneBitMask(list(self.config.badMaskPlanes))
 
     def finishOutput(

@@ -98,8 +98,10 @@ def box_counts(region: Box2I, boxes: list[Box2I]) -> tuple[np.ndarray, np.ndarra
     The cost depends on the number of boxes, not on the number of pixels.
     """
     clipped = [b.clipped_to(region) for b in boxes]
-    corners = np.array([(b.getBeginX(), b.getBeginY(), b.getEndX(), b.getEndY()) for b in clipped if not b.isEmpty()])
-    corners = corners.reshape(-1, 4)
+    # int64 even with no boxes: an empty float array would make every edge, and slices built from them, float.
+    corners = np.array(
+        [(b.getBeginX(), b.getBeginY(), b.getEndX(), b.getEndY()) for b in clipped if not b.isEmpty()], dtype=np.int64
+    ).reshape(-1, 4)
     xs = np.unique(np.concatenate([[region.getBeginX(), region.getEndX()], corners[:, 0], corners[:, 2]]))
     ys = np.unique(np.concatenate([[region.getBeginY(), region.getEndY()], corners[:, 1], corners[:, 3]]))
     j0, j1 = np.searchsorted(xs, corners[:, 0]), np.searchsorted(xs, corners[:, 2])

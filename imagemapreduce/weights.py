@@ -109,7 +109,10 @@ class Weighting:
         if self.kind not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {self.kind!r}")
         if self.kind == "custom" and not callable(self.function):
-            raise TypeError("a custom weighting needs a callable function(bbox, image, variance) -> weights")
+            raise TypeError(
+                "a custom weighting needs a callable function(bbox, image, variance) -> weights, got "
+                f"{type(self.function).__name__} {self.function!r}"
+            )
         if not (math.isfinite(self.gaussian_width) and self.gaussian_width > 0):
             raise ValueError(f"gaussian_width must be a positive fraction of the cell size, got {self.gaussian_width}")
         if self.variance_formula not in VARIANCE_FORMULAS:
@@ -150,11 +153,7 @@ class Weighting:
             # Zero, negative or NaN variance carries no usable weight.
             return np.where(np.isfinite(weights) & (weights > 0), weights, 0.0)
         if self.kind == "custom":
-            weights = np.asarray(self.function(bbox, image, variance), dtype=np.float64)
-            weights = np.broadcast_to(weights, image.shape)
-            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-                raise ValueError(f"the weight function returned negative or non-finite weights for the cell at {bbox}")
-            return weights
+            return _checked_weights(self.function, self.function(bbox, image, variance), bbox, image.shape)
         return np.ones(image.shape)
 
     def psf_weight(self, weights: np.ndarray) -> float:
@@ -168,6 +167,38 @@ class Weighting:
         u = (x - bboxes[:, 0] + 0.5) / width
         v = (y - bboxes[:, 1] + 0.5) / height
         return _window_of(self.kind, u, self.gaussian_width) * _window_of(self.kind, v, self.gaussian_width)
+
+
+def _checked_weights(function: Callable[..., Any], weights: Any, bbox: Box2I, shape: tuple[int, ...]) -> np.ndarray:
+    """A custom weight function's answer for the result covering ``bbox``, as float64 of ``shape``.
+
+    Checked where it is produced, so that a wrong answer is one error naming the function, the
+    cell and what is expected, not a broadcasting error (or NaN pixels) later.
+    """
+    name = getattr(function, "__name__", repr(function))
+
+    def wrong(what: str) -> str:
+        return (
+            f"weight function {name!r} returned {what} for the cell whose result covers {bbox}; it must return "
+            f"finite weights >= 0 (0 leaves a pixel out) as real numbers of shape {shape}, or one number for the cell"
+        )
+
+    try:
+        array = np.asarray(weights)
+    except Exception:  # noqa: BLE001 - whatever it is, it is not an array of weights
+        array = np.asarray(None)
+    if array.dtype.kind not in "biuf":
+        what = type(weights).__name__ if array.dtype.kind == "O" else f"{type(weights).__name__} of dtype {array.dtype}"
+        raise TypeError(wrong(what))
+    try:
+        array = np.broadcast_to(array.astype(np.float64, copy=False), shape)
+    except ValueError:
+        raise ValueError(wrong(f"an array of shape {array.shape}")) from None
+    bad = ~np.isfinite(array) | (array < 0)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(wrong(f"{int(bad.sum())} negative or non-finite weights ({array[first]} at index {first})"))
+    return array
 
 
 def make_weighting(

@@ -1,16 +1,31 @@
-"""`ImageMapReduceTask.runToZarr`: a map-reduce written region by region into a resumable zarr store."""
+"""`ImageMapReduceTask.runToZarr`: a map-reduce written region by region into a resumable zarr store.
+
+What the store guarantees (see ``docs/guarantees.rst``): one writer at a time; a resume continues
+only the very job that wrote it (the fingerprint covers the input's content, grid, mapper, config
+and run arguments) and recomputes any region whose pixels no longer match their checksum; the
+output PSF and failure report are built from every region's record, whichever run wrote it; a
+run that fails before writing any region leaves no store behind; and the input is never the
+store being replaced.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine import execute_to_store
+from .engine.graph import StitchReport
 from .engine.progress import progress_bar
-from .grid import CellGrid
+from .engine.sources import is_dask_array
 from .image import Exposure
-from .io.zarr_store import ZarrRegionWriter, open_zarr_exposure
+from .io.zarr_regions import ZarrRegionWriter
+from .io.zarr_store import open_zarr_exposure, remove_store
 from .pipe_base import Struct
+from .psf._persist import is_persistable
+from .run_identity import run_fingerprint
 from .stitch import IMAGE_REDUCE_OPERATIONS
+from .stitch_planes import PlaneLayout
 
 if TYPE_CHECKING:
     from .mapreduce import ImageMapReduceTask
@@ -31,50 +46,116 @@ def run_to_zarr(
         )
     if overwrite and resume:
         raise ValueError("pass overwrite=True or resume=True, not both")
+    path = Path(path)
+    refuse_own_input(path, exposure, *kwargs.values())
     grid = task._currentGrid(exposure, kwargs.get("forceEvenSized", False))
     plan = task._makePlan(exposure, grid, kwargs, operation)
-    output, badBits = task.reducer.prepareOutput(_planeless(exposure))
+    unnamed = exposure.mask.getUnnamedBitMask()  # kept unnamed: never given to a plane
+    output, badBits = task.reducer.prepareOutput(_planeless(exposure), unnamedBits=unnamed)
+    layout = PlaneLayout(output.mask.getMaskPlaneDict(), unnamed)
+    fingerprint = run_fingerprint(task, exposure, grid, kwargs)
     writer = ZarrRegionWriter(path, exposure.getBBox(), task.config.stitchRegionSize)
-    fingerprint = _fingerprint(task, exposure, grid)
-    if resume:
-        writer.check_resumable(exposure.dtype, fingerprint)
-        skip = writer.done_regions()
-    else:
-        writer.create(exposure.dtype, output.mask.getMaskPlaneDict(), fingerprint, overwrite)
-        skip = set()
-    with task._chooseScheduler() as scheduler:
-        task.metadata["scheduler"] = scheduler.describe()
-        with progress_bar(task.config.progressBar, len(grid), scheduler) as onRegion:
-            report = execute_to_store(
-                plan, writer, exposure.dtype, badBits, task.config.stitchRegionSize, scheduler, skip, onRegion
-            )
-    task._recordCells(report.summaries, report.failures)
-    task.reducer.finishOutput(output, report.stats, report.components)
-    writer.finish(output.getPsf())
-    result = Struct(exposure=open_zarr_exposure(path), path=str(path), regionsWritten=len(report._parts))
-    return task._withFailures(result, report.failures)
+    created = False
+    try:
+        if resume:
+            writer.check_resumable(exposure.dtype, fingerprint)
+            skip, repaired = writer.verified_regions()
+            for index, why in sorted(repaired.items()):
+                task.log.warning("Recomputing region %s: %s", index, why)
+        else:
+            writer.create(exposure.dtype, output.mask.getMaskPlaneDict(), fingerprint, overwrite)
+            created, skip, repaired = True, set(), {}
+        with task._chooseScheduler() as scheduler:
+            task.metadata["scheduler"] = scheduler.describe()
+            with progress_bar(task.config.progressBar, len(grid), scheduler) as onRegion:
+                report = execute_to_store(
+                    plan, writer, exposure.dtype, badBits, task.config.stitchRegionSize, scheduler, skip, onRegion,
+                    layout=layout,
+                )  # fmt: skip
+        stored = _report_from_store(writer)
+        writer.settle_mask_planes(*stored.mask_planes(layout))
+        task._recordCells(stored.summaries, stored.failures)
+        writer.finish(_output_psf(task, output, stored, writer))
+    except BaseException:
+        if created and not writer.flagged_regions():
+            writer.release()
+            remove_store(path)  # nothing was written: leave no store that looks like a run
+        raise
+    finally:
+        writer.release()
+    result = Struct(
+        exposure=open_zarr_exposure(path), path=str(path), regionsWritten=report.region_count,
+        regionsReused=len(skip), regionsRepaired=sorted(repaired),
+    )  # fmt: skip
+    return task._withFailures(result, stored.failures)
+
+
+def _report_from_store(writer: ZarrRegionWriter) -> StitchReport:
+    """The whole job's report, from every written region's record (not only this run's regions)."""
+    records = writer.records()
+    report = StitchReport()
+    for record in records:
+        report.add(record.outcome)
+    report.unstorable_psfs = sorted({name for r in records for name in r.unstorable_psfs})  # type: ignore[attr-defined]
+    return report.finish()
+
+
+def _output_psf(task: ImageMapReduceTask, output: Exposure, report: StitchReport, writer: ZarrRegionWriter) -> Any:
+    """The output PSF built from the store's records, or None (logged) where it has no data-only form."""
+    unstorable = getattr(report, "unstorable_psfs", [])
+    if unstorable:
+        task.log.warning(
+            "The output PSF is not stored: the cells' PSFs (%s) have no data-only form", ", ".join(unstorable)
+        )
+        return None
+    psf = task.reducer.finishOutput(output, report.stats, report.components).getPsf()
+    if psf is not None and not is_persistable(psf):
+        task.log.warning("The output PSF (a %s) has no data-only form and is not stored", type(psf).__name__)
+        return None
+    return psf
 
 
 def _planeless(exposure: Exposure) -> Exposure:
     """A one-pixel stand-in carrying the exposure's PSF, WCS and mask planes (for the reducer's setup)."""
     stub = type(exposure)(1, 1, psf=exposure.getPsf(), wcs=exposure.getWcs())
-    stub.mask._planes = exposure.mask.getMaskPlaneDict()
+    stub.mask.setMaskPlaneDict(exposure.mask.getMaskPlaneDict())
     return stub
 
 
-def _fingerprint(task: ImageMapReduceTask, exposure: Exposure, grid: CellGrid) -> str:
-    """A digest of everything that decides a run's output pixels, to refuse resuming a different run."""
-    import hashlib
+def _zarr_sources(value: Any) -> set[str]:
+    """The real paths of the zarr stores a (lazy) image or array reads from."""
+    arrays = []
+    for name in ("image", "mask", "variance"):
+        plane = getattr(value, name, None)
+        if plane is not None:
+            arrays.append(getattr(plane, "array", plane))
+    if hasattr(value, "array"):
+        arrays.append(value.array)
+    elif not arrays:
+        arrays.append(value)
+    found = set()
+    for array in arrays:
+        if not is_dask_array(array):
+            continue
+        for node in dict(array.__dask_graph__()).values():
+            store = getattr(node, "store", None) if type(node).__module__.startswith("zarr") else None
+            root = getattr(store, "root", None) or getattr(store, "path", None)
+            if root:
+                found.add(os.path.realpath(str(root)))
+    return found
 
-    digest = hashlib.sha256()
-    digest.update(grid.cells.tobytes())
-    digest.update(grid.expanded.tobytes())
-    settings = task.config.toDict()
-    for how_not_what in ("scheduler", "numWorkers", "progressBar"):  # these never change the pixels
-        settings.pop(how_not_what, None)
-    for part in (
-        str(exposure.getBBox()), str(exposure.dtype), type(task.mapper).__module__, type(task.mapper).__qualname__,
-        repr(settings), repr(sorted(exposure.mask.getMaskPlaneDict().items())),
-    ):  # fmt: skip
-        digest.update(part.encode())
-    return digest.hexdigest()
+
+def refuse_own_input(path: Path, *inputs: Any) -> None:
+    """Refuse an output path that is (or holds) a store one of the inputs reads from.
+
+    ``overwrite`` would delete the input before reading it; a resume would overwrite it. Paths are
+    compared after resolving symlinks and ``..``.
+    """
+    target = os.path.realpath(path)
+    for value in inputs:
+        for source in _zarr_sources(value):
+            if source == target or source.startswith(target.rstrip(os.sep) + os.sep):
+                raise ValueError(
+                    f"the output {path} is the zarr store the input is read from ({source}); writing it would "
+                    "destroy the input: choose another output path"
+                )

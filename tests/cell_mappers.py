@@ -161,3 +161,33 @@ class HugeValueMapper(imr.ImageMapper):
         value = (3e38, -3e38, np.inf, -np.inf)[(corner.x // 13 + 2 * (corner.y // 11)) % 4]
         out.image.array[...] = np.float32(value)
         return Struct(subExposure=out)
+
+
+class InterruptibleMapper(imr.ImageMapper):
+    """Give each cell its own Gaussian PSF and add 1; raise once ``LIMIT["calls"]`` cells have run.
+
+    ``LIMIT`` is module state, so this stands for a crash only on the in-process schedulers; the
+    tests set and clear it around a run. Cells whose box contains ``failAt`` always fail (to be masked).
+    """
+
+    _DefaultName = "test_InterruptibleMapper"
+    LIMIT: dict = {"calls": None, "done": 0}
+    CALLS: list = []
+
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        limit = InterruptibleMapper.LIMIT
+        if limit["calls"] is not None and limit["done"] >= limit["calls"]:
+            raise KeyboardInterrupt("simulated crash")
+        limit["done"] += 1
+        InterruptibleMapper.CALLS.append(subExposure.getBBox())
+        if kwargs.get("sleep"):
+            import time
+
+            time.sleep(kwargs["sleep"])
+        if subExposure.getBBox().contains(imr.Point2I(*kwargs.get("failAt", (-10**6, -10**6)))):
+            raise ZeroDivisionError("boom in this cell")
+        out = subExposure.clone()
+        out.image.array += np.float32(1.0)
+        centre = subExposure.getBBox().getCenter()
+        out.setPsf(imr.GaussianPsf(15, 15, 1.5 + 0.01 * centre.x + 0.003 * centre.y))
+        return Struct(subExposure=out)

@@ -572,17 +572,21 @@ def test_grid_is_kept_and_reused_until_reset():
     assert bboxes == ref0
     kept0, kept1 = task.boxes0, task.boxes1
 
-    # A second run, on a larger exposure, reuses the kept grid.
-    large = make_exposure(90, 70)
-    assert _run_bboxes(task, large) == ref0
+    # A second run, on an exposure with the same bbox, reuses the kept grid.
+    assert _run_bboxes(task, make_exposure(40, 30)) == ref0
     assert task.boxes0 is kept0 and task.boxes1 is kept1
+
+    # On a larger exposure a new grid is laid (LSST would reuse the old one, leaving most of it NaN).
+    large = make_exposure(90, 70)
+    new0, new1 = reference_for_task(large, config)
+    assert _run_bboxes(task, large) == new0 and new0 != ref0
+    assert task.boxes0 == new0 and task.boxes1 == new1
 
     # Reset: the grid is generated again, for the new exposure.
     task.boxes0 = None
     new_bboxes = _run_bboxes(task, large)
-    new0, new1 = reference_for_task(large, config)
     assert task.boxes0 == new0 and task.boxes1 == new1
-    assert new_bboxes == new0 and new0 != ref0
+    assert new_bboxes == new0
 
     # Resetting boxes1 alone also regenerates.
     task.boxes1 = None

@@ -145,7 +145,7 @@ def test_resume_refuses_a_different_run_or_a_wrong_store(stored, tmp_path):
     out = tmp_path / "out.zarr"
     imr.ImageMapReduceTask(config=config_for(CentreValueMapper)).runToZarr(exposure, out)
     changed = config_for(CentreValueMapper, cellSizeX=31)
-    with pytest.raises(ValueError, match="written by a different run"):
+    with pytest.raises(ValueError, match="written by a different job; these differ: the grid of cells"):
         imr.ImageMapReduceTask(config=changed).runToZarr(exposure, out, resume=True)
     wrong = make_exposure(170, 130, xy0=(11, -4), dtype=np.float64)
     with pytest.raises(ValueError, match="its image plane is .* float32, but this run writes .* float64"):
@@ -153,7 +153,7 @@ def test_resume_refuses_a_different_run_or_a_wrong_store(stored, tmp_path):
 
 
 def test_incomplete_store_is_not_opened_by_accident(tmp_path):
-    from imagemapreduce.io.zarr_store import ZarrRegionWriter
+    from imagemapreduce.io.zarr_regions import ZarrRegionWriter
 
     writer = ZarrRegionWriter(tmp_path / "x.zarr", imr.Box2I(imr.Point2I(0, 0), imr.Extent2I(10, 10)), 5)
     writer.create(np.float32, {}, "abc", overwrite=False)
@@ -213,7 +213,9 @@ def test_resume_after_the_process_is_killed(stored, tmp_path):
     with pytest.raises(IncompleteStoreError):
         open_zarr_exposure(out)
     config = config_for(SlowAddMapper, "threads", region=40)
-    resumed = imr.ImageMapReduceTask(config=config).runToZarr(open_zarr_exposure(path), out, resume=True)
+    resumed = imr.ImageMapReduceTask(config=config).runToZarr(open_zarr_exposure(path), out, resume=True, sleep=0.05)
     assert resumed.regionsWritten == total - done
     expected = imr.ImageMapReduceTask(config=config).run(exposure).exposure
     assert_same(resumed.exposure, expected)
+    assert resumed.exposure.getPsf() == expected.getPsf()  # built from every region's record
+    assert imr.io.verify_zarr_store(out).ok

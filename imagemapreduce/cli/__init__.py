@@ -1,17 +1,21 @@
 """The ``imagemapreduce`` command line: ``run``, ``grid`` and ``demo``.
 
 `main` parses the arguments, runs the subcommand and returns the exit status: 0 done, 1 the run
-failed (a mapper raised on a cell), 2 bad arguments or unreadable input, 130 interrupted. Every
-expected error is reported as one line, ``imagemapreduce: error: ...``, on stderr; ``--traceback``
-shows the Python traceback instead.
+failed (a mapper raised on a cell), 2 bad arguments or unreadable input, 130 interrupted (Ctrl-C,
+SIGINT), 143 terminated (SIGTERM). Every expected error is reported as one line,
+``imagemapreduce: error: ...``, on stderr; ``--traceback`` shows the Python traceback instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import lsst.pex.config as pexConfig
 
@@ -29,8 +33,18 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 )  # fmt: skip
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a terminated run cleans up as an interrupted one."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status.
+
+    With ``argv`` None, as when run as the ``imagemapreduce`` program, SIGTERM stops a command as
+    Ctrl-C does, and an interrupted command whose cells are still running in threads (which
+    Python cannot stop, and a normal exit would wait for) ends the process at once (`os._exit`)
+    after its message. Worker processes are ended either way.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -38,13 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"{exc} (see '{exc.prog} --help')", 2)
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
-    with _logging(args.verbose):
+    as_program = argv is None
+    with _logging(args.verbose), _sigterm_interrupts(as_program):
         try:
             return COMMANDS[args.command](args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             zarr_output = getattr(args, "output", "").endswith(".zarr")
             hint = "; run again with --resume to continue" if zarr_output else ""
-            return _error(f"interrupted{hint}", 130)
+            what, status = ("terminated", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
+            _error(f"{what}{hint}", status)
+            if as_program and _threads_left():
+                _exit_now(status)
+            return status
         except CellFailure as exc:
             if args.traceback:
                 raise
@@ -70,6 +89,39 @@ def _one_line(exc: BaseException) -> str:
 def _error(message: str, status: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
+
+
+def _threads_left() -> bool:
+    """Whether threads that a normal exit would wait for are still running (e.g. abandoned cells)."""
+    main_thread = threading.main_thread()
+    return any(t.is_alive() and not t.daemon and t is not main_thread for t in threading.enumerate())
+
+
+def _exit_now(status: int) -> NoReturn:
+    """End the process without waiting for threads (abandoned cells) that would keep it alive."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(status)
+
+
+@contextmanager
+def _sigterm_interrupts(enabled: bool) -> Iterator[None]:
+    """While a command runs, make SIGTERM raise `_Terminated` in the main thread (as SIGINT does)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> NoReturn:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from ..geom import Box2I
+from ..grid import GridTooLargeError
 from ..image import Exposure
 from ..mapper import ImageMapper
 from ..mapreduce import ImageMapReduceConfig, ImageMapReduceTask
 from ._options import CliError, Pair, resolve_mapper, set_config_field
 
-__all__ = ["demo_command", "grid_command", "run_command", "LOGGER_NAME"]
+__all__ = ["demo_command", "grid_command", "run_command", "verify_command", "LOGGER_NAME"]
 
 #: The logger of the tasks the command line runs (a child of the package's logger).
 LOGGER_NAME = "imagemapreduce.cli"
@@ -153,10 +154,13 @@ def _run_config(args: argparse.Namespace, mapper: type[ImageMapper]) -> ImageMap
     config.numWorkers = args.workers
     config.progressBar = args.progress
     config.maskFailures = args.mask_failures
+    config.cellTimeout = args.cell_timeout
     if args.region_size is not None:
         config.stitchRegionSize = args.region_size
     for key, value in args.config:
         set_config_field(config, key, value, "--config")
+    if config.reducer.weighting == "custom" and not config.reducer.weightFunction:
+        raise CliError("--weights custom needs --weight-function MODULE:FUNCTION, f(bbox, image, variance) -> weights")
     config.validate()
     return config
 
@@ -169,7 +173,10 @@ def grid_boxes(task: ImageMapReduceTask) -> tuple[list[Box2I], list[Box2I]]:
 
 
 def _make_grid(task: ImageMapReduceTask, exposure: Exposure) -> None:
-    task.generateGrid(exposure)
+    try:
+        task.generateGrid(exposure)
+    except GridTooLargeError as exc:  # reworded with the command line's options
+        raise CliError(str(GridTooLargeError(exc.shape, exc.bbox, "use a larger --cell-size or --grid-step"))) from None
     if not grid_boxes(task)[0]:
         size = f"{exposure.getWidth()} x {exposure.getHeight()} px"
         raise CliError(f"the grid over the {size} image has no cells; make the cells smaller")
@@ -338,4 +345,14 @@ def demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": run_command, "grid": grid_command, "demo": demo_command}
+# -- verify --------------------------------------------------------------------------------------
+def verify_command(args: argparse.Namespace) -> int:
+    """Check a zarr store against its recorded checksums; 0 if sound, 1 if not."""
+    from ..io.zarr_regions import verify_zarr_store
+
+    verification = verify_zarr_store(args.store)
+    print(verification)
+    return 0 if verification.ok else 1
+
+
+COMMANDS = {"run": run_command, "grid": grid_command, "demo": demo_command, "verify": verify_command}

@@ -82,7 +82,7 @@ examples:
       --scheduler tcp://scheduler:8786 --mask-failures --resume
 
 exit status: 0 done, 1 the run failed (a mapper raised on a cell; see --mask-failures),
-2 bad arguments or unreadable input, 130 interrupted.
+2 bad arguments or unreadable input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 GRID_DESCRIPTION = """\
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands, common)
     _add_grid(commands, common)
     _add_demo(commands, common)
+    _add_verify(commands, common)
     return parser
 
 
@@ -235,6 +236,10 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     running.add_argument("--mask-failures", action="store_true",
                          help="if the mapper raises on a cell, finish anyway: that cell's pixels become NaN "
                          "flagged INVALID_MAPREDUCE, and the summary lists the failed cells")  # fmt: skip
+    running.add_argument("--cell-timeout", type=positive_float, metavar="SECONDS",
+                         help="fail a cell whose mapper runs longer than this (retried with --config "
+                         "numRetries=N, masked with --mask-failures); the late call is abandoned, not "
+                         "stopped, and keeps a core busy until it returns (default: no limit)")  # fmt: skip
     running.add_argument("--lazy", action="store_true",
                          help="read a FITS input lazily, block by block (zarr is always lazy)")  # fmt: skip
     running.add_argument("--config", type=key_value, action="append", default=[], metavar="KEY=VALUE",
@@ -264,6 +269,20 @@ def _add_grid(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="draw the grid into this PNG file (replaced if it exists)")  # fmt: skip
     shown.add_argument("--skip", type=positive_int, default=3, metavar="K",
                        help="plot every K-th cell, as plotBoxes does (default: %(default)s)")  # fmt: skip
+
+
+VERIFY_DESCRIPTION = """\
+Check a zarr store against the checksums it recorded when it was written: every region of a
+run's output (or every plane of a store written whole) is read back and hashed. Exit status 0
+when the store is complete and sound, 1 when a region is missing or changed (resume the run
+with --resume to recompute those), 2 when it cannot be read. Nothing is changed.
+"""
+
+
+def _add_verify(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = _add_command(commands, "verify", "check a zarr store against its recorded checksums",
+                          VERIFY_DESCRIPTION, "example:\n  imagemapreduce verify out.zarr", common)  # fmt: skip
+    parser.add_argument("store", metavar="STORE", help="the zarr store (a directory)")
 
 
 def _add_demo(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -20,10 +20,11 @@ from ..geom import Box2I
 from ..image import Exposure
 from ..pipe_base import Struct
 from ..stitch import IMAGE_REDUCE_OPERATIONS, all_finite
-from .sources import materialize
+from .sources import materialize, read_only
 
 __all__ = [
     "CellFailure",
+    "CellTimeout",
     "FailedCell",
     "FailurePolicy",
     "WRITTEN",
@@ -65,6 +66,8 @@ class Piece(NamedTuple):
     variance: np.ndarray | None
     mask: np.ndarray | None
     psf: Any = None
+    #: The mask's plane dictionary (None without a mask), by which its bits are stitched.
+    planes: dict[str, int] | None = None
 
 
 @dataclass
@@ -95,23 +98,65 @@ def _fail(what: str, index: int, box0: Box2I, box1: Box2I, exc: BaseException) -
     )
 
 
+class CellTimeout(TimeoutError):
+    """A mapper (or function) call on one cell ran past the run's cell timeout."""
+
+
 @dataclass(frozen=True)
 class FailurePolicy:
-    """What to do when a cell's mapper raises: retry it, then fail the run or mask the cell."""
+    """What to do when a cell's mapper raises or runs too long: retry it, then fail the run or mask the cell.
+
+    ``timeout`` (seconds; None for no limit) bounds each call of the mapper on a cell, retries
+    included, each on its own. Python cannot stop a thread, so a call that runs past it is
+    abandoned, not stopped: it goes on in a daemon thread (using its core and memory, its result
+    thrown away) until it returns or its process ends, while the cell is retried, failed or
+    masked. Without a timeout the mapper runs in the task's own thread, at no extra cost.
+    """
 
     retries: int = 0
     mask_failures: bool = False
+    timeout: float | None = None
 
 
-def _call_with_retries(policy: FailurePolicy, call: Callable[[], Any]) -> Any:
-    """Call ``call()``; on an exception retry up to ``policy.retries`` times, then re-raise."""
+def _call_with_retries(policy: FailurePolicy, call: Callable[[], Any], helper_cpu: list[float]) -> Any:
+    """Call ``call()``; on an exception (or a timeout) retry up to ``policy.retries`` times, then re-raise.
+
+    The CPU time of calls run in a helper thread (with a timeout) is appended to ``helper_cpu``.
+    """
     for attempt in range(policy.retries + 1):
         try:
-            return call()
+            return call() if policy.timeout is None else _call_with_timeout(call, policy.timeout, helper_cpu)
         except Exception:
             if attempt == policy.retries:
                 raise
     raise AssertionError("unreachable")
+
+
+def _call_with_timeout(call: Callable[[], Any], timeout: float, helper_cpu: list[float]) -> Any:
+    """Run ``call()`` in a daemon thread and wait for it at most ``timeout`` seconds (see `FailurePolicy`)."""
+    answer: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        start = time.thread_time()
+        try:
+            answer.append((True, call()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            answer.append((False, exc))
+        helper_cpu.append(time.thread_time() - start)
+
+    # A daemon thread, so that an abandoned call never keeps its process from exiting.
+    thread = threading.Thread(target=target, name=f"{threading.current_thread().name}-cell", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise CellTimeout(
+            f"timed out after {timeout:g} s (cellTimeout / cell_timeout); the call was abandoned and may still "
+            "be running in the background. Raise the timeout if the mapper is just slow"
+        )
+    returned, value = answer[0]
+    if not returned:
+        raise value
+    return value
 
 
 def _failed_outcome(
@@ -147,16 +192,21 @@ def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcom
     ``task.companion_names`` in place of the whole images.
     """
     start_wall, start_cpu = time.perf_counter(), time.thread_time()
-    expanded = materialize(expanded)
-    companions = tuple(materialize(c) for c in companions)
+    # Read-only however the cut arrived: a view (threads) or an unpickled copy (processes, a cluster),
+    # so that a mapper writing into its input fails the same way on every scheduler.
+    expanded = read_only(materialize(expanded))
+    companions = tuple(read_only(materialize(c)) for c in companions)
     if task.do_clone:
         expanded = expanded.clone()
     sub = expanded.subset(task.box0)
     if task.do_clone:
         sub = sub.clone()  # private copies that do not share pixels with each other either
     kwargs = {**task.kwargs, **dict(zip(task.companion_names, companions))}
+    helper_cpu: list[float] = []
     try:
-        result = _call_with_retries(task.policy, lambda: task.mapper.run(sub, expanded, task.full_bbox, **kwargs))
+        result = _call_with_retries(
+            task.policy, lambda: task.mapper.run(sub, expanded, task.full_bbox, **kwargs), helper_cpu
+        )
     except Exception as exc:  # noqa: BLE001 - re-raised with the cell named, or masked
         if task.policy.mask_failures:
             return _failed_outcome(task.index, task.box0, task.box1, exc, (start_wall, start_cpu))
@@ -169,9 +219,8 @@ def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcom
         )
     if task.operation in IMAGE_REDUCE_OPERATIONS:
         _check_exposure_result(task, result)
-    return CellOutcome(
-        task.index, task.box0, result, time.perf_counter() - start_wall, time.thread_time() - start_cpu, _worker_name()
-    )
+    cpu = time.thread_time() - start_cpu + sum(helper_cpu)
+    return CellOutcome(task.index, task.box0, result, time.perf_counter() - start_wall, cpu, _worker_name())
 
 
 def _check_exposure_result(task: CellTask, result: Any) -> None:
@@ -187,13 +236,31 @@ def _check_exposure_result(task: CellTask, result: Any) -> None:
             f"mapper result for cell {task.index} has bbox {bbox}, outside its expanded cell {task.box1}; "
             "return a subExposure within the expanded cell (the stitcher reads only those)"
         )
+    for name, plane, kinds, allowed in (
+        ("image", item.image, _REAL_KINDS, "real numbers (float or int)"),
+        ("variance", item.variance, _REAL_KINDS, "real numbers (float or int)"),
+        ("mask", item.mask, "iu", "integer bit planes"),
+    ):
+        dtype = np.dtype(plane.array.dtype)
+        if dtype.kind not in kinds:
+            raise TypeError(
+                f"mapper result for cell {task.index} (box {task.box0}) has {name} pixels of dtype {dtype}, which "
+                f"cannot be stitched: the subExposure's {name} must hold {allowed}. Convert them in the mapper, "
+                'or use reduceOperation="none" to get the mapper results as a list'
+            )
+
+
+#: Pixel kinds the stitcher adds into a real image: integers and floats (not bool, complex, objects or text).
+_REAL_KINDS = "iuf"
 
 
 def exposure_piece(outcome: CellOutcome) -> Piece:
     """The stitchable planes of an exposure mapper's result."""
     item = outcome.result.subExposure
     mi = item.maskedImage
-    return Piece(item.getBBox(), mi.image.array, mi.variance.array, mi.mask.array, item.getPsf())
+    return Piece(
+        item.getBBox(), mi.image.array, mi.variance.array, mi.mask.array, item.getPsf(), mi.mask.getMaskPlaneDict()
+    )
 
 
 @dataclass
@@ -246,8 +313,9 @@ def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.nd
     if task.geometry:
         geometry = {"cell_box": task.box0, "expanded_box": task.box1, "grid_index": task.grid_index}
         kwargs.update({name: geometry[name] for name in task.geometry})
+    helper_cpu: list[float] = []
     try:
-        result = _call_with_retries(task.policy, lambda: task.func(expanded, **kwargs))
+        result = _call_with_retries(task.policy, lambda: task.func(expanded, **kwargs), helper_cpu)
     except Exception as exc:  # noqa: BLE001 - re-raised with the cell named, or masked
         if task.policy.mask_failures:
             return _failed_outcome(task.index, task.box0, task.box1, exc, (start_wall, start_cpu))
@@ -259,9 +327,8 @@ def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.nd
         if task.out is not None and all_finite(result):
             write_core(task.operation, result, task.out)
             result = WRITTEN
-    return CellOutcome(
-        task.index, task.box0, result, time.perf_counter() - start_wall, time.thread_time() - start_cpu, _worker_name()
-    )
+    cpu = time.thread_time() - start_cpu + sum(helper_cpu)
+    return CellOutcome(task.index, task.box0, result, time.perf_counter() - start_wall, cpu, _worker_name())
 
 
 def write_core(operation: str, core: np.ndarray, out: np.ndarray) -> None:
@@ -279,7 +346,7 @@ def write_core(operation: str, core: np.ndarray, out: np.ndarray) -> None:
 
 def _core_of(task: ArrayCellTask, result: Any, expanded_shape: tuple[int, ...]) -> np.ndarray:
     """The cell's core of a result the shape of the expanded cell (or the cell itself)."""
-    result = np.asarray(result)
+    result = _numbers_of(task, result)
     cell_shape = (task.box0.getHeight(), task.box0.getWidth())
     if result.shape == tuple(expanded_shape):
         return result[task.box0.slices(task.box1.getBegin())]
@@ -290,6 +357,25 @@ def _core_of(task: ArrayCellTask, result: Any, expanded_shape: tuple[int, ...]) 
         f"array the shape of the expanded cell {tuple(expanded_shape)} (or of the cell {cell_shape}), or use "
         'reduce="none" to collect arbitrary results'
     )
+
+
+def _numbers_of(task: ArrayCellTask, result: Any) -> np.ndarray:
+    """A function's result as an array of numbers, masked pixels (of a masked array) as NaN: invalid."""
+    if isinstance(result, np.ma.MaskedArray):
+        if result.dtype.kind not in "fc":
+            raise TypeError(
+                f"function returned a masked array of dtype {result.dtype} for cell {task.index} (box {task.box0}); "
+                "its masked pixels would become NaN, which that dtype cannot hold: return a float masked array"
+            )
+        result = result.filled(np.nan)
+    result = np.asarray(result)
+    if result.dtype.kind not in "biufc":  # a bool result is stitched as 0 / 1, as numpy would add it
+        raise TypeError(
+            f"function returned an array of dtype {result.dtype} for cell {task.index} (box {task.box0}), which "
+            "cannot be stitched: return numbers (float, int, complex or bool; NaN marks an invalid pixel), or use "
+            'reduce="none" to collect arbitrary results'
+        )
+    return result
 
 
 def array_piece(outcome: CellOutcome) -> Piece:

@@ -24,8 +24,10 @@ import numpy as np
 from .._gc_pause import builds_graph
 from ..geom import Box2I, Point2I
 from ..grid import CellGrid
-from ..image import Exposure
+from ..image import Exposure, Mask
+from ..image._mask import remap_mask_bits
 from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, all_finite, covers, mark_lost
+from ..stitch_planes import NewPlane, PlaneLayout, bit_moves, conform_piece_mask, merge_new_planes, region_planes
 from ..weights import Weighting
 from .cells import WRITTEN, CellOutcome, FailedCell, Piece
 from .plans import ArrayPlan, ExposurePlan
@@ -39,6 +41,8 @@ __all__ = [
     "execute_stitch",
     "execute_to_store",
     "lazy_stitch",
+    "default_layout",
+    "settle_mask_planes",
 ]
 
 Summary = tuple[int, float, float, str]
@@ -62,6 +66,8 @@ class RegionTask:
     weighting: Weighting | None = None
     writer: Any = None
     index: tuple[int, int] = (0, 0)
+    # The output mask's planes, to which each result's mask is renumbered (None: results have no mask).
+    layout: PlaneLayout | None = None
 
     @property
     def weighted(self) -> bool:
@@ -92,6 +98,8 @@ class StitchOutcome:
     psf_components: list[tuple[Any, Box2I, float]] = field(default_factory=list)
     planes: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
     failures: list[FailedCell] = field(default_factory=list)
+    #: Mask planes the region's results have and the output had not, with the bits it gave them.
+    new_planes: dict[str, NewPlane] = field(default_factory=dict)
 
 
 def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Sequence[CellOutcome]) -> StitchOutcome:
@@ -103,6 +111,7 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
         mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
     failed = [o.failure for o in outcomes if o.failure is not None]
     done = [(o, task.extract(o)) for o in outcomes if o.failure is None]
+    done, new_planes = _conform_masks(task.layout, done)
     weights = [_data_weights(task, piece) for _, piece in done]
     acc = _accumulate(task, [p for _, p in done], weights, (image, mask, variance), bool(failed))
     home = set(task.home_cells)
@@ -116,11 +125,23 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
     for failure in failed:
         mark_lost(acc, failure.bbox, task.bad_bits)
     planes = None if task.out is not None else (acc.image, acc.mask, acc.variance)
-    if task.writer is not None:
-        task.writer.write(task.index, task.bbox, *planes)
-        planes = None
     reported = [f for f in failed if f.index in home]
-    return StitchOutcome(task.bbox, stats, summaries, components, planes, reported)
+    outcome = StitchOutcome(task.bbox, stats, summaries, components, planes, reported, new_planes)
+    if task.writer is not None:  # the writer records the region's report with its pixels
+        task.writer.write(task.index, outcome)
+        outcome.planes = None
+    return outcome
+
+
+def _conform_masks(
+    layout: PlaneLayout | None, done: list[tuple[CellOutcome, Piece]]
+) -> tuple[list[tuple[CellOutcome, Piece]], dict[str, NewPlane]]:
+    """Renumber each result's mask bits to the region's planes, by name (see `stitch_planes`)."""
+    if layout is None:
+        return done, {}
+    planes, new = region_planes(layout, [(o.index, piece.planes) for o, piece in done])
+    conformed = [(o, piece._replace(mask=conform_piece_mask(piece.mask, piece.planes, planes))) for o, piece in done]
+    return conformed, new
 
 
 def _data_weights(task: RegionTask, piece: Piece) -> np.ndarray | None:
@@ -219,11 +240,15 @@ def _stitch_graph(
     output: Exposure | np.ndarray | None,
     writer: Any = None,
     skip: set[tuple[int, int]] | None = None,
+    layout: PlaneLayout | None = None,
 ) -> tuple[dict, list[tuple[str, int, int]], list[list[Box2I]]]:
     """The region tasks: writing into ``output`` (shared memory), into ``writer``, or returning arrays.
 
-    Regions in ``skip`` (already written by an interrupted run) get no task.
+    Regions in ``skip`` (already written by an interrupted run) get no task. ``layout``: the
+    output mask's planes (`default_layout` when None).
     """
+    if layout is None:
+        layout = default_layout(plan, bad_bits, output)
     bbox = plan.bbox
     members, home = _region_members(plan.grid, bbox, region_size)
     rows = region_boxes(bbox, region_size)
@@ -237,13 +262,29 @@ def _stitch_graph(
             task = RegionTask(
                 region, plan.operation, dtype, bad_bits, plan.extract, plan.with_variance,
                 tuple(home.get((i, j), ())), _output_views(output, region, bbox.getBegin()), plan.weighting,
-                writer, (i, j),
+                writer, (i, j), layout,
             )  # fmt: skip
             mask = mask_source.cut(region) if mask_source is not None else None
             cells = [(cell_name, k) for k in members.get((i, j), [])]
             graph[(region_name, i, j)] = (stitch_region, task, mask, cells)
             keys.append((region_name, i, j))
     return graph, keys, rows
+
+
+def default_layout(plan: Plan, bad_bits: int, output: Exposure | np.ndarray | None = None) -> PlaneLayout | None:
+    """The output mask's planes, for a plan whose results have masks (None for plain arrays).
+
+    The planes are the output's, if it is an exposure, else the input's with the ``bad_bits``
+    kept free (their names are not known here); bits set but unnamed in the input are never
+    given to a new plane (this reads the input mask once).
+    """
+    if not isinstance(plan, ExposurePlan):
+        return None
+    input_mask = plan.exposure.mask
+    unnamed = input_mask.getUnnamedBitMask()
+    if isinstance(output, Exposure):
+        return PlaneLayout(output.mask.getMaskPlaneDict(), unnamed)
+    return PlaneLayout(input_mask.getMaskPlaneDict(), unnamed | bad_bits)
 
 
 def _output_views(output: Exposure | np.ndarray | None, region: Box2I, origin: Point2I):
@@ -275,12 +316,16 @@ def execute_stitch(
     region_size: int,
     scheduler: SchedulerChoice,
     progress: Callable[[int, int], None] | None = None,
+    layout: PlaneLayout | None = None,
 ) -> StitchReport:
     """Map every cell and stitch the results into ``output`` (an exposure or a 2-d array) region by region.
 
     ``output`` must already hold a clone of the input's mask (it is the starting point of every
     region). Returns a `StitchReport`: the merged overlap statistics, and in grid order each
     cell's summary, each (psf, bbox, weight) component, and each failed cell.
+
+    ``layout`` gives the output mask's planes before any cell runs (`default_layout` when None);
+    at the end the output mask has those and every plane a cell's result added.
     """
     scheduler.check_importable(plan.code())
     # Regions write in place only where tasks share our memory and the output already holds the
@@ -291,7 +336,11 @@ def execute_stitch(
     cell_name, region_name = _tokens()
     graph = plan.cell_graph(cell_name)
     dtype = output.dtype
-    regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, shared)
+    if layout is None:
+        layout = default_layout(plan, bad_bits, output)
+    regions, keys, _ = _stitch_graph(
+        plan, cell_name, region_name, region_size, dtype, bad_bits, shared, layout=layout
+    )  # fmt: skip
     graph.update(regions)
     report = StitchReport()
     for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
@@ -300,7 +349,22 @@ def execute_stitch(
         report.add(outcome)
         if progress is not None:
             progress(done, len(keys))
-    return report.finish()
+    report.finish()
+    if layout is not None and isinstance(output, Exposure):
+        settle_mask_planes(output.mask, report, layout)
+    return report
+
+
+def settle_mask_planes(mask: Mask, report: StitchReport, layout: PlaneLayout) -> None:
+    """Give the stitched ``mask`` every plane the results added, renumbering regions that differ.
+
+    Only regions whose results added different planes than others can differ (see `stitch_planes`).
+    """
+    planes, moves = report.mask_planes(layout)
+    for bbox, move in moves:
+        view = mask.subset(bbox).array
+        view[...] = remap_mask_bits(view, move)
+    mask.setMaskPlaneDict(planes)
 
 
 def _execute_direct(
@@ -380,8 +444,15 @@ class StitchReport:
     summaries: list[Summary] = field(default_factory=list)
     components: list[tuple[Any, Box2I, float]] = field(default_factory=list)
     failures: list[FailedCell] = field(default_factory=list)
+    #: Each region that saw new mask planes: its box and its `StitchOutcome.new_planes`.
+    new_planes_by_region: list[tuple[Box2I, dict[str, NewPlane]]] = field(default_factory=list)
     _parts: list[RegionStats] = field(default_factory=list, repr=False)
     _indexed: list[tuple[int, tuple[Any, Box2I, float]]] = field(default_factory=list, repr=False)
+
+    @property
+    def region_count(self) -> int:
+        """How many regions have reported."""
+        return len(self._parts)
 
     def add(self, outcome: StitchOutcome) -> None:
         """Take one region's answer."""
@@ -390,6 +461,20 @@ class StitchReport:
         done = [s[0] for s in outcome.summaries if not any(f.index == s[0] for f in outcome.failures)]
         self._indexed.extend(zip(done, outcome.psf_components))
         self.failures.extend(outcome.failures)
+        new_planes = getattr(outcome, "new_planes", None)  # absent from outcomes recorded before it existed
+        if new_planes:
+            self.new_planes_by_region.append((outcome.bbox, new_planes))
+
+    def mask_planes(self, layout: PlaneLayout) -> tuple[dict[str, int], list[tuple[Box2I, dict[int, int]]]]:
+        """The output mask's planes, and the bit moves that bring each region into line with them.
+
+        Returns the plane dictionary (``layout``'s planes and every plane the results added) and,
+        for each region that numbered a new plane differently, its box and the moves (region bit
+        -> output bit) to apply to its mask pixels (`imagemapreduce.image._mask.remap_mask_bits`).
+        """
+        planes = merge_new_planes(layout, [new for _, new in self.new_planes_by_region])
+        moves = [(bbox, move) for bbox, new in self.new_planes_by_region if (move := bit_moves(new, planes))]
+        return planes, moves
 
     def finish(self) -> StitchReport:
         """Merge the statistics and put everything in grid order."""
@@ -424,8 +509,13 @@ def execute_to_store(
     scheduler: SchedulerChoice,
     skip: set[tuple[int, int]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    layout: PlaneLayout | None = None,
 ) -> StitchReport:
     """Map and stitch, each region task writing its planes straight into ``writer`` (e.g. a zarr store).
+
+    ``layout``: the output mask's planes (`default_layout` when None). The store's mask then
+    needs the report's `StitchReport.mask_planes`: the plane dictionary to record, and the bit
+    moves for regions whose results added different planes.
 
     Nothing is gathered here but each region's small report. Regions in ``skip`` are not redone,
     and cells that only they need are never run.
@@ -439,7 +529,9 @@ def execute_to_store(
     scheduler.check_importable(plan.code())
     cell_name, region_name = _tokens()
     cells = plan.cell_graph(cell_name)
-    regions, keys, _ = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, None, writer, skip)
+    regions, keys, _ = _stitch_graph(
+        plan, cell_name, region_name, region_size, dtype, bad_bits, None, writer, skip, layout
+    )  # fmt: skip
     per_strip = max(1, STRIP_WIDTH // region_size)
     strips: dict[int, list] = {}
     for key in keys:

@@ -15,8 +15,14 @@ Nothing here sets a scheduler globally.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dask
@@ -24,6 +30,7 @@ import dask.local
 import dask.multiprocessing
 import dask.threaded
 from dask.base import get_scheduler
+from dask.system import CPU_COUNT
 
 __all__ = ["SchedulerChoice", "choose_scheduler", "SCHEDULER_NAMES"]
 
@@ -39,6 +46,7 @@ _ALIASES = {
 }
 #: Scheduler names accepted by `choose_scheduler`.
 SCHEDULER_NAMES = tuple(sorted(_ALIASES))
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +68,8 @@ class SchedulerChoice:
         if self.kind == "distributed":
             values = dict(self._distributed(graph, keys))
             return [values[key] for key in keys]
+        if self.kind == "processes" and dask.config.get("pool", None) is None:
+            return _get_on_own_processes(graph, keys, self.num_workers)
         return self._local_get()(graph, keys, **self._local_kwargs())
 
     def iterate(self, graph: dict, keys: list) -> Iterator[Any]:
@@ -87,13 +97,19 @@ class SchedulerChoice:
             futures = self.client.get(self._scatter_pixels(renamed), names, sync=False)
             key_of = {future.key: key for future, key in zip(futures, remaining)}
             lost = []
-            for future in as_completed(futures, loop=self.client.loop):
-                if future.status == "cancelled":
-                    lost.append(key_of[future.key])
-                    continue
-                value = future.result()  # raises the task's own error
-                future.release()
-                yield key_of[future.key], value
+            try:
+                for future in as_completed(futures, loop=self.client.loop):
+                    if future.status == "cancelled":
+                        lost.append(key_of[future.key])
+                        continue
+                    value = future.result()  # raises the task's own error
+                    future.release()
+                    yield key_of[future.key], value
+            except BaseException:
+                # A failed cell, Ctrl-C or a consumer that stopped early: the cluster (perhaps
+                # shared, and outliving this client) should not go on computing the rest.
+                self.client.cancel(futures)
+                raise
             if not lost:
                 return
             remaining = lost
@@ -127,21 +143,26 @@ class SchedulerChoice:
         return graph
 
     def check_importable(self, objects: list[Any]) -> None:
-        """On a cluster, check that every worker can import the modules defining ``objects``.
+        """Check, before any work, that ``objects`` (the mapper or function) can travel to the workers.
 
-        Cells are pickled by reference to their class or function, so a worker must be able to
-        import the mapper's module (install the package on the workers, or upload a single module
-        with ``client.upload_file(path)``). Checking first gives one clear error instead of a
-        failure per cell.
+        On worker processes and clusters they must pickle (a lambda holding a lock cannot). On a
+        cluster, cells are pickled by reference to their class or function, so every worker must
+        also be able to import the mapper's module (install the package on the workers, or upload
+        a single module with ``client.upload_file(path)``). Checking first gives one clear error
+        instead of a failure per cell. A worker that dies during the check is left out (it will
+        run nothing); if none is left, that is the error.
         """
+        if self.kind in ("processes", "distributed"):
+            _check_picklable(objects, self.kind)
         if self.kind != "distributed":
             return
         modules = sorted({m for m in (_defining_module(o) for o in objects) if m})
         if not modules:
             return
         # The scheduler unpickles the graph too, so it needs the code as well as the workers.
-        answers = {"the scheduler": self.client.run_on_scheduler(_import_modules, modules)}
-        answers.update({f"worker {w}": missing for w, missing in self.client.run(_import_modules, modules).items()})
+        answers = {"scheduler": self.client.run_on_scheduler(_import_modules, modules)}
+        workers = self._run_on_workers(_import_modules, modules)
+        answers.update({f"worker {w}": missing for w, missing in workers.items()})
         for where, missing in answers.items():
             if missing:
                 name, error = missing[0]
@@ -150,6 +171,40 @@ class SchedulerChoice:
                     "function to run. Install the package that provides it on the scheduler and every worker, "
                     "or upload a single-file module with client.upload_file('path/to/module.py')"
                 )
+
+    def _run_on_workers(self, function: Callable[..., Any], *args: Any, rounds: int = 3) -> dict[str, Any]:
+        """``client.run`` on every worker, leaving out the workers that die meanwhile.
+
+        A worker that dies mid-call answers with a closed connection (an `OSError`); the others'
+        answers stand. The scheduler is then asked again for workers not yet asked (a nanny may
+        have restarted the dead one), up to ``rounds`` times.
+        """
+        answers: dict[str, Any] = {}
+        lost: dict[str, BaseException] = {}
+        for _ in range(rounds):
+            workers = [w for w in self.client.nthreads() if w not in answers and w not in lost]
+            if not workers:
+                break
+            died = False
+            for worker, answer in self.client.run(function, *args, workers=workers, on_error="return").items():
+                if isinstance(answer, OSError):  # distributed's CommClosedError, a refused connection
+                    lost[worker], died = answer, True
+                    _LOG.warning("Dask worker %s died during the pre-flight check (%s); checking the others",
+                                 worker, answer)  # fmt: skip
+                elif isinstance(answer, BaseException):  # the worker could not even run the check
+                    raise answer
+                else:
+                    answers[worker] = answer
+            if not died:
+                break
+        if lost and not answers:
+            worker, error = next(iter(lost.items()))
+            raise RuntimeError(
+                f"every Dask worker of the cluster at {self.client.scheduler.address} died during the pre-flight "
+                f"check ({len(lost)} lost; {worker}: {type(error).__name__}: {error}), so none is left to run "
+                "on: restart the workers (their logs say why they died) and run again"
+            )
+        return answers
 
     def _local_get(self):
         return {
@@ -181,6 +236,82 @@ class SchedulerChoice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _get_on_own_processes(graph: dict, keys: list, num_workers: int | None) -> list:
+    """``dask.multiprocessing.get`` on a process pool that is ended, not waited for, if the run stops early.
+
+    Dask shuts its own pool down with ``wait=True``, so a run stopped by a failed cell or by
+    Ctrl-C would wait for every running cell, forever for a stuck mapper. Here an early stop
+    terminates the worker processes. They ignore SIGINT, so a Ctrl-C on the terminal (sent to
+    every process of the group) interrupts this process only, which then ends them.
+    """
+    # As dask.multiprocessing.get makes its pool: a fixed hash seed inherited by the workers, its
+    # context and initializer, plus ours.
+    if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+        os.environ["PYTHONHASHSEED"] = "6640"
+    user_initializer = dask.config.get("multiprocessing.initializer", None)
+    pool = ProcessPoolExecutor(
+        num_workers or dask.config.get("num_workers", None) or CPU_COUNT,
+        mp_context=dask.multiprocessing.get_context(),
+        initializer=partial(_initialize_worker_process, user_initializer),
+    )
+    try:
+        result = dask.multiprocessing.get(graph, keys, pool=pool)
+    except BaseException:
+        _terminate(pool)
+        raise
+    pool.shutdown()
+    return result
+
+
+def _initialize_worker_process(user_initializer: Callable[[], None] | None) -> None:
+    """Dask's worker set-up, and SIGINT ignored: the parent process handles Ctrl-C and ends the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dask.multiprocessing.initialize_worker_process(user_initializer)
+
+
+def _terminate(pool: ProcessPoolExecutor, grace: float = 2.0) -> None:
+    """End a process pool's workers now (SIGTERM, then SIGKILL after ``grace`` seconds) and shut it down."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(grace)
+    pool.shutdown(wait=True, cancel_futures=True)  # quick now; joins its thread, so no queue is left open
+
+
+def _check_picklable(objects: list[Any], kind: str) -> None:
+    """Raise a `TypeError` naming the first of ``objects`` that cannot be pickled for worker processes."""
+    import cloudpickle  # what Dask uses for both worker processes and clusters
+
+    for obj in objects:
+        try:
+            cloudpickle.dump(obj, _NullWriter())
+        except Exception as exc:  # noqa: BLE001 - any pickling failure is the same user error
+            raise TypeError(
+                f"the {_describe_code(obj)} cannot be pickled to send it to the {kind} scheduler's workers "
+                f"({type(exc).__name__}: {exc}). Make it a module-level function, or a module-level class "
+                "whose instances hold no locks, open files, clients or other unpicklable state; or run it "
+                "on the threads scheduler"
+            ) from None
+
+
+class _NullWriter:
+    """A file that forgets what is written to it: pickling to it checks picklability without a copy."""
+
+    def write(self, data: Any) -> int:
+        return len(memoryview(data))
+
+
+def _describe_code(obj: Any) -> str:
+    """``function 'f'`` (anything with a name, such as a function or its wrapper) or ``mapper MyMapper``."""
+    name = getattr(obj, "__name__", None)
+    return f"function {name!r}" if name is not None else f"mapper {type(obj).__name__}"
 
 
 def _rename_key(key: Any, attempt: int) -> Any:
@@ -222,6 +353,7 @@ def _defining_module(obj: Any) -> str | None:
     """The module a worker must import to unpickle ``obj`` (None for ``__main__``, pickled by value)."""
     import inspect
 
+    obj = inspect.unwrap(obj) if hasattr(obj, "__wrapped__") else obj  # a wrapper's module may not be the code's
     target = obj if isinstance(obj, type) or inspect.isroutine(obj) else type(obj)
     module = getattr(target, "__module__", None)
     if module in (None, "__main__", "builtins"):
@@ -274,8 +406,13 @@ def choose_scheduler(scheduler: Any = None, num_workers: int | None = None, time
     timeout : `float`
         Seconds to wait when connecting to a scheduler address.
     """
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
-        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
+    if num_workers is not None and (
+        not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1
+    ):
+        raise ValueError(
+            f"num_workers must be a positive integer (threads or processes) or None for one per core, "
+            f"got {num_workers!r}"
+        )
     if _is_client(scheduler):
         return SchedulerChoice("distributed", num_workers, scheduler)
     if isinstance(scheduler, str) and "://" in scheduler:

@@ -24,6 +24,7 @@ __all__ = [
     "ArrayCut",
     "DEFERRED_CUTS",
     "materialize",
+    "read_only",
     "local_corners",
     "CompanionSource",
     "companion_images",
@@ -159,6 +160,28 @@ def _same(obj: Any) -> Any:
     return obj
 
 
+def _with_own_planes(mask: Mask) -> Mask:
+    """The same pixels, with a copy of the plane dictionary."""
+    return type(mask)(mask.array, xy0=mask.getXY0(), planeDict=mask.getMaskPlaneDict())
+
+
+def read_only(image: Any) -> Any:
+    """Make the numpy planes of an Exposure, MaskedImage or Image read-only (in place) and return it.
+
+    Anything else is returned as it is.
+    """
+    if isinstance(image, (Exposure, MaskedImage)):
+        planes = (image.image, image.mask, image.variance)
+    elif isinstance(image, Image):
+        planes = (image,)
+    else:
+        return image
+    for plane in planes:
+        if isinstance(plane.array, np.ndarray):
+            plane.array.flags.writeable = False
+    return image
+
+
 class LazyCut:
     """A box of an in-memory image container, turned into a read-only view only when a cell runs.
 
@@ -173,18 +196,17 @@ class LazyCut:
         self.image, self.box = image, box
 
     def materialize(self) -> Any:
-        """The read-only view of the box."""
+        """The read-only view of the box, with its own copy of the mask planes."""
         view = self.image.subset(self.box)
+        # A view shares its parent's plane dictionary: a mapper adding a plane to its cell would add
+        # it to the caller's input, racing with other threads (a worker process has a copy anyway).
         if isinstance(view, Exposure):
-            planes = (view.image, view.mask, view.variance)
+            view.maskedImage.mask = _with_own_planes(view.mask)
         elif isinstance(view, MaskedImage):
-            planes = (view.image, view.mask, view.variance)
-        else:
-            planes = (view,)
-        for plane in planes:
-            if isinstance(plane.array, np.ndarray):
-                plane.array.flags.writeable = False
-        return view
+            view.mask = _with_own_planes(view.mask)
+        elif isinstance(view, Mask):
+            view = _with_own_planes(view)
+        return read_only(view)
 
     def __reduce__(self) -> tuple[Any, tuple[Any]]:
         return (_same, (self.materialize(),))

@@ -112,6 +112,12 @@ class Image:
             array = args[0]
             if array.ndim != 2:
                 raise ValueError(f"an image array must be 2-d (rows = y, columns = x), got shape {array.shape}")
+            if any(np.isnan(n) for n in array.shape):
+                # A Dask array after boolean indexing: its bbox, and every grid over it, would be NaN.
+                raise ValueError(
+                    f"an image array must have a known shape, got {tuple(array.shape)} (a Dask array with unknown "
+                    "chunk sizes); call array.compute_chunk_sizes() first"
+                )
             self._init_plane(array.copy() if deep else array, Point2I(0, 0) if xy0 is None else xy0)
             return
         raise TypeError(

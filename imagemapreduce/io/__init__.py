@@ -1,4 +1,9 @@
-"""File input and output: FITS in the layout the LSST stack writes (`imagemapreduce.io.fits`)."""
+"""File input and output: FITS in the layout the LSST stack writes (`imagemapreduce.io.fits`), and zarr stores.
+
+Zarr stores (`imagemapreduce.io.zarr_store`) are read lazily and record checksums; a map-reduce's
+zarr output (`imagemapreduce.io.zarr_regions`) is written region by region and verified by
+`verify_zarr_store`.
+"""
 
 from .fits import (
     FitsFormatError,
@@ -8,8 +13,18 @@ from .fits import (
     write_exposure,
     write_masked_image,
 )
+from .zarr_regions import StoreBusyError, StoreOwnershipError, StoreVerification, verify_zarr_store
+from .zarr_store import IncompleteStoreError, ZarrFormatError, open_zarr_exposure, write_zarr_exposure
 
 __all__ = [
+    "IncompleteStoreError",
+    "StoreBusyError",
+    "StoreOwnershipError",
+    "StoreVerification",
+    "ZarrFormatError",
+    "open_zarr_exposure",
+    "verify_zarr_store",
+    "write_zarr_exposure",
     "FitsFormatError",
     "FitsLayoutWarning",
     "read_exposure",

@@ -2,12 +2,14 @@
 
 `GaussianPsf` and `DoubleGaussianPsf` are analytic and constant over the image; `CoaddPsf` is the
 weighted mean of the PSFs of a coadd's inputs. Shapes are `Quadrupole` second moments, measured
-on images with `adaptive_moments`.
+on images with `adaptive_moments`. `psf_to_dict` and `psf_from_dict` turn the built-in PSFs into
+plain data and back: how stores record a PSF without pickling it.
 """
 
 from ._base import Psf
 from ._coadd import CoaddPsf
 from ._gaussian import DoubleGaussianPsf, GaussianPsf
+from ._persist import PsfFormatError, psf_from_dict, psf_to_dict
 from ._shape import Quadrupole, adaptive_moments
 from ._varying import VaryingGaussianPsf, VaryingMoffatPsf
 from ._windowed import WindowedCoaddPsf
@@ -22,4 +24,7 @@ __all__ = [
     "VaryingMoffatPsf",
     "Quadrupole",
     "adaptive_moments",
+    "psf_to_dict",
+    "psf_from_dict",
+    "PsfFormatError",
 ]
