@@ -72,10 +72,10 @@ def run_to_zarr(
                     plan, writer, exposure.dtype, badBits, task.config.stitchRegionSize, scheduler, skip, onRegion,
                     layout=layout,
                 )  # fmt: skip
-        stored = _report_from_store(writer)
+        stored, unstorable = _report_from_store(writer)
         writer.settle_mask_planes(*stored.mask_planes(layout))
         task._recordCells(stored.summaries, stored.failures)
-        writer.finish(_output_psf(task, output, stored, writer))
+        writer.finish(_output_psf(task, output, stored, unstorable))
     except BaseException:
         if created and not writer.flagged_regions():
             writer.release()
@@ -90,19 +90,21 @@ def run_to_zarr(
     return task._withFailures(result, stored.failures)
 
 
-def _report_from_store(writer: ZarrRegionWriter) -> StitchReport:
-    """The whole job's report, from every written region's record (not only this run's regions)."""
+def _report_from_store(writer: ZarrRegionWriter) -> tuple[StitchReport, list[str]]:
+    """The whole job's report, from every written region's record (not only this run's regions).
+
+    Also returns the classes of the cells' PSFs that have no data-only form (then the output
+    PSF cannot be stored).
+    """
     records = writer.records()
     report = StitchReport()
     for record in records:
         report.add(record.outcome)
-    report.unstorable_psfs = sorted({name for r in records for name in r.unstorable_psfs})  # type: ignore[attr-defined]
-    return report.finish()
+    return report.finish(), sorted({name for r in records for name in r.unstorable_psfs})
 
 
-def _output_psf(task: ImageMapReduceTask, output: Exposure, report: StitchReport, writer: ZarrRegionWriter) -> Any:
+def _output_psf(task: ImageMapReduceTask, output: Exposure, report: StitchReport, unstorable: list[str]) -> Any:
     """The output PSF built from the store's records, or None (logged) where it has no data-only form."""
-    unstorable = getattr(report, "unstorable_psfs", [])
     if unstorable:
         task.log.warning(
             "The output PSF is not stored: the cells' PSFs (%s) have no data-only form", ", ".join(unstorable)

@@ -39,15 +39,21 @@ def exposure():
     return make_exposure(xy0=(17, -5))
 
 
-@pytest.fixture(scope="session")
-def local_cluster():
-    """A LocalCluster of two worker processes on 127.0.0.1, shut down after the session."""
+def cluster_client(n_workers, threads_per_worker):
+    """Yield a client of a new LocalCluster of worker processes on 127.0.0.1; close both afterwards."""
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-    )
+        n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    )  # fmt: skip
     client = Client(cluster, set_as_default=False)
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A LocalCluster of two worker processes on 127.0.0.1, shut down after the session."""
+    yield from cluster_client(2, 1)

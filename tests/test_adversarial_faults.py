@@ -26,7 +26,7 @@ import lsst.pex.config as pexConfig
 import numpy as np
 import psutil
 import pytest
-from conftest import make_exposure
+from conftest import cluster_client, make_exposure
 from fault_mappers import (
     DOOMED,
     HangingMapper,
@@ -57,15 +57,7 @@ def cluster():
 
     Its own, because the tests leave abandoned cells sleeping on it for a few seconds.
     """
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-    )
-    client = Client(cluster, set_as_default=False)
-    yield client
-    client.close()
-    cluster.close()
+    yield from cluster_client(1, 2)
 
 
 def scheduler_for(name, request):

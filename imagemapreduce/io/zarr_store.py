@@ -5,8 +5,8 @@ Layout of a store (a zarr group):
 * arrays ``image``, ``mask`` (int32) and ``variance`` with the exposure's shape;
 * attributes ``xy0`` ``[x0, y0]``, ``maskPlanes`` ``{name: bit}``, ``psf`` (a data-only description
   of the PSF, see `imagemapreduce.psf.psf_to_dict`, or null), ``complete`` (True once every
-  region is written) and ``planeDigests`` (SHA-256 of each plane, block by block on the store's
-  chunks, for `verify_zarr_store`);
+  region is written) and, for a store written whole, ``planeDigests`` (SHA-256 of each plane,
+  block by block on the store's chunks, for `verify_zarr_store`);
 * for map-reduce output (`imagemapreduce.io.zarr_regions`), the job's ``fingerprint``, the
   ``regionSize``, the current ``owner`` and one record per output region.
 
@@ -215,7 +215,7 @@ def open_zarr_exposure(path: str | Path, *, allow_incomplete: bool = False, chun
             f"{path} holds an unfinished run; resume it with resume=True, or open it with allow_incomplete=True"
         )
     _check_planes(group, path)
-    xy0, planeDict, psf = _xy0(attrs.get("xy0"), path), _mask_planes(attrs.get("maskPlanes"), path), None
+    xy0, planeDict = _xy0(attrs.get("xy0"), path), _mask_planes(attrs.get("maskPlanes"), path)
     psf = decode_psf(attrs.get("psf"), path)
     planes = {name: da.from_zarr(str(path), component=name, chunks=chunks) for name in PLANES}
     if cls is None:
