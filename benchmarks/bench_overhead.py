@@ -8,7 +8,7 @@
 2. Graph construction at 25,000, 50,000 and 100,000 cells, as a user sees it:
    ``map_reduce(..., compute=False)`` (grid + plan + cell and region tasks + the lazy Dask array),
    and for the Task API the engine calls ``run`` makes before anything executes
-   (``ExposurePlan.cell_graph`` + ``_stitch_graph``, writing into a shared output).
+   (the cell batches and region tasks of ``engine.stitch_graph``, writing into a shared output).
    Targets: under 2 s at 100,000 cells; and linear: t(100k) / t(25k) <= 5 (4 is exactly linear).
 """
 
@@ -125,12 +125,13 @@ def per_cell(args, nworkers: int, nrep: int, payload: dict) -> None:
     print(f"\n-- no-op mapper, {ncells} cells")
     print(C.table([[k, v] for k, v in us.items()], ["contender", "us per cell"]))
     for name, value in us.items():
+        on_cluster = name == "map_reduce_local_cluster"  # the issue's target: amortised, cells batched
         payload["targets"].append(
             C.target(
                 f"us per cell, {name}",
                 value,
-                0.0,
-                "info",
+                100.0 if on_cluster else 0.0,
+                "<=" if on_cluster else "info",
                 f"no-op mapper, {ncells} cells, end to end",
                 args.smoke,
                 unit="us",
@@ -147,25 +148,20 @@ def _lazy_map_reduce(shape):
 
 def _task_graph(shape):
     """The graph ``ImageMapReduceTask.run`` builds (threads: regions write into the output)."""
-    from imagemapreduce.engine.graph import _stitch_graph, _tokens
+    from imagemapreduce.engine import choose_scheduler, stitch_graph
 
     exposure = _exposure(shape)
     task = _task()
-    grid = task._currentGrid(exposure)
-    plan = task._makePlan(exposure, grid, {}, "copy")
     output, bad = task.reducer.prepareOutput(exposure)
+    scheduler = choose_scheduler("threads")
 
     def build():
         task.boxes0 = task.boxes1 = None  # the grid is part of what run() does
         grid = task._currentGrid(exposure)
         plan = task._makePlan(exposure, grid, {}, "copy")
-        cell_name, region_name = _tokens()
-        graph = plan.cell_graph(cell_name)
-        regions, keys, _ = _stitch_graph(plan, cell_name, region_name, 1024, output.dtype, bad, output)
-        graph.update(regions)
+        graph, _, _ = stitch_graph(plan, output.dtype, bad, 1024, scheduler, output)
         return graph
 
-    del plan
     return build
 
 

@@ -34,6 +34,8 @@ BENCHMARKS = {
     "memory": "bench_memory.py",
     "stitch": "bench_stitch.py",
     "larger_than_memory": "bench_larger_than_memory.py",
+    "cluster": "bench_cluster.py",
+    "processes": "bench_processes.py",
 }
 
 

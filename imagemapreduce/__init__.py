@@ -5,47 +5,115 @@ cells, run the same mapper on every cell as its own Dask task, and stitch the re
 a new exposure (copy, sum, average) or return them. The names follow the LSST stack
 (``lsst.geom``, ``lsst.afw.image``, ``lsst.pipe.base``, ``lsst.ip.diffim``) so LSST code ports
 with an import change.
+
+The names below load on first use (module ``__getattr__``), so ``import imagemapreduce`` and
+the command line's ``--help`` start at once; ``from imagemapreduce import X`` works as usual.
 """
 
-from .arrays import map_reduce
-from .engine import CellFailure
-from .geom import Box2I, Extent2D, Extent2I, Point2D, Point2I
-from .grid import CellGrid
-from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
-from .image import (
-    Exposure,
-    ExposureD,
-    ExposureF,
-    Image,
-    ImageD,
-    ImageF,
-    ImageI,
-    ImageU,
-    Mask,
-    MaskedImage,
-    MaskedImageD,
-    MaskedImageF,
-    MaskX,
-)
-from .mapper import ImageMapper, ImageMapperConfig
-from .mapreduce import ImageMapReduceConfig, ImageMapReduceTask
-from .measure import measure_star_widths, width_map
-from .pipe_base import Struct, Task, TaskMetadata, timeMethod
-from .psf import (
-    CoaddPsf,
-    DoubleGaussianPsf,
-    GaussianPsf,
-    Psf,
-    Quadrupole,
-    VaryingGaussianPsf,
-    VaryingMoffatPsf,
-    WindowedCoaddPsf,
-)
-from .reducer import ImageReducer, ImageReducerConfig
-from .simulate import simulate_exposure
-from .xarray_support import exposure_from_xarray, exposure_to_xarray  # also registers the .imr accessors
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.abc import MetaPathFinder
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Where each public name lives, relative to this package.
+_LAZY: dict[str, str] = {
+    "map_reduce": ".arrays",
+    "CellFailure": ".engine",
+    **dict.fromkeys(["Box2I", "Extent2D", "Extent2I", "Point2D", "Point2I"], ".geom"),
+    "CellGrid": ".grid",
+    **dict.fromkeys(["PsfMatchMapper", "PsfMatchMapperConfig"], ".homogenize"),
+    **dict.fromkeys(
+        ["Exposure", "ExposureD", "ExposureF", "Image", "ImageD", "ImageF", "ImageI", "ImageU", "Mask",
+         "MaskedImage", "MaskedImageD", "MaskedImageF", "MaskX"], ".image",
+    ),  # fmt: skip
+    **dict.fromkeys(["ImageMapper", "ImageMapperConfig"], ".mapper"),
+    **dict.fromkeys(["ImageMapReduceConfig", "ImageMapReduceTask"], ".mapreduce"),
+    **dict.fromkeys(["measure_star_widths", "width_map"], ".measure"),
+    **dict.fromkeys(["Struct", "Task", "TaskMetadata", "timeMethod"], ".pipe_base"),
+    **dict.fromkeys(
+        ["CoaddPsf", "DoubleGaussianPsf", "GaussianPsf", "Psf", "Quadrupole", "VaryingGaussianPsf",
+         "VaryingMoffatPsf", "WindowedCoaddPsf"], ".psf",
+    ),  # fmt: skip
+    **dict.fromkeys(["ImageReducer", "ImageReducerConfig"], ".reducer"),
+    "simulate_exposure": ".simulate",
+    **dict.fromkeys(["read_exposure", "write_exposure"], ".io.fits"),
+    **dict.fromkeys(["exposure_from_xarray", "exposure_to_xarray"], ".xarray_support"),
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
+    from .arrays import map_reduce
+    from .engine import CellFailure
+    from .geom import Box2I, Extent2D, Extent2I, Point2D, Point2I
+    from .grid import CellGrid
+    from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
+    from .image import (Exposure, ExposureD, ExposureF, Image, ImageD, ImageF, ImageI, ImageU, Mask,
+                        MaskedImage, MaskedImageD, MaskedImageF, MaskX)  # fmt: skip
+    from .io.fits import read_exposure, write_exposure
+    from .mapper import ImageMapper, ImageMapperConfig
+    from .mapreduce import ImageMapReduceConfig, ImageMapReduceTask
+    from .measure import measure_star_widths, width_map
+    from .pipe_base import Struct, Task, TaskMetadata, timeMethod
+    from .psf import (CoaddPsf, DoubleGaussianPsf, GaussianPsf, Psf, Quadrupole, VaryingGaussianPsf,
+                      VaryingMoffatPsf, WindowedCoaddPsf)  # fmt: skip
+    from .reducer import ImageReducer, ImageReducerConfig
+    from .simulate import simulate_exposure
+    from .xarray_support import exposure_from_xarray, exposure_to_xarray
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use and keep the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+# -- the xarray accessors ------------------------------------------------------------------------
+# ``DataArray.imr`` and ``Dataset.imr`` must exist once both packages are imported, in either
+# order, without importing xarray (half a second) with this package.
+
+
+def _register_accessors() -> None:
+    importlib.import_module(".xarray_support", __name__)  # registering is a side effect of the import
+
+
+class _AfterXarray(MetaPathFinder):
+    """Registers the accessors right after ``import xarray`` finishes, then steps aside."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "xarray":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        run = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            _register_accessors()
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if "xarray" in sys.modules:
+    _register_accessors()
+elif not any(isinstance(finder, _AfterXarray) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _AfterXarray())
+
 
 __all__ = [
     "Box2I",
@@ -94,4 +162,6 @@ __all__ = [
     "exposure_from_xarray",
     "exposure_to_xarray",
     "map_reduce",
+    "read_exposure",
+    "write_exposure",
 ]

@@ -12,12 +12,12 @@ the box's pixels.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from ._arrays_args import (
     ADJUST_OPTIONS,
@@ -39,12 +39,14 @@ from ._arrays_args import (
 from .engine import (
     ArrayPlan,
     FailurePolicy,
+    check_cells_per_task,
     choose_scheduler,
     execute_cells,
     execute_stitch,
     is_dask_array,
     lazy_stitch,
 )
+from .engine.progress import progress_bar
 
 __all__ = ["map_reduce"]
 
@@ -55,7 +57,7 @@ def map_reduce(
     *,
     cell_size: int | tuple[int, int],
     grid_step: int | tuple[int, int] | None = None,
-    border: int | tuple[int, int] = 0,
+    border: int | tuple[int, int] | str = 0,
     adjust: str = "none",
     reduce: str = "average",
     weights: Any = "uniform",
@@ -68,6 +70,8 @@ def map_reduce(
     force_even_sized: bool = False,
     dtype: Any = None,
     cell_timeout: float | None = None,
+    cells_per_task: int | str = "auto",
+    progress: bool | Callable[[int, int], None] = False,
 ) -> Any:
     """Apply ``func`` to every cell of a grid over a 2-d array and stitch the results.
 
@@ -102,7 +106,8 @@ def map_reduce(
     border : `int` or (`int`, `int`)
         Pixels added on each side of a cell to make its expanded cell, (rows, cols); at least 0.
         Make it at least the reach of ``func`` (e.g. 4 sigma for a Gaussian filter with
-        ``truncate=4``) so that cores match a whole-image computation.
+        ``truncate=4``) so that cores match a whole-image computation. ``"auto"`` takes the
+        reach ``func`` declares as a ``reach`` attribute (pixels, an int or (rows, cols)).
     adjust : {'none', 'spacing', 'size'}
         LSST's ``adjustGridOption``: keep sizes and step (``'none'``, cells at the far edges are
         clipped); re-space the cells to fit (``'spacing'``, overlapping); or resize them to the step
@@ -139,6 +144,16 @@ def map_reduce(
         `CellFailure` saying it timed out. Python cannot stop a thread, so the late call is
         abandoned, not stopped: it keeps running in the background until it returns or its
         process ends. With a timeout each call runs in a helper thread; without, at no extra cost.
+    cells_per_task : ``"auto"`` or `int`
+        How many neighbouring cells one Dask task runs, one after another (each cell still on its
+        own, with its own failure and timing): ``"auto"`` packs about 100 ms of estimated work per
+        task on a cluster or worker processes (10 ms on threads), keeping at least 4 tasks per
+        worker; an int sets the most cells per task, ``1`` one task per cell. Never changes the
+        output.
+    progress : `bool` or callable
+        True draws a bar of the cells done on stderr (redrawn on a terminal, a line every few
+        seconds elsewhere); a callable is called as ``progress(cells_done, cells_total)`` as
+        results come back. Ignored for a lazy result, which runs when it is computed.
 
     Returns
     -------
@@ -188,7 +203,7 @@ def map_reduce(
            [ 1.,  1.,  1., 11., 11., 11.],
            [ 1.,  1.,  1., 11., 11., 11.]])
     """
-    template = image if isinstance(image, xr.DataArray) else None
+    template = image if _is_data_array(image) else None
     if template is not None and template.ndim != 2:
         raise ValueError(f"image must be 2-d, got a DataArray with dims {template.dims}; select one plane first")
     data = check_image_array(template.data if template is not None else image)
@@ -204,7 +219,7 @@ def map_reduce(
     adjust = check_choice(adjust, "adjust", ADJUST_OPTIONS)
     cell_xy = as_pair(cell_size, "cell_size", 1)
     step_xy = cell_xy if grid_step is None else as_pair(grid_step, "grid_step", 1)
-    border_xy = as_pair(border, "border", 0)
+    border_xy = as_pair(_auto_border(func) if isinstance(border, str) and border == "auto" else border, "border", 0)
     weighting = check_weights(weights, reduce)
     kwargs = _check_func_kwargs(func_kwargs)
     geometry = requested_geometry(func)
@@ -232,6 +247,7 @@ def map_reduce(
         )
     out_dtype = output_dtype(dtype, data.dtype)
     policy = FailurePolicy(timeout=check_timeout(cell_timeout, "cell_timeout"))
+    cells_per_task = check_cells_per_task(cells_per_task)
     if weighting is not None and out_dtype.kind == "c":
         # The weighted stitcher accumulates in float64 and would drop the imaginary part.
         raise ValueError(f"weights={weights!r} needs a real output; got dtype {out_dtype}: use weights='uniform'")
@@ -242,18 +258,30 @@ def map_reduce(
     mapped = func if reduce == "none" else _AsDtype(func, out_dtype)
     plan = ArrayPlan(
         mapped, data, grid, kwargs, reduce, companions=extra, geometry=geometry, grid_indices=indices,
-        weighting=weighting, policy=policy,
+        weighting=weighting, policy=policy, cells_per_task=cells_per_task,
     )  # fmt: skip
     if reduce == "none":
         with choose_scheduler(scheduler, num_workers) as chosen:
-            return [outcome.result for outcome in execute_cells(plan, chosen)]
+            return [outcome.result for outcome in execute_cells(plan, chosen, region_size)]
     if lazy:
         result = lazy_stitch(plan, out_dtype, 0, region_size)[0]
     else:
         result = np.empty(data.shape, dtype=out_dtype)  # every region overwrites all of its pixels
-        with choose_scheduler(scheduler, num_workers) as chosen:
-            execute_stitch(plan, result, 0, region_size, chosen)
+        with choose_scheduler(scheduler, num_workers) as chosen, progress_bar(progress, len(grid), chosen) as report:
+            execute_stitch(plan, result, 0, region_size, chosen, report)
     return _like(template, _masked_invalid(result) if masked else result)
+
+
+def _auto_border(func: Callable[..., Any]) -> Any:
+    """The border ``border="auto"`` stands for: the reach ``func`` declares."""
+    reach = getattr(func, "reach", None)
+    if reach is None:
+        name = getattr(func, "__name__", type(func).__name__)
+        raise ValueError(
+            f"border='auto' needs func to declare its reach in pixels (func.reach = 8, or (rows, cols)); "
+            f"{name} has no reach attribute: give border=N instead"
+        )
+    return reach
 
 
 def _masked_invalid(result: Any) -> Any:
@@ -314,9 +342,17 @@ def _warn_uncovered(cells: np.ndarray, shape: tuple[int, int], reduce: str) -> N
         )
 
 
-def _like(template: xr.DataArray | None, result: Any) -> Any:
+def _is_data_array(value: Any) -> bool:
+    """Whether ``value`` is an `xarray.DataArray` (without importing xarray, which takes half a second)."""
+    xarray = sys.modules.get("xarray")
+    return xarray is not None and isinstance(value, xarray.DataArray)
+
+
+def _like(template: Any, result: Any) -> Any:
     """Wrap ``result`` as a DataArray like ``template`` (dims, coords, name, attrs), if there is one."""
     if template is None:
         return result
+    import xarray as xr
+
     return xr.DataArray(result, coords=template.coords, dims=template.dims, name=template.name,
                         attrs=dict(template.attrs))  # fmt: skip

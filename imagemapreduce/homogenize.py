@@ -221,6 +221,26 @@ class PsfMatchMapper(ImageMapper):
             raise ValueError(f"targetSigma must be finite and > 0, got {target}")
         return target
 
+    def reach(self, exposure: Exposure | None = None) -> int | None:
+        """Return the widest matching kernel's half-width in pixels over ``exposure`` (None: unknown).
+
+        ``kernelSize // 2`` when the kernel size is fixed; otherwise the kernel is widest where the
+        PSF is narrowest, so the PSF is sampled on a ``targetSearchPoints`` grid (an exposure
+        without a PSF, or no exposure, gives None).
+        """
+        if self.config.kernelSize is not None:
+            return self.config.kernelSize // 2
+        psf = exposure.getPsf() if exposure is not None else None
+        if psf is None:
+            return None
+        bbox = exposure.getBBox()
+        target = self.resolveTargetSigma(psf, bbox)
+        n = self.config.targetSearchPoints
+        xs = np.linspace(bbox.getMinX(), bbox.getMaxX(), n)
+        ys = np.linspace(bbox.getMinY(), bbox.getMaxY(), n)
+        narrowest = min(psf_sigma(psf, Point2D(float(x), float(y))) for x in xs for y in ys)
+        return self.kernelRadius(matching_sigma(narrowest, target))
+
     def kernelRadius(self, sigma: float) -> int:
         """Return the matching kernel's half-width in pixels for a kernel of ``sigma`` (0: no kernel)."""
         if sigma <= 0:

@@ -84,6 +84,13 @@ class GaussianSmoothMapper(ImageMapper):
     ConfigClass = GaussianSmoothMapperConfig
     _DefaultName = "imr_GaussianSmoothMapper"
 
+    def reach(self, exposure: Exposure | None = None) -> int:
+        """Return how far in pixels an output pixel sees: the kernel radius, ``truncate * sigma``.
+
+        A border of at least this makes the cells' cores equal to smoothing the whole image.
+        """
+        return int(self.config.truncate * self.config.sigma + 0.5)  # scipy's radius
+
     def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Return the smoothed cell."""
         from scipy import ndimage
@@ -132,6 +139,10 @@ class MedianFilterMapper(ImageMapper):
 
     ConfigClass = MedianFilterMapperConfig
     _DefaultName = "imr_MedianFilterMapper"
+
+    def reach(self, exposure: Exposure | None = None) -> int:
+        """Return how far in pixels an output pixel sees: half the window, ``size // 2``."""
+        return self.config.size // 2
 
     def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Return the median-filtered cell."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +14,11 @@ import lsst.pex.config as pexConfig
 import numpy as np
 
 from .engine import (
+    TRAFFIC_KINDS,
     ExposurePlan,
     FailurePolicy,
+    SchedulerChoice,
+    check_cells_per_task,
     choose_scheduler,
     companion_images,
     execute_cells,
@@ -44,6 +49,14 @@ __all__ = ["ImageMapReduceConfig", "ImageMapReduceTask"]
 
 def _positive(value: float) -> bool:
     return value > 0
+
+
+class _AutoOrCountField(pexConfig.Field):
+    """A config field holding ``"auto"`` or a positive int (pex_config fields have one dtype)."""
+
+    def _validateValue(self, value: Any) -> None:
+        if value is not None:
+            check_cells_per_task(value, f"config.{self.name}")
 
 
 def _finite_positive(value: float) -> bool:
@@ -129,6 +142,13 @@ class ImageMapReduceConfig(pexConfig.Config):
     progressBar = pexConfig.Field(
         dtype=bool, default=False, doc="Show a progress bar on stderr (and the dashboard link on a cluster)"
     )
+    cellsPerTask = _AutoOrCountField(
+        dtype=str, default="auto",
+        doc='Cells one Dask task runs, one after another (each still on its own, with its own retries, timing '
+        'and failure): "auto" packs about 100 ms of estimated work per task on a cluster or worker processes '
+        '(10 ms on threads), keeping at least 4 tasks per worker; a positive int sets the most cells per '
+        'task, 1 one task per cell. Never changes the output.',
+    )  # fmt: skip
     stitchRegionSize = pexConfig.Field(
         dtype=int, default=512, check=_positive,
         doc="Side in pixels of the output regions stitched as separate Dask tasks. Any value gives the "
@@ -324,7 +344,7 @@ class ImageMapReduceTask(Task):
             self.log.info("Reducer sub-task: %s", self.reducer._DefaultName)
             if operation not in IMAGE_REDUCE_OPERATIONS or self._reducerIsCustom():
                 with progress_bar(self.config.progressBar, len(grid), scheduler):
-                    outcomes = execute_cells(plan, scheduler)
+                    outcomes = execute_cells(plan, scheduler, self.config.stitchRegionSize)
                 self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
                 result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs)
                 return self._withFailures(result, [o.failure for o in outcomes if o.failure])
@@ -355,6 +375,7 @@ class ImageMapReduceTask(Task):
             self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages,
             makeWeighting() if makeWeighting is not None else None,
             FailurePolicy(self.config.numRetries, self.config.maskFailures, self.config.cellTimeout), companions,
+            check_cells_per_task(self.config.cellsPerTask, "config.cellsPerTask"),
         )  # fmt: skip
 
     def _withFailures(self, result: Struct, failures: list) -> Struct:
@@ -367,8 +388,9 @@ class ImageMapReduceTask(Task):
 
     @timeMethod
     def runToZarr(
-        self, exposure: Exposure, path: str, *, overwrite: bool = False, resume: bool = False, **kwargs: Any
-    ) -> Struct:
+        self, exposure: Exposure, path: str, *, overwrite: bool = False, resume: bool = False,
+        storage_options: dict | None = None, chunks: Any = None, shards: Any = None, **kwargs: Any,
+    ) -> Struct:  # fmt: skip
         """Map-reduce ``exposure`` into a zarr store, region by region, never holding the output in memory.
 
         Each output region is stitched and written by its own task, with a record of its
@@ -383,12 +405,20 @@ class ImageMapReduceTask(Task):
         exposure : `Exposure`
             The input; its planes may be lazy (Dask arrays, e.g. from `open_zarr_exposure`).
         path : `str`
-            The output store (a directory). An existing path is refused unless ``overwrite`` or
+            The output store: a directory, or an fsspec URL (``s3://bucket/out.zarr``, ``gs://``,
+            ``memory://``, ``file://``). An existing store is refused unless ``overwrite`` or
             ``resume``; it may not be a store an input is read from.
         overwrite : `bool`
             Replace an existing store (never a store being written, nor a path that is no store).
         resume : `bool`
             Continue an interrupted run of the same job (same input, grid, mapper and config).
+        storage_options : `dict`, optional
+            For a URL: the fsspec file system's options (e.g. ``endpoint_url``, ``key``); without
+            them credentials come from the standard environment (``AWS_*`` for S3).
+        chunks, shards : `int` or (`int`, `int`), optional
+            The output planes' zarr chunks (default: one per region) and shards (default: none).
+            The unit written (the shard, else the chunk) must divide ``stitchRegionSize``, so
+            that regions written at once never share an object.
         **kwargs
             As for `run`.
 
@@ -408,7 +438,10 @@ class ImageMapReduceTask(Task):
         """
         from .zarr_run import run_to_zarr
 
-        return run_to_zarr(self, exposure, path, overwrite=overwrite, resume=resume, **kwargs)
+        return run_to_zarr(
+            self, exposure, path, overwrite=overwrite, resume=resume, storage_options=storage_options, chunks=chunks,
+            shards=shards, **kwargs,
+        )  # fmt: skip
 
     def _runMapper(self, exposure: Exposure, doClone: bool = False, **kwargs: Any) -> list[Struct]:
         """Run the mapper on every cell (in parallel) and return the results in grid order.
@@ -418,7 +451,7 @@ class ImageMapReduceTask(Task):
         grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
         plan = self._makePlan(exposure, grid, {**kwargs, "doClone": doClone}, "none")
         with self._chooseScheduler() as scheduler:
-            outcomes = execute_cells(plan, scheduler)
+            outcomes = execute_cells(plan, scheduler, self.config.stitchRegionSize)
         self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
         return [o.result for o in outcomes]
 
@@ -426,9 +459,21 @@ class ImageMapReduceTask(Task):
         """Reduce mapper results with the reducer subtask (serially)."""
         return self.reducer.run(mapperResults, exposure, **kwargs)
 
-    def _chooseScheduler(self):
+    @contextlib.contextmanager
+    def _chooseScheduler(self) -> Iterator[SchedulerChoice]:
+        """The run's scheduler; on leaving, the bytes it moved go into the metadata."""
         scheduler = self._scheduler if self._scheduler is not None else self.config.scheduler
-        return choose_scheduler(scheduler, self.config.numWorkers)
+        with choose_scheduler(scheduler, self.config.numWorkers) as choice:
+            try:
+                yield choice
+            finally:
+                self._recordTraffic(choice.traffic())
+
+    def _recordTraffic(self, traffic: dict[str, int]) -> None:
+        """``bytesMoved`` (the total) and its parts: ``bytesScattered``, ``bytesGathered``, ``bytesBetweenWorkers``."""
+        self.metadata["bytesMoved"] = traffic["total"]
+        for kind in TRAFFIC_KINDS:
+            self.metadata["bytes" + kind[0].upper() + kind[1:]] = traffic[kind]
 
     def _reducerIsCustom(self) -> bool:
         return type(self.reducer).run is not ImageReducer.run

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .geom import Box2I
+from .window_stitch import WindowSums
 
 __all__ = [
     "REDUCE_OPERATIONS",
@@ -46,13 +47,13 @@ class RegionStats:
     pixels: int = 0
 
     @staticmethod
-    def of(count: np.ndarray, zero: np.ndarray) -> RegionStats:
-        """The statistics of one region's contribution counts (``zero``: pixels with no weight)."""
+    def of(count: np.ndarray, zero: np.ndarray | None) -> RegionStats:
+        """The statistics of one region's contribution counts (``zero``: pixels with no weight, None: none)."""
         return RegionStats(
             max_count=int(count.max()) if count.size else 0,
             min_count=int(count.min()) if count.size else 0,
             sum_count=int(count.sum(dtype=np.int64)),
-            zero_pixels=int(zero.sum()),
+            zero_pixels=0 if zero is None else int(zero.sum()),
             pixels=int(count.size),
         )
 
@@ -168,11 +169,11 @@ class ContributionCounts:
             self.plane = np.repeat(np.repeat(counts.astype(np.int32), np.diff(ys), axis=0), np.diff(xs), axis=1)
         return self.plane
 
-    def stats(self, zero: np.ndarray) -> RegionStats:
-        """The region's `RegionStats`; ``zero`` marks the pixels left with no weight."""
+    def stats(self, zero: np.ndarray | None) -> RegionStats:
+        """The region's `RegionStats`; ``zero`` marks the pixels left with no weight (None: there are none)."""
         if self.plane is not None:
             return RegionStats.of(self.plane, zero)
-        return _stats_of_box_counts(*self.blocks(), int(zero.sum()))
+        return _stats_of_box_counts(*self.blocks(), 0 if zero is None else int(zero.sum()))
 
 
 def mark_lost(acc: Any, bbox: Box2I, bad_bits: int) -> None:
@@ -348,9 +349,14 @@ class WeightedRegionAccumulator:
     """An ``average`` with per-pixel weights (taper windows, inverse variance, a user function).
 
     Each valid pixel adds ``w * image`` and ``w * variance`` (or ``w**2 * variance`` for
-    independent errors) in float64; `finish` divides by the sum of weights. Pixels whose weights
-    sum to zero (no valid, weighted contribution) become NaN and get the bad-pixel bits. Masks are
-    ORed from every overlapping cell, as in LSST's average.
+    independent errors); `finish` divides by the sum of weights. Pixels whose weights sum to
+    zero (no valid, weighted contribution) become NaN and get the bad-pixel bits. Masks are ORed
+    from every overlapping cell, as in LSST's average.
+
+    A window (linear, cosine, Gaussian) is summed by `WindowSums`: in the image's type for a
+    float32 image (as LSST's average sums), the sum of weights from 1-d window sums wherever the
+    results covering a pixel form a full grid; its weights follow from each result's box, and
+    weights handed to `add` are not used. Other weightings are summed in float64.
     """
 
     bbox: Box2I
@@ -364,26 +370,54 @@ class WeightedRegionAccumulator:
 
     def __post_init__(self) -> None:
         shape = (self.bbox.getHeight(), self.bbox.getWidth())
-        self.sum_weights = np.zeros(shape)
-        self.sum_image = np.zeros(shape)
-        self.sum_variance = np.zeros(shape) if self.with_variance else None
         self.counts = ContributionCounts(self.bbox, self.per_pixel_counts)
         if self.image is None:
             self.image = np.empty(shape, dtype=self.dtype)
         if self.with_variance and self.variance is None:
             self.variance = np.empty(shape, dtype=self.dtype)
+        self.windows = None
+        if self.weighting.is_window:
+            variance = self.variance if self.with_variance else None
+            self.windows = WindowSums(self.weighting, self.bbox, self.dtype, self.image, variance)
+            self.sum_weights = self.sum_image = self.sum_variance = None
+            return
+        self.sum_weights = np.zeros(shape)
+        self.sum_image = np.zeros(shape)
+        self.sum_variance = np.zeros(shape) if self.with_variance else None
 
     def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
             weights: np.ndarray | None = None, all_valid: bool | None = None) -> None:  # fmt: skip
         """Add one cell's result; ``weights`` are its pixel weights over the whole of ``bbox``.
 
-        Without ``weights``, only those of the part inside the region are worked out.
+        Without ``weights``, only those of the part inside the region are worked out (a window's
+        always are).
 
         ``all_valid`` says (when known) whether every pixel of the overlap is valid.
         """
         overlap = bbox.clipped_to(self.bbox)
         if overlap.isEmpty():
             return
+        cell = overlap.slices(bbox.getBegin())
+        here = overlap.slices(self.bbox.getBegin())
+        if self.windows is not None:
+            self._add_window(bbox, overlap, image[cell], variance[cell] if self.with_variance else None, all_valid)
+        else:
+            self._add_weighted(bbox, overlap, image, variance, weights, all_valid)
+        if self.mask is not None and mask is not None:
+            self.mask[here] |= mask[cell]
+
+    def _add_window(self, bbox: Box2I, overlap: Box2I, patch_image: np.ndarray, patch_variance: np.ndarray | None,
+                    all_valid: bool | None) -> None:  # fmt: skip
+        if all_valid is None:
+            all_valid = all_finite(patch_image, patch_variance)
+        valid = None
+        if not all_valid:
+            valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
+        self.counts.add(overlap, valid)
+        self.windows.add(bbox, overlap, patch_image, patch_variance, valid)
+
+    def _add_weighted(self, bbox: Box2I, overlap: Box2I, image: np.ndarray, variance: np.ndarray | None,
+                      weights: np.ndarray | None, all_valid: bool | None) -> None:  # fmt: skip
         cell = overlap.slices(bbox.getBegin())
         here = overlap.slices(self.bbox.getBegin())
         own = weights is None  # weights worked out here may be overwritten
@@ -408,15 +442,31 @@ class WeightedRegionAccumulator:
             if self.with_variance:
                 self.sum_variance[here] += np.where(valid, factor * patch_variance, 0.0)
             self.counts.add(overlap, valid)
-        if self.mask is not None and mask is not None:
-            self.mask[here] |= mask[cell]
 
     def sums_finite(self) -> bool:
         """Whether every weighted sum accumulated so far is finite (see `all_finite`)."""
+        if self.windows is not None:
+            return self.windows.run(self.counts.plane)
         return all_finite(self.sum_image, self.sum_variance)
 
     def finish(self, bad_bits: int) -> RegionStats:
         """Divide by the summed weights; flag pixels with none."""
+        planes = (self.image, self.variance) if self.with_variance else (self.image,)
+        if self.windows is not None:
+            self.windows.run(self.counts.plane)
+            zero = self.windows.zero
+        else:
+            zero = self._divide()
+        if zero is not None and zero.any():
+            for plane in planes:
+                plane[zero] = np.nan
+        if self.mask is not None:
+            nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
+            self.mask[nan if zero is None else nan | zero] |= bad_bits
+        return self.counts.stats(zero)
+
+    def _divide(self) -> np.ndarray:
+        """The float64 sums divided by the summed weights into the output; the pixels with no weight."""
         zero = self.sum_weights == 0.0
         some = ~zero
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -425,12 +475,7 @@ class WeightedRegionAccumulator:
             if self.with_variance:
                 norm = self.sum_weights**2 if self.weighting.variance_formula == "independent" else self.sum_weights
                 np.divide(self.sum_variance, norm, out=self.variance, where=some)
-        for plane in (self.image, self.variance) if self.with_variance else (self.image,):
-            plane[zero] = np.nan
-        if self.mask is not None:
-            nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
-            self.mask[nan | zero] |= bad_bits
-        return self.counts.stats(zero)
+        return zero
 
     @property
     def count(self) -> np.ndarray | None:

@@ -72,6 +72,21 @@ def _cached_window(kind: str, n: int, gaussian_width: float) -> np.ndarray:
     return window
 
 
+@lru_cache(maxsize=32)
+def _cached_plane(kind: str, shape: tuple[int, int], gaussian_width: float, dtype: str, squared: bool) -> np.ndarray:
+    """The 2-d window of one cell shape (outer product of the 1-d ones, in float64, then rounded once)."""
+    plane = np.outer(_cached_window(kind, shape[0], gaussian_width), _cached_window(kind, shape[1], gaussian_width))
+    if squared:
+        plane *= plane
+    plane = plane.astype(dtype)
+    plane.flags.writeable = False
+    return plane
+
+
+#: Below this, the corner value of a Gaussian window (``exp(-0.25 / width**2)``) would leave float32's range.
+MIN_FLOAT32_GAUSSIAN_WIDTH = 0.06
+
+
 def _window_of(kind: str, u: np.ndarray, gaussian_width: float) -> np.ndarray:
     if kind == "linear":
         return 1.0 - np.abs(2.0 * u - 1.0)
@@ -127,6 +142,34 @@ class Weighting:
     def is_window(self) -> bool:
         """Whether the weight depends only on the position within the result's box."""
         return self.kind in ("linear", "cosine", "gaussian")
+
+    def accumulation_dtype(self, dtype: Any) -> np.dtype:
+        """The type a window's weighted sums are kept in, for an output of ``dtype``.
+
+        float32 for a float32 output, as LSST's ``average`` accumulates in the image's type; the
+        error this adds is bounded in the stitching docs. float64 otherwise, and for Gaussian
+        windows so narrow that their corner weights would fall out of float32's range.
+        """
+        narrow = self.kind == "gaussian" and self.gaussian_width < MIN_FLOAT32_GAUSSIAN_WIDTH
+        return np.dtype(np.float32 if np.dtype(dtype) == np.float32 and not narrow else np.float64)
+
+    def window_plane(self, shape: tuple[int, int], dtype: Any, squared: bool = False) -> np.ndarray:
+        """The window over a result of ``shape`` (rows, columns) in ``dtype``, cached and read-only.
+
+        Each value is the float64 product of the two 1-d windows (squared with ``squared``),
+        rounded once to ``dtype``. Only for windows (`is_window`).
+        """
+        if not self.is_window:
+            raise ValueError(
+                f"window_plane needs a window weighting ('linear', 'cosine', 'gaussian'), not {self.kind!r}"
+            )
+        return _cached_plane(
+            self.kind, (int(shape[0]), int(shape[1])), self.gaussian_width, np.dtype(dtype).str, squared
+        )
+
+    def window_line(self, n: int) -> np.ndarray:
+        """The cached, read-only 1-d window over ``n`` pixels (float64). Only for windows."""
+        return _cached_window(self.kind, int(n), self.gaussian_width)
 
     def pixel_weights(
         self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, part: Box2I | None = None

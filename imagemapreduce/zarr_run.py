@@ -5,13 +5,13 @@ only the very job that wrote it (the fingerprint covers the input's content, gri
 and run arguments) and recomputes any region whose pixels no longer match their checksum; the
 output PSF and failure report are built from every region's record, whichever run wrote it; a
 run that fails before writing any region leaves no store behind; and the input is never the
-store being replaced.
+store being replaced. All of it holds on object storage too (``s3://`` and other fsspec URLs,
+see `imagemapreduce.io.locations`): the workers that run the region tasks write the store
+themselves, each reopening it from its URL and storage options.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine import execute_to_store
@@ -19,8 +19,9 @@ from .engine.graph import StitchReport
 from .engine.progress import progress_bar
 from .engine.sources import is_dask_array
 from .image import Exposure
+from .io.locations import StoreLocation
 from .io.zarr_regions import ZarrRegionWriter
-from .io.zarr_store import open_zarr_exposure, remove_store
+from .io.zarr_store import open_zarr_exposure
 from .pipe_base import Struct
 from .psf._persist import is_persistable
 from .run_identity import run_fingerprint
@@ -34,10 +35,15 @@ __all__ = ["run_to_zarr"]
 
 
 def run_to_zarr(
-    task: ImageMapReduceTask, exposure: Exposure, path: Any, *, overwrite: bool = False, resume: bool = False,
-    **kwargs: Any,
+    task: ImageMapReduceTask, exposure: Exposure, path: Any, *, storage_options: dict[str, Any] | None = None,
+    chunks: Any = None, shards: Any = None, overwrite: bool = False, resume: bool = False, **kwargs: Any,
 ) -> Struct:  # fmt: skip
-    """Run ``task`` on ``exposure`` into the zarr store ``path`` (see `ImageMapReduceTask.runToZarr`)."""
+    """Run ``task`` on ``exposure`` into the zarr store ``path`` (see `ImageMapReduceTask.runToZarr`).
+
+    ``path`` may be an fsspec URL, with ``storage_options`` for its file system; ``chunks`` and
+    ``shards`` set the output planes' zarr chunks (default: one per region) and shards (default:
+    none), which must divide ``stitchRegionSize``.
+    """
     operation = task.reducer.config.reduceOperation
     if operation not in IMAGE_REDUCE_OPERATIONS or task._reducerIsCustom():
         raise ValueError(
@@ -46,15 +52,17 @@ def run_to_zarr(
         )
     if overwrite and resume:
         raise ValueError("pass overwrite=True or resume=True, not both")
-    path = Path(path)
-    refuse_own_input(path, exposure, *kwargs.values())
+    location = StoreLocation(path, storage_options)
+    writer = ZarrRegionWriter(
+        location, exposure.getBBox(), task.config.stitchRegionSize, chunks=chunks, shards=shards
+    )  # checks the chunks against the regions before any work
+    refuse_own_input(location, exposure, *kwargs.values())
     grid = task._currentGrid(exposure, kwargs.get("forceEvenSized", False))
     plan = task._makePlan(exposure, grid, kwargs, operation)
     unnamed = exposure.mask.getUnnamedBitMask()  # kept unnamed: never given to a plane
     output, badBits = task.reducer.prepareOutput(_planeless(exposure), unnamedBits=unnamed)
     layout = PlaneLayout(output.mask.getMaskPlaneDict(), unnamed)
     fingerprint = run_fingerprint(task, exposure, grid, kwargs)
-    writer = ZarrRegionWriter(path, exposure.getBBox(), task.config.stitchRegionSize)
     created = False
     try:
         if resume:
@@ -79,12 +87,12 @@ def run_to_zarr(
     except BaseException:
         if created and not writer.flagged_regions():
             writer.release()
-            remove_store(path)  # nothing was written: leave no store that looks like a run
+            location.remove_store()  # nothing was written: leave no store that looks like a run
         raise
     finally:
         writer.release()
     result = Struct(
-        exposure=open_zarr_exposure(path), path=str(path), regionsWritten=report.region_count,
+        exposure=open_zarr_exposure(location), path=location.url, regionsWritten=report.region_count,
         regionsReused=len(skip), regionsRepaired=sorted(repaired),
     )  # fmt: skip
     return task._withFailures(result, stored.failures)
@@ -124,8 +132,23 @@ def _planeless(exposure: Exposure) -> Exposure:
     return stub
 
 
+def _store_identity(store: Any) -> str | None:
+    """The `StoreLocation.identity` of a zarr store object (local or fsspec), or None for others."""
+    root = getattr(store, "root", None)
+    if root is not None:  # a LocalStore
+        return StoreLocation(str(root)).identity()
+    fs, path = getattr(store, "fs", None), getattr(store, "path", None)
+    if fs is None or path is None:
+        return None
+    fs = getattr(fs, "sync_fs", fs)  # zarr wraps synchronous file systems (memory://)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return StoreLocation(str(path)).identity()
+    return f"{protocol}://{str(path).strip('/')}"
+
+
 def _zarr_sources(value: Any) -> set[str]:
-    """The real paths of the zarr stores a (lazy) image or array reads from."""
+    """The identities (`StoreLocation.identity`) of the zarr stores a (lazy) image or array reads from."""
     arrays = []
     for name in ("image", "mask", "variance"):
         plane = getattr(value, name, None)
@@ -141,23 +164,23 @@ def _zarr_sources(value: Any) -> set[str]:
             continue
         for node in dict(array.__dask_graph__()).values():
             store = getattr(node, "store", None) if type(node).__module__.startswith("zarr") else None
-            root = getattr(store, "root", None) or getattr(store, "path", None)
-            if root:
-                found.add(os.path.realpath(str(root)))
+            identity = _store_identity(store) if store is not None else None
+            if identity:
+                found.add(identity)
     return found
 
 
-def refuse_own_input(path: Path, *inputs: Any) -> None:
-    """Refuse an output path that is (or holds) a store one of the inputs reads from.
+def refuse_own_input(location: StoreLocation, *inputs: Any) -> None:
+    """Refuse an output location that is (or holds) a store one of the inputs reads from.
 
-    ``overwrite`` would delete the input before reading it; a resume would overwrite it. Paths are
-    compared after resolving symlinks and ``..``.
+    ``overwrite`` would delete the input before reading it; a resume would overwrite it. Local
+    paths are compared after resolving symlinks and ``..``; URLs by protocol and path.
     """
-    target = os.path.realpath(path)
+    target = location.identity()
     for value in inputs:
         for source in _zarr_sources(value):
-            if source == target or source.startswith(target.rstrip(os.sep) + os.sep):
+            if source == target or source.startswith(target.rstrip("/") + "/"):
                 raise ValueError(
-                    f"the output {path} is the zarr store the input is read from ({source}); writing it would "
+                    f"the output {location} is the zarr store the input is read from ({source}); writing it would "
                     "destroy the input: choose another output path"
                 )

@@ -26,6 +26,8 @@ BENCHMARKS = (
     "memory",
     "stitch",
     "larger_than_memory",
+    "cluster",
+    "processes",
 )
 #: Keys every result has, and the extra ones each kind has.
 COMMON_KEYS = {"benchmark", "mode", "machine", "params", "targets", "ratios", "notes", "elapsed_s"}
@@ -38,6 +40,8 @@ EXTRA_KEYS = {
     "memory": {"runs"},
     "stitch": {"timings", "checks"},
     "larger_than_memory": {"runs"},
+    "cluster": {"timings", "pixels_equal", "local_cluster"},
+    "processes": {"timings", "pixels_equal"},
 }
 MACHINE_KEYS = {"cpu_count", "python", "numpy", "dask", "date"}
 TARGET_KEYS = {"name", "value", "target", "comparison", "met", "description"}

@@ -38,7 +38,7 @@ from imagemapreduce.io.fits import (
     write_exposure,
     write_masked_image,
 )
-from imagemapreduce.psf import CoaddPsf, DoubleGaussianPsf, GaussianPsf
+from imagemapreduce.psf import DoubleGaussianPsf, GaussianPsf, VaryingGaussianPsf
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "afw-fits"
 DEFAULT_PLANES = {name: bit for bit, name in enumerate(DEFAULT_MASK_PLANES)}
@@ -405,14 +405,14 @@ def test_wcs_and_metadata_round_trip_through_a_subimage(tmp_path):
 
 
 def test_unwritable_metadata_and_other_psfs_are_logged_and_skipped(tmp_path, caplog):
-    psf = CoaddPsf([(GaussianPsf(5, 5, 1.0), Box2I(Point2I(0, 0), Extent2I(50, 50)), 1.0)])
+    psf = VaryingGaussianPsf(5, 5, 1.0, Box2I(Point2I(0, 0), Extent2I(50, 50)))
     exposure = make_exposure(psf=psf)
     exposure.getMetadata().update({"LISTY": [1, 2], "NANNY": float("nan"), "GOOD": 3})
     path = tmp_path / "skip.fits"
     with caplog.at_level(logging.WARNING, logger="imagemapreduce.io"):
         write_exposure(exposure, path)
     text = caplog.text
-    assert "CoaddPsf" in text and "LISTY" in text and "NANNY" in text
+    assert "VaryingGaussianPsf" in text and "LISTY" in text and "NANNY" in text
     back = read_exposure(path)
     assert back.getPsf() is None and back.getMetadata()["GOOD"] == 3
     assert "PSF_ID" not in fits.getheader(path, 0)
@@ -699,3 +699,92 @@ def test_masked_image_methods_delegate(tmp_path):
     mi.writeFits(path)
     back = MaskedImageF.readFits(path)
     assert type(back) is MaskedImageF and back.getXY0() == mi.getXY0()
+
+
+# -- hdu= for files not in the LSST layout ----------------------------------------------------------
+@pytest.fixture
+def sci_err_dq(tmp_path):
+    science = np.arange(12, dtype=np.float32).reshape(3, 4)
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(science, name="SCI"), fits.ImageHDU(science / 10, name="ERR"),
+            fits.ImageHDU(np.zeros((3, 4), np.int16), name="DQ"),
+            fits.BinTableHDU.from_columns([fits.Column(name="a", format="J", array=[1])], name="TAB")]  # fmt: skip
+    path = tmp_path / "sci.fits"
+    fits.HDUList(hdus).writeto(path)
+    return path, science
+
+
+@pytest.mark.parametrize("hdu", ["SCI", "sci", 1])
+def test_hdu_option_reads_one_image_of_a_sci_err_dq_file(sci_err_dq, hdu):
+    path, science = sci_err_dq
+    with pytest.raises(FitsFormatError, match=r"named 'SCI', 'ERR', 'DQ', not IMAGE.*hdu=N.*hdu='SCI'"):
+        read_exposure(path)
+    exposure = read_exposure(path, hdu=hdu)
+    np.testing.assert_array_equal(exposure.image.array, science)
+    np.testing.assert_array_equal(read_exposure(path, hdu="ERR", lazy=True).image.array.compute(), science / 10)
+
+
+def test_a_single_named_image_hdu_needs_no_hdu_option(tmp_path):
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((2, 3)), name="SCI")]).writeto(tmp_path / "one.fits")
+    assert read_exposure(tmp_path / "one.fits").getDimensions() == Extent2I(3, 2)
+
+
+@pytest.mark.parametrize(
+    ("hdu", "error", "match"),
+    [
+        ("NOPE", FitsFormatError, r"hdu='NOPE': no such HDU; the file has 5: 0 'PRIMARY' \(no pixels\), 1 'SCI'"),
+        (7, FitsFormatError, "hdu=7: no such HDU"),
+        (0, FitsFormatError, "hdu=0 holds no image pixels"),
+        ("TAB", FitsFormatError, r"hdu='TAB' holds no image pixels.*4 'TAB' \(table\)"),
+        (1.0, TypeError, "hdu= must be an HDU index"),
+        (True, TypeError, "hdu= must be an HDU index"),
+    ],
+)
+def test_hdu_option_errors_name_the_parameter(sci_err_dq, hdu, error, match):
+    with pytest.raises(error, match=match):
+        read_exposure(sci_err_dq[0], hdu=hdu)
+
+
+# -- ExposureF from arrays, as a numpy or astropy user builds one -----------------------------------
+def test_exposure_from_an_array_with_variance_and_mask(tmp_path):
+    image = np.arange(12, dtype=np.float64).reshape(3, 4)
+    mask = np.zeros((3, 4), np.uint8)
+    mask[1, 2] = 4
+    exposure = ExposureF(image, variance=image * 2, mask=mask)
+    assert exposure.dtype == np.float32 and exposure.getDimensions() == Extent2I(4, 3)
+    np.testing.assert_array_equal(exposure.image.array, image.astype(np.float32))
+    np.testing.assert_array_equal(exposure.variance.array, (image * 2).astype(np.float32))
+    assert exposure.mask.array.dtype == np.int32 and exposure.mask.array[1, 2] == 4
+    assert ExposureF(image, variance=0.25).variance.array.tolist() == [[0.25] * 4] * 3
+    assert not ExposureF(image).mask.array.any() and not ExposureF(image).variance.array.any()
+    write_exposure(exposure, tmp_path / "a.fits")
+    back = read_exposure(tmp_path / "a.fits")
+    np.testing.assert_array_equal(back.image.array, exposure.image.array)
+    np.testing.assert_array_equal(back.mask.array, exposure.mask.array)
+
+
+def test_exposure_from_an_array_keeps_or_converts_the_pixel_type():
+    same = np.ones((2, 3), np.float32)
+    assert ExposureF(same).image.array is same  # wrapped, as numpy.asarray would
+    assert ExposureF(same, deep=True).image.array is not same
+    assert ExposureD(same).dtype == np.float64 and Exposure(same.astype(np.float64)).dtype == np.float64
+    assert Exposure(np.ones((2, 2), np.int16)).dtype == np.float32
+    lazy = ExposureF(da.ones((4, 4), chunks=2, dtype=np.float64))
+    assert isinstance(lazy.image.array, da.Array) and lazy.dtype == np.float32
+    assert ExposureF(same, xy0=Point2I(5, -2)).getXY0() == Point2I(5, -2)
+    assert ExposureF(10, 20).getDimensions() == Extent2I(10, 20)  # the LSST constructors still work
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((np.ones((2, 2)),), {"mask": np.ones((3, 3), np.int32)}, ValueError, "mask= must be an integer array"),
+        ((np.ones((2, 2)),), {"mask": np.ones((2, 2))}, ValueError, "mask= must be an integer array"),
+        ((np.ones((2, 2)),), {"variance": np.ones(3)}, ValueError, "variance= must have the image's shape"),
+        ((np.ones((2, 2)),), {"variance": "x"}, TypeError, "variance= must be an array"),
+        ((np.ones(3),), {}, ValueError, "must be 2-d"),
+        ((4, 4), {"variance": 1.0}, TypeError, "mask= and variance= go with an image array"),
+    ],
+)
+def test_exposure_from_an_array_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ExposureF(*args, **kwargs)

@@ -3,6 +3,9 @@
 # ruff: noqa: D103
 from __future__ import annotations
 
+import math
+import os
+
 import dask
 import numpy as np
 import pytest
@@ -144,3 +147,58 @@ def test_scheduler_address_in_config(big_exposure, references, local_cluster):
     task, out = run_task(big_exposure, "sum", scheduler=local_cluster.scheduler.address)
     assert_bitwise(out, references["sum"])
     assert np.isfinite(out.image.array).any()
+
+
+# -- the processes scheduler keeps its worker pool -----------------------------------------------
+def pid_and_sum(cell):
+    """The worker process's id and the cell's exactly rounded sum (module level: workers import it)."""
+    return os.getpid(), math.fsum(cell.ravel().tolist())
+
+
+def fail_on_wide(cell):
+    """Raise on every cell wider than 5 pixels."""
+    if cell.shape[1] > 5:
+        raise RuntimeError("too wide")
+    return os.getpid(), 0.0
+
+
+def run_pids(image, func=pid_and_sum):
+    return imr.map_reduce(image, func, cell_size=8, reduce="none", scheduler="processes", num_workers=2)
+
+
+@pytest.fixture
+def small_image():
+    return np.random.default_rng(3).standard_normal((32, 40)).astype(np.float32)
+
+
+def test_processes_scheduler_reuses_its_worker_processes(small_image):
+    first, second = run_pids(small_image), run_pids(small_image)
+    pids_first, pids_second = {pid for pid, _ in first}, {pid for pid, _ in second}
+    assert os.getpid() not in pids_first, "cells ran in worker processes"
+    assert pids_second <= pids_first, "the second run used the first run's workers"
+    expected = [math.fsum(small_image[y : y + 8, x : x + 8].ravel().tolist())
+                for y in range(0, 32, 8) for x in range(0, 40, 8)]  # fmt: skip
+    assert sorted(s for _, s in first) == sorted(expected)
+    assert [s for _, s in second] == [s for _, s in first]
+
+
+def test_processes_scheduler_recovers_after_a_failed_run(small_image):
+    before = {pid for pid, _ in run_pids(small_image)}
+    with pytest.raises(RuntimeError, match="too wide"):
+        run_pids(small_image, fail_on_wide)
+    after = run_pids(small_image)
+    # The failed run ended its workers (a stuck cell must not outlive it); the next run has new ones.
+    assert not before & {pid for pid, _ in after}
+    assert [s for _, s in after] == [s for _, s in run_pids(small_image)]
+
+
+def test_processes_scheduler_replaces_a_pool_whose_worker_died(small_image):
+    import signal
+    import time
+
+    pids = {pid for pid, _ in run_pids(small_image)}
+    os.kill(next(iter(pids)), signal.SIGKILL)
+    time.sleep(1.0)  # the pool notices the death and marks itself broken
+    after = run_pids(small_image)
+    assert len(after) == 20
+    assert not pids & {pid for pid, _ in after}

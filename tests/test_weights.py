@@ -248,3 +248,104 @@ def test_custom_weight_function_from_config():
 def test_make_weighting_errors(bad, error):
     with pytest.raises(error):
         make_weighting(bad)
+
+
+# --- float32 window sums against a float64 reference -------------------------------------------
+
+
+def _reference_window(kind, n, gaussian_width=0.125):
+    """The taper windows as the module notes define them, written out again (float64)."""
+    u = (np.arange(n) + 0.5) / n
+    if kind == "linear":
+        return 1.0 - np.abs(2.0 * u - 1.0)
+    if kind == "cosine":
+        return np.sin(np.pi * u) ** 2
+    return np.exp(-0.5 * ((u - 0.5) / gaussian_width) ** 2)
+
+
+def _recording_offset(results):
+    """A mapper that adds a different offset to every cell, and records each result with its box.
+
+    The row and column index companions tell it where the cell lies (border 0: the cell is its box).
+    """
+
+    def offset(cell, rows, cols):
+        y0, x0 = int(rows[0, 0]), int(cols[0, 0])
+        out = cell + np.float32(0.37 * (y0 % 5) - 0.21 * (x0 % 3))
+        results[(y0, x0)] = out.copy()
+        return out
+
+    return offset
+
+
+def _float64_weighted_mean(results, shape, kind):
+    """A plain float64 loop: sum(w x) / sum(w), and the weighted mean of |x| (the error scale)."""
+    sum_w, sum_wx, sum_wabs = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    for (y0, x0), out in results.items():
+        h, w = out.shape
+        weight = np.outer(_reference_window(kind, h), _reference_window(kind, w))
+        values = out.astype(np.float64)
+        sum_w[y0 : y0 + h, x0 : x0 + w] += weight
+        sum_wx[y0 : y0 + h, x0 : x0 + w] += weight * values
+        sum_wabs[y0 : y0 + h, x0 : x0 + w] += weight * np.abs(values)
+    return sum_wx / sum_w, sum_wabs / sum_w
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "gaussian"])
+@pytest.mark.parametrize("signed", [False, True], ids=["positive", "signed"])
+def test_float32_window_sums_stay_within_1e6_of_float64(kind, signed):
+    rng = np.random.default_rng(21)
+    shape = (150, 131)
+    image = rng.standard_normal(shape).astype(np.float32) if signed else (1 + rng.random(shape)).astype(np.float32)
+    rows, cols = np.indices(shape)
+    results = {}
+    out = imr.map_reduce(
+        image, _recording_offset(results), cell_size=(32, 27), grid_step=(9, 11), border=0, weights=kind,
+        companions={"rows": rows, "cols": cols}, scheduler="synchronous", region_size=64,
+    )  # fmt: skip
+    assert out.dtype == np.float32
+    reference, scale = _float64_weighted_mean(results, shape, kind)
+    covered = np.isfinite(reference)
+    assert covered.all()
+    # Relative to the weighted mean magnitude of what was summed: for same-sign results that is
+    # the pixel's own value; where signed results cancel, no float32 sum can do better.
+    error = np.abs(out.astype(np.float64) - reference) / scale
+    assert error.max() < 1e-6, f"{kind}: largest relative error {error.max():.2e}"
+    if not signed:
+        assert (np.abs(out - reference) / np.abs(reference)).max() < 1e-6
+    # float64 input keeps float64 sums
+    results64 = {}
+    out64 = imr.map_reduce(
+        image.astype(np.float64), _recording_offset(results64), cell_size=(32, 27), grid_step=(9, 11), border=0,
+        weights=kind, companions={"rows": rows, "cols": cols}, scheduler="synchronous", region_size=64,
+    )  # fmt: skip
+    reference64, scale64 = _float64_weighted_mean(results64, shape, kind)
+    assert (np.abs(out64 - reference64) / scale64).max() < 1e-12
+
+
+def test_narrow_gaussian_windows_sum_in_float64():
+    assert make_weighting("cosine").accumulation_dtype(np.float32) == np.float32
+    assert make_weighting("gaussian", gaussian_width=0.05).accumulation_dtype(np.float32) == np.float64
+    assert make_weighting("linear").accumulation_dtype(np.float64) == np.float64
+
+
+def _holes(cell):
+    out = cell * np.float32(1.5) + np.float32(cell.mean())
+    out[::7, ::5] = np.nan  # NaN pixels: the careful, per-pixel path
+    return out
+
+
+def _shifted(cell):
+    return cell + np.float32(cell.mean())
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "gaussian"])
+@pytest.mark.parametrize("func", [_shifted, _holes], ids=["valid", "holes"])
+def test_weighted_arrays_bitwise_identical_across_region_sizes_schedulers_and_batching(kind, func):
+    image = np.random.default_rng(22).standard_normal((97, 83)).astype(np.float32)
+    grid = dict(cell_size=(16, 20), grid_step=(7, 9), border=3, weights=kind)
+    reference = imr.map_reduce(image, func, **grid, scheduler="synchronous", region_size=1000, cells_per_task=1)
+    assert np.isfinite(reference).mean() > 0.9
+    for scheduler, region, per_task in (("threads", 13, "auto"), ("synchronous", 31, 3), ("threads", 64, 1)):
+        out = imr.map_reduce(image, func, **grid, scheduler=scheduler, region_size=region, cells_per_task=per_task)
+        assert out.tobytes() == reference.tobytes(), (scheduler, region, per_task)

@@ -97,7 +97,7 @@ def test_graph_of_a_lazy_exposure_holds_no_pixels(tmp_path):
     task = imr.ImageMapReduceTask(config=config_for(CentreValueMapper))
     grid = task._currentGrid(lazy)
     plan = ExposurePlan(task.mapper, lazy, grid, {}, "average")
-    graph = plan.cell_graph("cells")
+    graph = plan.batch_graph("cells", [np.array([index]) for index in range(len(grid))])
     cells = {k: v for k, v in graph.items() if isinstance(k, tuple) and k[0] == "cells"}
     assert len(cells) == len(grid)
 

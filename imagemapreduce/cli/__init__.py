@@ -1,9 +1,13 @@
-"""The ``imagemapreduce`` command line: ``run``, ``grid`` and ``demo``.
+"""The ``imagemapreduce`` command line: ``run``, ``grid``, ``convert``, ``bench``, ``verify`` and ``demo``.
 
 `main` parses the arguments, runs the subcommand and returns the exit status: 0 done, 1 the run
 failed (a mapper raised on a cell), 2 bad arguments or unreadable input, 130 interrupted (Ctrl-C,
 SIGINT), 143 terminated (SIGTERM). Every expected error is reported as one line,
 ``imagemapreduce: error: ...``, on stderr; ``--traceback`` shows the Python traceback instead.
+Output into a pipe that closes early (``| head``) ends the command quietly.
+
+Only the parser is imported up front; a command's modules (pex_config, Dask, the engine) load
+once it runs, so that ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -17,20 +21,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-import lsst.pex.config as pexConfig
-
-from ..engine import CellFailure
-from ._commands import COMMANDS
 from ._options import CliError
 from ._parser import PROG, UsageError, build_parser
 
 __all__ = ["main", "build_parser", "CliError"]
 
 #: Errors that mean "what you asked for cannot be done" rather than a bug: reported as one line.
-#: Input files that cannot be read raise ValueError (FitsFormatError, zarr's errors) or OSError.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    CliError, pexConfig.FieldValidationError, ValueError, TypeError, LookupError, OSError, ImportError,
-)  # fmt: skip
+#: Input files that cannot be read raise ValueError (FitsFormatError, zarr's errors) or OSError;
+#: pex_config's FieldValidationError is a ValueError.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (CliError, ValueError, TypeError, LookupError, OSError, ImportError)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -45,6 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Python cannot stop, and a normal exit would wait for) ends the process at once (`os._exit`)
     after its message. Worker processes are ended either way.
     """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -52,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"{exc} (see '{exc.prog} --help')", 2)
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
+    from ..engine import CellFailure
+    from ._commands import COMMANDS
+
     as_program = argv is None
     with _logging(args.verbose), _sigterm_interrupts(as_program):
         try:
@@ -64,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if as_program and _threads_left():
                 _exit_now(status)
             return status
+        except BrokenPipeError:
+            raise
         except CellFailure as exc:
             if args.traceback:
                 raise
@@ -72,6 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.traceback:
                 raise
             return _error(_one_line(exc), 2)
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, with the shell's status for SIGPIPE.
+
+    stdout is pointed at /dev/null so that Python's final flush does not complain either.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (e.g. captured): nothing to flush
+        pass
+    return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
 
 
 def _one_line(exc: BaseException) -> str:

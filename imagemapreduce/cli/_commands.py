@@ -1,4 +1,5 @@
-"""The subcommands ``run``, ``grid`` and ``demo``: each takes the parsed arguments, returns an exit status."""
+"""The subcommands ``run``, ``grid``, ``convert``, ``verify`` and ``demo``: each takes the parsed arguments
+and returns an exit status (``bench`` lives in `._bench`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ from ..grid import GridTooLargeError
 from ..image import Exposure
 from ..mapper import ImageMapper
 from ..mapreduce import ImageMapReduceConfig, ImageMapReduceTask
-from ._options import CliError, Pair, resolve_mapper, set_config_field
+from ._options import CliError, Pair, import_object, resolve_mapper, set_config_field
+from ._storage import check_url_output, is_url, options_for, read_url_input, storage_options
 
-__all__ = ["demo_command", "grid_command", "run_command", "verify_command", "LOGGER_NAME"]
+__all__ = ["convert_command", "demo_command", "grid_command", "run_command", "verify_command", "LOGGER_NAME"]
 
 #: The logger of the tasks the command line runs (a child of the package's logger).
 LOGGER_NAME = "imagemapreduce.cli"
@@ -37,21 +38,32 @@ FWHM_DEFAULTS = {"cell": 10.0, "border": 5.0}
 
 def run_command(args: argparse.Namespace) -> int:
     """Map-reduce the input into the output and print a summary."""
-    zarr_output = _check_output(args)
-    exposure = read_input(args.input, lazy=args.lazy)
+    options = storage_options(args.storage_option)
+    zarr_output = check_url_output(args, options) if is_url(args.output) else _check_output(args)
+    uploads = check_uploads(args.upload)
+    exposure = open_input(args.input, options, args.lazy, args.hdu)
     mapper = resolve_mapper(args.mapper)
     _check_psf(mapper, exposure, args.input)
-    task = ImageMapReduceTask(config=_run_config(args, mapper), log=logging.getLogger(LOGGER_NAME))
-    _make_grid(task, exposure)  # here, so a bad grid is a usage error before any work
+    with ExitStack() as stack:
+        client = connect_client(args, uploads, stack)
+        config = _run_config(args, mapper, exposure)
+        task = ImageMapReduceTask(config=config, log=logging.getLogger(LOGGER_NAME), scheduler=client)
+        _make_grid(task, exposure)  # here, so a bad grid is a usage error before any work
+        warn_short_border(task, exposure)
+        warn_respaced_step(args, task, exposure)
+        return _run_task(args, task, exposure, zarr_output, options)
+
+
+def _run_task(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, zarr_output: bool,
+              options: dict[str, Any]) -> int:  # fmt: skip
     start = time.perf_counter()
     regions = None
-    with _progress_line(args.progress):
-        if zarr_output:
-            result = task.runToZarr(exposure, args.output, overwrite=args.overwrite, resume=args.resume)
-            regions = result.regionsWritten
-        else:
-            result = task.run(exposure)
-    if not zarr_output:
+    if zarr_output:
+        result = task.runToZarr(exposure, args.output, overwrite=args.overwrite, resume=args.resume,
+                                storage_options=options_for(args.output, options))  # fmt: skip
+        regions = result.regionsWritten
+    else:
+        result = task.run(exposure)
         from ..io.fits import write_exposure
 
         write_exposure(result.exposure, args.output, overwrite=args.overwrite)
@@ -61,15 +73,100 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _progress_line(enabled: bool) -> Iterator[None]:
-    """End an unfinished progress bar's line when the run stops with an error, so messages start a line."""
+def open_input(text: str, options: dict[str, Any], lazy: bool, hdu: int | str | None = None) -> Exposure:
+    """Read INPUT, a local path or a URL, with one-line errors."""
+    if is_url(text):
+        return read_url_input(text, options, lazy, hdu)
+    return read_input(text, lazy, hdu)
+
+
+def check_uploads(paths: list[str]) -> list[Path]:
+    """Check the ``--upload`` files, and let this process import them too (their folder joins sys.path)."""
+    files = []
+    for text in paths:
+        path = Path(text)
+        if not path.is_file():
+            raise CliError(f"--upload {text!r}: no such file")
+        if path.suffix not in (".py", ".egg", ".zip", ".whl"):
+            raise CliError(f"--upload {text!r}: give a .py file (or .egg, .zip, .whl), as Client.upload_file takes")
+        folder = str(path.absolute().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        files.append(path)
+    return files
+
+
+def connect_client(args: argparse.Namespace, uploads: list[Path], stack: ExitStack) -> Any:
+    """Connect a Dask client for ``--scheduler-file`` (or an address with ``--upload``); None otherwise.
+
+    Each ``--upload`` file goes to every worker with ``Client.upload_file``, so that a mapper or
+    weight function defined in it imports there.
+    """
+    scheduler_file = getattr(args, "scheduler_file", None)
+    address = args.scheduler if args.scheduler and "://" in args.scheduler else None
+    if scheduler_file is not None and args.scheduler is not None:
+        raise CliError("give --scheduler or --scheduler-file, not both")
+    if uploads and scheduler_file is None and address is None:
+        raise CliError("--upload sends files to a cluster's workers: give --scheduler tcp://HOST:PORT or "
+                       "--scheduler-file FILE (local schedulers import the file from its folder without it)")  # fmt: skip
+    if scheduler_file is None and not uploads:
+        return None
+    from distributed import Client
+
+    if scheduler_file is not None and not Path(scheduler_file).is_file():
+        raise CliError(f"--scheduler-file {scheduler_file!r}: no such file (dask scheduler --scheduler-file writes it)")
     try:
-        yield
-    except BaseException:
-        if enabled:
-            sys.stderr.write("\n")
-        raise
+        client = Client(scheduler_file=scheduler_file, timeout=10) if scheduler_file else Client(address, timeout=10)
+    except (OSError, TimeoutError) as exc:
+        where = f"--scheduler-file {scheduler_file}" if scheduler_file else f"--scheduler {address}"
+        raise CliError(f"cannot connect to the cluster of {where}: {exc}") from None
+    stack.callback(client.close)
+    for path in uploads:
+        client.upload_file(str(path))
+    return client
+
+
+def mapper_reach(task: ImageMapReduceTask, exposure: Exposure) -> int | None:
+    """The pixels the task's mapper declares each output pixel sees (``reach``), or None if it does not say."""
+    reach = getattr(task.mapper, "reach", None)
+    return None if reach is None else reach(exposure)
+
+
+def border_pixels(task: ImageMapReduceTask, exposure: Exposure) -> float:
+    """The smaller border side in pixels (FWHMs converted with --scale-by-fwhm)."""
+    config = task.config
+    border = min(config.borderSizeX, config.borderSizeY)
+    if config.scaleByFwhm:
+        from ..grid import psf_fwhm
+
+        border *= psf_fwhm(exposure.getPsf())
+    return border
+
+
+def warn_short_border(task: ImageMapReduceTask, exposure: Exposure) -> None:
+    """Warn when the border is narrower than the mapper's reach: cells would then not join seamlessly."""
+    reach = mapper_reach(task, exposure)
+    border = border_pixels(task, exposure)
+    if reach is not None and border + 1e-9 < reach:
+        logging.getLogger(LOGGER_NAME).warning(
+            "--border %g px is smaller than the mapper's reach, %d px: the cells' edges will differ from "
+            "filtering the whole image; use --border %d (or --border auto)", border, reach, reach,
+        )  # fmt: skip
+
+
+def _auto_border(mapper: type[ImageMapper], config: ImageMapReduceConfig, exposure: Exposure) -> float:
+    """The border ``--border auto`` stands for: the mapper's reach, in the grid's unit."""
+    instance = mapper(config=config.mapper.value)
+    reach = getattr(instance, "reach", None)
+    pixels = None if reach is None else reach(exposure)
+    if pixels is None:
+        raise CliError(f"--border auto: {mapper.__name__} does not declare its reach (a reach() method); "
+                       "give --border N")  # fmt: skip
+    if config.scaleByFwhm:
+        from ..grid import psf_fwhm
+
+        return max(pixels / psf_fwhm(exposure.getPsf()), 1e-6)
+    return float(pixels)
 
 
 def _check_output(args: argparse.Namespace) -> bool:
@@ -93,7 +190,7 @@ def _check_output(args: argparse.Namespace) -> bool:
     return zarr_output
 
 
-def read_input(path_text: str, lazy: bool = False) -> Exposure:
+def read_input(path_text: str, lazy: bool = False, hdu: int | str | None = None) -> Exposure:
     """Read a FITS file or open a zarr store (lazily) as an exposure, with one-line errors."""
     from ..io.fits import FitsFormatError, read_exposure
     from ..io.zarr_store import open_zarr_exposure
@@ -102,6 +199,8 @@ def read_input(path_text: str, lazy: bool = False) -> Exposure:
     if not path.exists():
         raise CliError(f"input {path_text!r} does not exist")
     if path.is_dir() or path.suffix.lower() == ".zarr":
+        if hdu is not None:
+            raise CliError(f"--hdu picks a FITS extension; {path_text!r} is a zarr store")
         try:
             return open_zarr_exposure(path)
         except (ValueError, OSError, KeyError) as exc:
@@ -109,7 +208,7 @@ def read_input(path_text: str, lazy: bool = False) -> Exposure:
         except RuntimeError as exc:  # an unfinished run's store
             raise CliError(str(exc)) from None
     try:
-        return read_exposure(path, lazy=lazy)
+        return read_exposure(path, lazy=lazy, **({} if hdu is None else {"hdu": hdu}))
     except FitsFormatError as exc:
         raise CliError(str(exc)) from None
     except (ValueError, OSError) as exc:
@@ -130,27 +229,72 @@ def _grid_config(config: ImageMapReduceConfig, args: argparse.Namespace) -> None
     defaults = FWHM_DEFAULTS if args.scale_by_fwhm else PIXEL_DEFAULTS
     cell = args.cell_size or Pair(defaults["cell"], defaults["cell"])
     step = args.grid_step or cell
-    border = args.border or Pair(defaults["border"], defaults["border"])
+    border = args.border if isinstance(args.border, Pair) else Pair(defaults["border"], defaults["border"])
     config.scaleByFwhm = args.scale_by_fwhm
     config.cellSizeX, config.cellSizeY = cell.x, cell.y
     config.gridStepX, config.gridStepY = step.x, step.y
     config.borderSizeX, config.borderSizeY = border.x, border.y
-    config.adjustGridOption = args.adjust
+    config.adjustGridOption = adjust_option(args)
 
 
-def _run_config(args: argparse.Namespace, mapper: type[ImageMapper]) -> ImageMapReduceConfig:
+def adjust_option(args: argparse.Namespace) -> str:
+    """--adjust, defaulting as map_reduce does to 'none' when --grid-step is given (the step is kept),
+    and to 'spacing' (cells re-spaced to cover the image exactly) when it is not."""
+    if args.adjust is not None:
+        return args.adjust
+    return "none" if args.grid_step is not None else "spacing"
+
+
+def used_step(task: ImageMapReduceTask) -> tuple[list[int], list[int]]:
+    """The distances between neighbouring cells' starts that the grid actually has, in x and in y."""
+    boxes0 = grid_boxes(task)[0]
+    xs = sorted({b.getMinX() for b in boxes0})
+    ys = sorted({b.getMinY() for b in boxes0})
+    return [b - a for a, b in zip(xs, xs[1:])], [b - a for a, b in zip(ys, ys[1:])]
+
+
+def warn_respaced_step(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure) -> None:
+    """Warn when --adjust re-spaced an explicit --grid-step, rather than drop it silently."""
+    if args.grid_step is None or task.config.adjustGridOption == "none":
+        return
+    scale = 1.0
+    if task.config.scaleByFwhm:
+        from ..grid import psf_fwhm
+
+        scale = psf_fwhm(exposure.getPsf())
+    asked = (round(args.grid_step.x * scale), round(args.grid_step.y * scale))
+    got = [sorted(set(steps)) for steps in used_step(task)]
+    if any(steps and steps != [want] for steps, want in zip(got, asked)):
+        logging.getLogger(LOGGER_NAME).warning(
+            "--grid-step %s was changed by --adjust %s to a step of %s x %s px; use --adjust none to keep it",
+            args.grid_step, task.config.adjustGridOption, _span(got[0]), _span(got[1]),
+        )  # fmt: skip
+
+
+def _span(values: list[int]) -> str:
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def _run_config(args: argparse.Namespace, mapper: type[ImageMapper], exposure: Exposure) -> ImageMapReduceConfig:
     config = ImageMapReduceConfig()
     config.mapper.retarget(mapper)
     for key, value in args.mapper_option:
         set_config_field(config.mapper.value, key, value, "--mapper-option")
     _grid_config(config, args)
+    if args.border == "auto":
+        config.borderSizeX = config.borderSizeY = _auto_border(mapper, config, exposure)
     config.reducer.reduceOperation = args.reduce
     config.reducer.weighting = args.weights
     if args.weight_function is not None:
         if args.weights != "custom":
             raise CliError("--weight-function is used by --weights custom only")
+        if not callable(import_object(args.weight_function, "--weight-function", "FUNCTION")):
+            raise CliError(f"--weight-function {args.weight_function!r} is not a function")
         config.reducer.weightFunction = args.weight_function
-    config.scheduler = args.scheduler
+    config.scheduler = None if getattr(args, "scheduler_file", None) else args.scheduler
     config.numWorkers = args.workers
     config.progressBar = args.progress
     config.maskFailures = args.mask_failures
@@ -217,12 +361,13 @@ def grid_command(args: argparse.Namespace) -> int:
         raise CliError("--fwhm describes the synthetic --size image; INPUT has its own PSF")
     if args.plot is not None:
         _check_plot_file(args.plot)
-    exposure = read_input(args.input, lazy=True) if args.input else _synthetic(args.size, args.fwhm)
+    exposure = read_input(args.input, lazy=True, hdu=args.hdu) if args.input else _synthetic(args.size, args.fwhm)
     config = ImageMapReduceConfig()
     config.mapper.retarget(IdentityMapper)
     _grid_config(config, args)
     task = ImageMapReduceTask(config=config, log=logging.getLogger(LOGGER_NAME))
     _make_grid(task, exposure)
+    warn_respaced_step(args, task, exposure)
     print(_grid_report(args, task, exposure))
     if args.plot is not None:
         _plot_grid(task, exposure.getBBox(), args.plot, args.skip)
@@ -280,10 +425,13 @@ def describe_grid(task: ImageMapReduceTask) -> list[str]:
     rows = len({b.getMinY() for b in boxes0})
     cells = _size_range(boxes0)
     expanded = _size_range(boxes1)
+    step_x, step_y = used_step(task)
+    step = f"{_span(step_x)} x {_span(step_y)} px"
     return [
-        f"{len(boxes0)} cells of {cells}, expanded to {expanded}",
+        f"{len(boxes0)} cells of {cells}, step {step}, expanded to {expanded}",
         f"cells          {len(boxes0)} ({columns} columns x {rows} rows)",
         f"cell size      {cells}",
+        f"grid step      {step} (between neighbouring cells' starts)",
         f"expanded size  {expanded}",
     ]
 
@@ -336,11 +484,10 @@ def demo_command(args: argparse.Namespace) -> int:
     folder = Path(args.output_dir)
     if folder.exists() and not folder.is_dir():
         raise CliError(f"--output-dir {args.output_dir!r} is a file, not a folder")
-    with _progress_line(args.progress):
-        summary = run_demo(
-            folder, size=args.size, seed=args.seed, n_stars=args.stars, scheduler=args.scheduler,
-            workers=args.workers, progress=args.progress, log=logging.getLogger(LOGGER_NAME),
-        )  # fmt: skip
+    summary = run_demo(
+        folder, size=args.size, seed=args.seed, n_stars=args.stars, scheduler=args.scheduler,
+        workers=args.workers, progress=args.progress, log=logging.getLogger(LOGGER_NAME),
+    )  # fmt: skip
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -350,9 +497,47 @@ def verify_command(args: argparse.Namespace) -> int:
     """Check a zarr store against its recorded checksums; 0 if sound, 1 if not."""
     from ..io.zarr_regions import verify_zarr_store
 
-    verification = verify_zarr_store(args.store)
+    options = options_for(args.store, storage_options(args.storage_option))
+    verification = verify_zarr_store(args.store, storage_options=options)
     print(verification)
     return 0 if verification.ok else 1
 
 
-COMMANDS = {"run": run_command, "grid": grid_command, "demo": demo_command, "verify": verify_command}
+# -- convert -------------------------------------------------------------------------------------
+def convert_command(args: argparse.Namespace) -> int:
+    """Copy an exposure between FITS and zarr (local or at a URL), planes, PSF and metadata."""
+    options = storage_options(args.storage_option)
+    out = args.output.rstrip("/").lower()
+    to_zarr = out.endswith(".zarr")
+    if not to_zarr and not out.endswith(FITS_SUFFIXES):
+        raise CliError(f"cannot tell the output format of {args.output!r}: name it *.fits or *.zarr")
+    if is_url(args.output) and not to_zarr:
+        raise CliError(f"an OUTPUT at a URL must be a zarr store (name it *.zarr), got {args.output!r}")
+    if not is_url(args.output) and Path(args.output).exists() and not args.overwrite:
+        raise CliError(f"output {args.output!r} already exists; pass --overwrite to replace it")
+    exposure = open_input(args.input, options, lazy=to_zarr and not is_url(args.input)
+                          and args.input.lower().endswith(FITS_SUFFIXES), hdu=args.hdu)  # fmt: skip
+    start = time.perf_counter()
+    if to_zarr:
+        from ..io.zarr_store import write_zarr_exposure
+
+        write_zarr_exposure(exposure, args.output, storage_options=options_for(args.output, options),
+                            chunks=args.chunks, overwrite=args.overwrite)  # fmt: skip
+    else:
+        from ..io.fits import write_exposure
+
+        write_exposure(exposure, args.output, overwrite=args.overwrite)
+    size = f"{exposure.getWidth()} x {exposure.getHeight()} px"
+    print(f"imagemapreduce convert: {args.input} -> {args.output} ({size}) in {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Measure the parallel speedup of a run over worker counts (see `._bench`)."""
+    from ._bench import bench_command as run
+
+    return run(args)
+
+
+COMMANDS = {"run": run_command, "grid": grid_command, "convert": convert_command, "bench": bench_command,
+            "demo": demo_command, "verify": verify_command}  # fmt: skip

@@ -10,12 +10,12 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lsst.pex.config as pexConfig
+if TYPE_CHECKING:  # imported when used: --help must not wait for pex_config and the engine
+    import lsst.pex.config as pexConfig
 
-from ..engine.scheduling import SCHEDULER_NAMES
-from ..mapper import ImageMapper
+    from ..mapper import ImageMapper
 
 __all__ = [
     "BUILTIN_MAPPERS",
@@ -23,6 +23,7 @@ __all__ = [
     "Pair",
     "builtin_mapper",
     "key_value",
+    "import_object",
     "pair_argument",
     "positive_float",
     "positive_int",
@@ -46,9 +47,10 @@ BUILTIN_MAPPERS: dict[str, tuple[str, str]] = {
     "psfmatch": ("imagemapreduce.homogenize", "PsfMatchMapper"),
 }
 
-#: Local scheduler names a command line can use ("distributed" needs a client object, which a
-#: command line cannot hold; an address connects one).
-LOCAL_SCHEDULERS = tuple(name for name in SCHEDULER_NAMES if name != "distributed")
+#: Local scheduler names a command line can use: the engine's ``SCHEDULER_NAMES`` but
+#: "distributed", which needs a client object (an address connects one). Written out rather than
+#: imported, so that parsing the command line does not load the engine.
+LOCAL_SCHEDULERS = ("multiprocessing", "processes", "single-threaded", "sync", "synchronous", "threading", "threads")
 _ADDRESS = re.compile(r"^(?P<protocol>tcp|tls)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$")
 
 
@@ -73,6 +75,25 @@ def pair_argument(text: str) -> Pair:
     if len(values) not in (1, 2) or not all(v > 0 and v != float("inf") for v in values):
         raise argparse.ArgumentTypeError(f"expected a positive number, or WxH such as 64x32, got {text!r}")
     return Pair(values[0], values[-1])
+
+
+def border_argument(text: str) -> Pair | str:
+    """Parse a border: a `Pair` as `pair_argument`, or ``auto`` (the mapper's reach) (argparse type)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    return pair_argument(text)
+
+
+def hdu_argument(text: str) -> int | str:
+    """Parse a FITS extension: a number (0 the primary HDU) or a name such as ``SCI`` (argparse type)."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("expected an HDU number or name, got ''")
+    if text.lstrip("-").isdigit():
+        if int(text) < 0:
+            raise argparse.ArgumentTypeError(f"expected an HDU number of at least 0, got {text!r}")
+        return int(text)
+    return text
 
 
 def size_argument(text: str) -> tuple[int, int]:
@@ -159,25 +180,39 @@ def resolve_mapper(spec: str) -> type[ImageMapper]:
     The current directory is searched for the module too, as ``python -m`` would, so a mapper in
     ``./mymapper.py`` is ``mymapper:MyMapper``.
     """
+    from ..mapper import ImageMapper
+
     if spec.lower() in BUILTIN_MAPPERS:
         return builtin_mapper(spec.lower())
-    module_name, sep, class_name = spec.partition(":")
-    if not sep or not module_name or not class_name:
+    if ":" not in spec:
         raise CliError(f"unknown mapper {spec!r}: use one of {', '.join(BUILTIN_MAPPERS)}, or package.module:Class")
+    cls = import_object(spec, "--mapper", "Class")
+    if not (isinstance(cls, type) and issubclass(cls, ImageMapper)):
+        raise CliError(f"--mapper {spec!r} is not an ImageMapper subclass")
+    return cls
+
+
+def import_object(spec: str, option: str, what: str = "NAME") -> Any:
+    """Return the object named by ``package.module:NAME`` (``NAME`` may be dotted) for ``option``.
+
+    The current directory is searched for the module too, as ``python -m`` would, so that an
+    object in ``./mine.py`` is ``mine:NAME``.
+    """
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise CliError(f"{option} {spec!r}: expected package.module:{what}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CliError(f"cannot import module {module_name!r} for --mapper {spec!r}: {exc}") from None
-    cls: Any = module
-    for part in class_name.split("."):
-        cls = getattr(cls, part, None)
-        if cls is None:
-            raise CliError(f"module {module_name!r} has no {class_name!r} (from --mapper {spec!r})")
-    if not (isinstance(cls, type) and issubclass(cls, ImageMapper)):
-        raise CliError(f"--mapper {spec!r} is not an ImageMapper subclass")
-    return cls
+        raise CliError(f"cannot import module {module_name!r} for {option} {spec!r}: {exc}") from None
+    value: Any = module
+    for part in name.split("."):
+        value = getattr(value, part, None)
+        if value is None:
+            raise CliError(f"module {module_name!r} has no {name!r} (from {option} {spec!r})")
+    return value
 
 
 # -- config fields ---------------------------------------------------------------------------------
@@ -192,6 +227,8 @@ def set_config_field(config: pexConfig.Config, key: str, text: str, what: str = 
     items, ``None`` for optional fields); pex_config then checks the type, the allowed choices and
     the field's own check, raising `lsst.pex.config.FieldValidationError` (a `ValueError`).
     """
+    import lsst.pex.config as pexConfig
+
     target, name = _walk(config, key, what)
     field = target._fields[name]
     if isinstance(field, (pexConfig.ConfigField, pexConfig.ConfigurableField, pexConfig.ConfigChoiceField)):
@@ -212,6 +249,8 @@ def set_config_field(config: pexConfig.Config, key: str, text: str, what: str = 
 
 def _walk(config: pexConfig.Config, key: str, what: str) -> tuple[pexConfig.Config, str]:
     """Return the (sub-)config holding the last part of a dotted key, and that part."""
+    import lsst.pex.config as pexConfig
+
     *path, name = key.split(".")
     target = config
     for part in path:
@@ -235,6 +274,8 @@ def _check_known(config: pexConfig.Config, name: str, key: str, what: str) -> No
 
 
 def _convert(field: pexConfig.Field, text: str) -> Any:
+    import lsst.pex.config as pexConfig
+
     if text.lower() == "none" and field.optional:
         return None
     if isinstance(field, pexConfig.ListField):
@@ -256,6 +297,8 @@ def _scalar(dtype: type, text: str) -> Any:
 
 
 def _describe(field: pexConfig.Field, kind: type) -> str:
+    import lsst.pex.config as pexConfig
+
     name = {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, kind.__name__)
     if isinstance(field, pexConfig.ListField):
         return f"a comma-separated list of {name} values"

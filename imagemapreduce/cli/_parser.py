@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 from ._options import (
     BUILTIN_MAPPERS,
     at_least,
+    border_argument,
+    hdu_argument,
     key_value,
     pair_argument,
     positive_float,
@@ -19,6 +21,12 @@ from ._options import (
 __all__ = ["UsageError", "build_parser"]
 
 PROG = "imagemapreduce"
+
+# Defaults shown in the help, written out so that --help loads neither pex_config nor the demo
+# (a test checks them against ImageMapReduceConfig.stitchRegionSize and imagemapreduce.demo).
+DEFAULT_REGION_SIZE = 512
+DEMO_DEFAULT_SIZE = 1024
+DEMO_MIN_SIZE = 128
 
 DESCRIPTION = """\
 Split an image into a grid of bordered cells, run the same operation (a "mapper") on every
@@ -35,6 +43,8 @@ examples:
   imagemapreduce demo
   imagemapreduce run in.fits out.fits --mapper median --mapper-option size=5
   imagemapreduce grid in.fits --cell-size 128 --border 16 --plot grid.png
+  imagemapreduce convert in.fits in.zarr
+  imagemapreduce bench --size 2048 --mapper gaussian --workers 4
 
 Run 'imagemapreduce COMMAND --help' for a command's options.
 """
@@ -46,7 +56,9 @@ cell is a Dask task), and stitch the cells' results into the output image.
 INPUT is a FITS file (LSST layout, or a plain FITS image) or a zarr store (a directory, or a
 name ending in .zarr). OUTPUT ending in .fits is written when the run has finished; OUTPUT
 ending in .zarr is written region by region as the run goes (never holding the whole output in
-memory) and an interrupted run continues with --resume.
+memory) and an interrupted run continues with --resume. Either may be a URL on object storage
+(s3://bucket/image.zarr, gs://..., memory://...; an OUTPUT URL must be *.zarr), with credentials
+from the environment (AWS_*, AWS_ENDPOINT_URL) or --storage-option KEY=VALUE.
 
 Built-in mappers (--mapper NAME):
   gaussian    Gaussian smoothing; options sigma (px, default 2), truncate (sigmas, 4)
@@ -57,8 +69,9 @@ Built-in mappers (--mapper NAME):
   psfmatch    convolve every cell to one Gaussian PSF (the input needs a PSF); options
               targetSigma (px, default the widest PSF), kernelTruncate, maskGrowBits
 or your own: --mapper package.module:Class, an ImageMapper subclass (the current directory is
-searched for the module too). Give the border at least the mapper's reach (kernel radius,
-window half-size) so cells join seamlessly.
+searched for the module too; on a cluster, send its file with --upload). Give the border at
+least the mapper's reach (kernel radius, window half-size) so cells join seamlessly:
+--border auto takes the reach a mapper declares, and a smaller border is warned about.
 """
 
 RUN_EPILOG = """\
@@ -74,6 +87,10 @@ examples:
   # PSF homogenisation with the grid in units of the PSF FWHM (LSST's convention)
   imagemapreduce run in.fits matched.fits --mapper psfmatch --scale-by-fwhm \\
       --cell-size 20 --grid-step 10 --border 5 --weights linear
+
+  # your own mapper, in ./deblend.py, on a Dask cluster (its file sent to the workers)
+  imagemapreduce run big.zarr out.zarr --mapper deblend:Deblend --upload deblend.py \\
+      --scheduler-file scheduler.json --border auto
 
   # your own mapper on a Dask cluster, written to zarr; resume if interrupted
   imagemapreduce run big.zarr out.zarr --mapper mypackage.mappers:Deblend \\
@@ -151,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     _add_run(commands, common)
     _add_grid(commands, common)
+    _add_convert(commands, common)
+    _add_bench(commands, common)
     _add_demo(commands, common)
     _add_verify(commands, common)
     return parser
@@ -181,27 +200,44 @@ def _add_grid_options(parser: argparse.ArgumentParser, what: str) -> None:
                        help="size of each cell (default 64 px, or 10 FWHM with --scale-by-fwhm)")  # fmt: skip
     group.add_argument("--grid-step", type=pair_argument, metavar="SIZE",
                        help="distance between neighbouring cell centres; smaller than the cell size "
-                       "makes cells overlap (default: the cell size, no overlap)")  # fmt: skip
-    group.add_argument("--border", type=pair_argument, metavar="SIZE",
+                       "makes cells overlap (default: the cell size, no overlap); kept as given unless "
+                       "--adjust says otherwise")  # fmt: skip
+    group.add_argument("--border", type=border_argument, metavar="SIZE|auto",
                        help="margin added on every side of a cell to make the expanded cell the mapper "
-                       "sees (default 16 px, or 5 FWHM with --scale-by-fwhm)")  # fmt: skip
+                       "sees; 'auto': the mapper's declared reach (default 16 px, or 5 FWHM with "
+                       "--scale-by-fwhm)")  # fmt: skip
     group.add_argument("--scale-by-fwhm", action="store_true",
                        help="read the sizes in units of the PSF's FWHM (the input needs a PSF)")  # fmt: skip
-    group.add_argument("--adjust", choices=("spacing", "size", "none"), default="spacing",
+    group.add_argument("--adjust", choices=("spacing", "size", "none"),
                        help="fit the grid to the image: 'spacing' re-spaces the cells to cover it exactly "
                        "(may overlap), 'size' grows the cells to the grid step, 'none' leaves the grid as "
-                       "given (default: %(default)s)")  # fmt: skip
+                       "given (default: 'none' with --grid-step, as map_reduce does, else 'spacing'; a "
+                       "step that --adjust changes is warned about)")  # fmt: skip
 
 
-def _add_scheduler_options(parser: argparse.ArgumentParser) -> None:
+def _add_scheduler_options(parser: argparse.ArgumentParser, cluster: bool = False) -> None:
     group = parser.add_argument_group("parallelism")
     group.add_argument("--scheduler", type=scheduler_argument, metavar="NAME|ADDRESS",
                        help="Dask scheduler: synchronous, threads, processes, or a cluster's address "
                        "tcp://HOST:PORT (default: Dask's default, threads)")  # fmt: skip
     group.add_argument("--workers", type=positive_int, metavar="N",
                        help="threads or processes of a local scheduler (default: one per core)")  # fmt: skip
+    if cluster:
+        group.add_argument("--scheduler-file", metavar="FILE",
+                           help="connect to the cluster whose scheduler wrote this file "
+                           "(dask scheduler --scheduler-file FILE), instead of --scheduler")  # fmt: skip
+        group.add_argument("--upload", action="append", default=[], metavar="FILE.py",
+                           help="send this file to every worker of the cluster (Client.upload_file), "
+                           "e.g. the module of your --mapper or --weight-function (repeatable)")  # fmt: skip
     group.add_argument("--no-progress", dest="progress", action="store_false",
                        help="do not show the progress bar on stderr")  # fmt: skip
+
+
+def _add_storage_option(group: Any) -> None:
+    group.add_argument("--storage-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                       help="an fsspec option for INPUT/OUTPUT URLs (s3://, gs://...), e.g. endpoint_url=URL, "
+                       "anon=true or client_kwargs.region_name=eu-west-1; values are JSON where they parse "
+                       "(repeatable; default: credentials from the environment, AWS_* for S3)")  # fmt: skip
 
 
 def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -227,12 +263,13 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
                           "(linear, cosine, gaussian; blends overlapping cells seamlessly), inverseVariance, "
                           "or custom with --weight-function (default: %(default)s)")  # fmt: skip
     reducing.add_argument("--weight-function", metavar="MODULE:FUNCTION",
-                          help="for --weights custom: f(bbox, image, variance) -> weights")  # fmt: skip
-    _add_scheduler_options(parser)
+                          help="for --weights custom: f(bbox, image, variance) -> weights (the current "
+                          "directory is searched for the module, as for --mapper)")  # fmt: skip
+    _add_scheduler_options(parser, cluster=True)
     running = parser.add_argument_group("running")
     running.add_argument("--region-size", type=positive_int, metavar="N",
                          help="side in pixels of the output regions stitched as separate tasks; any value "
-                         "gives the same result (default 1024)")  # fmt: skip
+                         f"gives the same result (default {DEFAULT_REGION_SIZE})")  # fmt: skip
     running.add_argument("--mask-failures", action="store_true",
                          help="if the mapper raises on a cell, finish anyway: that cell's pixels become NaN "
                          "flagged INVALID_MAPREDUCE, and the summary lists the failed cells")  # fmt: skip
@@ -242,6 +279,8 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
                          "stopped, and keeps a core busy until it returns (default: no limit)")  # fmt: skip
     running.add_argument("--lazy", action="store_true",
                          help="read a FITS input lazily, block by block (zarr is always lazy)")  # fmt: skip
+    _add_hdu_option(running)
+    _add_storage_option(running)
     running.add_argument("--config", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                          help="set any ImageMapReduceConfig field, after the options above, e.g. "
                          "numRetries=2 or reducer.gaussianWidth=0.2 (repeatable)")  # fmt: skip
@@ -261,6 +300,7 @@ def _add_grid(commands: Any, common: argparse.ArgumentParser) -> None:
                         help="a synthetic image of this size instead, e.g. 4096x2048 or 1024")  # fmt: skip
     source.add_argument("--fwhm", type=positive_float, metavar="PX",
                         help="PSF FWHM in pixels of the synthetic image, for --scale-by-fwhm")  # fmt: skip
+    _add_hdu_option(source)
     _add_grid_options(parser, "")
     shown = parser.add_argument_group("output")
     shown.add_argument("--show", type=at_least(0), default=5, metavar="N",
@@ -282,17 +322,16 @@ with --resume to recompute those), 2 when it cannot be read. Nothing is changed.
 def _add_verify(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = _add_command(commands, "verify", "check a zarr store against its recorded checksums",
                           VERIFY_DESCRIPTION, "example:\n  imagemapreduce verify out.zarr", common)  # fmt: skip
-    parser.add_argument("store", metavar="STORE", help="the zarr store (a directory)")
+    parser.add_argument("store", metavar="STORE", help="the zarr store (a directory, or a URL such as s3://b/x.zarr)")
+    _add_storage_option(parser)
 
 
 def _add_demo(commands: Any, common: argparse.ArgumentParser) -> None:
-    from ..demo import DEFAULT_SIZE, MIN_SIZE
-
     parser = _add_command(commands, "demo", "the showcase: homogenise a varying PSF", DEMO_DESCRIPTION,
                           DEMO_EPILOG, common)  # fmt: skip
     group = parser.add_argument_group("demo")
-    group.add_argument("--size", type=at_least(MIN_SIZE), default=DEFAULT_SIZE, metavar="N",
-                       help=f"side of the square image in pixels, at least {MIN_SIZE} "
+    group.add_argument("--size", type=at_least(DEMO_MIN_SIZE), default=DEMO_DEFAULT_SIZE, metavar="N",
+                       help=f"side of the square image in pixels, at least {DEMO_MIN_SIZE} "
                        "(default: %(default)s)")  # fmt: skip
     group.add_argument("--seed", type=int, default=3, help="simulation seed (default: %(default)s)")
     group.add_argument("--stars", type=positive_int, metavar="N",
@@ -301,3 +340,96 @@ def _add_demo(commands: Any, common: argparse.ArgumentParser) -> None:
                        help="where to write the files (default: %(default)s)")  # fmt: skip
     group.add_argument("--json", action="store_true", help="print the JSON summary instead of the text one")
     _add_scheduler_options(parser)
+
+
+def _add_hdu_option(group: Any) -> None:
+    group.add_argument("--hdu", type=hdu_argument, metavar="N|NAME",
+                       help="read the image from this FITS extension (a number, 0 the primary, or a name "
+                       "such as SCI), for FITS files not in LSST's layout (default: LSST's layout, or the "
+                       "first image)")  # fmt: skip
+
+
+CONVERT_DESCRIPTION = """\
+Copy an exposure between formats: a FITS file (LSST layout, or a plain image with --hdu) to a
+zarr store, or a zarr store to a FITS file. Either side may be a URL on object storage
+(s3://bucket/image.zarr; a FITS OUTPUT must be local), with --storage-option KEY=VALUE. The
+image, mask, variance, PSF and metadata are copied; a FITS input is read block by block into
+the store, so the image need not fit in memory.
+"""
+
+CONVERT_EPILOG = """\
+examples:
+  imagemapreduce convert calexp.fits calexp.zarr
+  imagemapreduce convert sci.fits sci.zarr --hdu SCI --chunks 2048
+  imagemapreduce convert big.fits s3://bucket/big.zarr --storage-option endpoint_url=http://localhost:9000
+  imagemapreduce convert out.zarr out.fits
+"""
+
+
+def _add_convert(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = _add_command(commands, "convert", "copy an exposure between FITS and zarr (and object storage)",
+                          CONVERT_DESCRIPTION, CONVERT_EPILOG, common)  # fmt: skip
+    parser.add_argument("input", metavar="INPUT", help="FITS file or zarr store (a path or a URL)")
+    parser.add_argument("output", metavar="OUTPUT", help="*.zarr store (a path or a URL) or *.fits file to write")
+    group = parser.add_argument_group("conversion")
+    _add_hdu_option(group)
+    group.add_argument("--chunks", type=positive_int, default=1024, metavar="N",
+                       help="side of the zarr chunks in pixels (default: %(default)s)")  # fmt: skip
+    group.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    _add_storage_option(group)
+
+
+BENCH_DESCRIPTION = """\
+Measure the parallel speedup of a run on this machine or on a cluster: the same job (INPUT, or a
+synthetic image of --size, with --mapper and the grid options) runs with 1, 2, 4 ... N workers,
+each --repeat times, and the best time of each is reported with the speedup (time on 1 worker /
+time on n), the efficiency (speedup / n), the machinery's overhead per cell (wall time x workers,
+less the cells' own time, per cell) and the bytes moved between client and workers.
+
+Workers are threads of the threads scheduler, worker processes of a local Dask cluster started
+for each count (--scheduler processes), or, with --scheduler tcp://HOST:PORT, the first n workers
+of a running cluster (the others are left out of the run). Writes --output (JSON) and a PNG plot
+of speedup against workers with the ideal line; --compare-map-overlap times dask.array's
+map_overlap on the same job (a Gaussian filter of the mapper's sigma, or the median filter).
+"""
+
+BENCH_EPILOG = """\
+examples:
+  imagemapreduce bench --size 4096 --mapper gaussian --mapper-option sigma=3 --workers 8
+  imagemapreduce bench in.fits --mapper median --scheduler processes --workers 4 --repeat 3
+  imagemapreduce bench --size 8192 --mapper gaussian --scheduler tcp://scheduler:8786 --compare-map-overlap
+"""
+
+
+def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = _add_command(commands, "bench", "measure parallel speedup over worker counts",
+                          BENCH_DESCRIPTION, BENCH_EPILOG, common)  # fmt: skip
+    source = parser.add_argument_group("image (one of)")
+    source.add_argument("input", metavar="INPUT", nargs="?", help="FITS file or zarr store")
+    source.add_argument("--size", type=size_argument, metavar="WxH",
+                        help="a simulated image of this size instead, e.g. 4096 or 4096x2048")  # fmt: skip
+    _add_hdu_option(source)
+    mapping = parser.add_argument_group("mapper")
+    mapping.add_argument("--mapper", default="gaussian", metavar="NAME|MODULE:CLASS",
+                         help=f"the operation on every cell: {', '.join(BUILTIN_MAPPERS)}, or "
+                         "package.module:Class (default: %(default)s)")  # fmt: skip
+    mapping.add_argument("--mapper-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                         help="set a field of the mapper's config (repeatable)")  # fmt: skip
+    _add_grid_options(parser, "")
+    group = parser.add_argument_group("workers")
+    group.add_argument("--scheduler", type=scheduler_argument, default="threads", metavar="NAME|ADDRESS",
+                       help="threads, processes (a local Dask cluster per worker count), or a cluster's "
+                       "address tcp://HOST:PORT (default: %(default)s)")  # fmt: skip
+    group.add_argument("--workers", type=positive_int, metavar="N",
+                       help="the largest worker count; 1, 2, 4 ... up to it are run (default: the cores, "
+                       "or the cluster's workers)")  # fmt: skip
+    group.add_argument("--repeat", type=positive_int, default=3, metavar="K",
+                       help="runs per worker count; the fastest is kept (default: %(default)s)")  # fmt: skip
+    group.add_argument("--compare-map-overlap", action="store_true",
+                       help="also time dask.array.map_overlap on the same job (gaussian and median mappers)")  # fmt: skip
+    shown = parser.add_argument_group("output")
+    shown.add_argument("--output", default="imr-bench.json", metavar="FILE.json",
+                       help="where to write the results (default: %(default)s)")  # fmt: skip
+    shown.add_argument("--plot", metavar="FILE.png",
+                       help="the speedup plot (default: the --output name with .png)")  # fmt: skip
+    shown.add_argument("--json", action="store_true", help="print the JSON results instead of the table")

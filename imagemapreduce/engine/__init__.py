@@ -1,5 +1,6 @@
 """All Dask graph building and scheduling lives in this subpackage."""
 
+from .batches import auto_cells_per_task, check_cells_per_task
 from .cells import (
     ArrayCellTask,
     CellFailure,
@@ -22,13 +23,16 @@ from .graph import (
     execute_to_store,
     lazy_stitch,
     region_boxes,
+    stitch_graph,
 )
-from .scheduling import SCHEDULER_NAMES, SchedulerChoice, choose_scheduler
+from .scheduling import SCHEDULER_NAMES, TRAFFIC_KINDS, SchedulerChoice, choose_scheduler
 from .sources import CompanionSource, ExposureSource, PlaneSource, companion_images, is_dask_array
 
 __all__ = [
     "ArrayCellTask",
     "ArrayPlan",
+    "auto_cells_per_task",
+    "check_cells_per_task",
     "CellFailure",
     "CellOutcome",
     "CellTimeout",
@@ -46,6 +50,8 @@ __all__ = [
     "SchedulerChoice",
     "StitchOutcome",
     "choose_scheduler",
+    "TRAFFIC_KINDS",
+    "stitch_graph",
     "execute_cells",
     "execute_stitch",
     "execute_to_store",

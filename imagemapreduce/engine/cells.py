@@ -11,16 +11,18 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
+from dask.sizeof import sizeof
 
 from ..geom import Box2I
 from ..image import Exposure
 from ..pipe_base import Struct
 from ..stitch import IMAGE_REDUCE_OPERATIONS, all_finite
-from .sources import materialize, read_only
+from .sizes import OBJECT_BYTES, nbytes_of
+from .sources import ArrayCut, LazyCut, materialize, read_only
 
 __all__ = [
     "CellFailure",
@@ -38,6 +40,8 @@ __all__ = [
     "write_core",
     "exposure_piece",
     "array_piece",
+    "CellBatch",
+    "run_batch",
 ]
 
 
@@ -381,3 +385,74 @@ def _numbers_of(task: ArrayCellTask, result: Any) -> np.ndarray:
 def array_piece(outcome: CellOutcome) -> Piece:
     """The stitchable plane of a plain-array result (its core, covering the cell)."""
     return Piece(outcome.box0, outcome.result, None, None)
+
+
+@dataclass
+class CellBatch:
+    """Neighbouring cells run one after another by one task, on one cut holding their expanded boxes.
+
+    ``template`` is a `CellTask` or an `ArrayCellTask` with what every cell shares; each cell's
+    own fields (index, boxes, grid index, output view) are filled in on the worker, so the graph
+    carries a few small arrays per batch instead of objects per cell.
+    """
+
+    runner: Callable[..., CellOutcome]
+    template: CellTask | ArrayCellTask
+    indices: np.ndarray
+    cells: np.ndarray
+    expanded: np.ndarray
+    #: The union of the expanded boxes, which the task's cuts cover: ``(minX, minY, maxX, maxY)``.
+    box: tuple[int, int, int, int]
+    grid_indices: np.ndarray | None = None
+    #: Per cell, where its core goes in a shared output (plain arrays written directly), or None.
+    outs: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def tasks(self) -> list[CellTask | ArrayCellTask]:
+        """The cells' own tasks, in grid order."""
+        from ..grid import boxes_from_array
+
+        boxes0, boxes1 = boxes_from_array(self.cells), boxes_from_array(self.expanded)
+        tasks = []
+        for k, index in enumerate(self.indices.tolist()):
+            own: dict[str, Any] = {"index": index, "box0": boxes0[k], "box1": boxes1[k]}
+            if isinstance(self.template, ArrayCellTask):
+                if self.grid_indices is not None:
+                    own["grid_index"] = tuple(self.grid_indices[k].tolist())
+                if self.outs is not None:
+                    own["out"] = self.outs[k]
+            tasks.append(replace(self.template, **own))
+        return tasks
+
+
+def run_batch(batch: CellBatch, *cuts: Any) -> list[CellOutcome]:
+    """Run each cell of ``batch`` on its own expanded box of ``cuts`` (which cover ``batch.box``).
+
+    Each cell gets exactly what a task of its own would get (a read-only view of its expanded
+    box, or a deferred cut of it), so batching never changes a result. The outcomes come back
+    in grid order.
+    """
+    whole = [materialize(cut) for cut in cuts]
+    x0, y0 = batch.box[0], batch.box[1]
+    outcomes = []
+    for task in batch.tasks():
+        own = [_sub_cut(plane, task.box1, x0, y0) for plane in whole]
+        outcomes.append(batch.runner(task, *own))
+    return outcomes
+
+
+def _sub_cut(whole: Any, box: Box2I, x0: int, y0: int) -> Any:
+    """The part of a batch's cut under one cell's expanded box, made into a view when the cell runs."""
+    if isinstance(whole, np.ndarray):
+        return ArrayCut(
+            whole, slice(box.getMinY() - y0, box.getMaxY() - y0 + 1), slice(box.getMinX() - x0, box.getMaxX() - x0 + 1)
+        )
+    return LazyCut(whole, box)
+
+
+@sizeof.register(CellOutcome)
+def _outcome_bytes(outcome: CellOutcome) -> int:
+    """A cell result's pixels, for Dask's placement and transfer counts (see `imagemapreduce.engine.sizes`)."""
+    return nbytes_of(outcome.result) + OBJECT_BYTES

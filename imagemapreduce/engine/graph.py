@@ -1,15 +1,18 @@
-"""Building the graph: one task per cell, one task per output region.
+"""Building the graph: one task per batch of neighbouring cells, one task per output region.
 
-A map-reduce becomes a graph with one task per cell (the mapper on that cell's expanded box) and
-one task per output region (stitching, in grid order, the cells whose expanded box overlaps the
-region). Regions are disjoint and every stitching step is per pixel, so the output is bitwise
-identical to one whole-image loop whatever the scheduler, the number of workers or the region size.
+A map-reduce becomes a graph with one task per batch of cells (`batches`: the mapper on each
+cell's expanded box in turn, from one cut holding the batch's boxes) and one task per output
+region (stitching, in grid order, the cells whose expanded box overlaps the region). Regions are
+disjoint and every stitching step is per pixel, so the output is bitwise identical to one
+whole-image loop whatever the scheduler, the number of workers, the batching or the region size.
 
 On the shared-memory schedulers (synchronous, threads) each region writes straight into the
-output; on the others (processes, a cluster) regions come back as arrays and are copied in as they
-arrive, so no path ever holds every cell's result at once. Plain-array cells that tile the image
-without overlap write their own cores instead, and the graph is the cells alone. Regions can also be the chunks of a
-lazy Dask array (for Dask input, or for writing to zarr region by region).
+output and reads whole batches; on the others (processes, a cluster) a small "pick" task next to
+each batch hands a region just the cells it needs, so no cell result moves more than once, and
+regions come back as arrays that are copied in as they arrive, so no path ever holds every
+cell's result at once. Plain-array cells that tile the image without overlap write their own
+cores instead, and the graph is the batches alone. Regions can also be the chunks of a lazy
+Dask array (for Dask input, or for writing to zarr region by region).
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from dask.sizeof import sizeof
 
 from .._gc_pause import builds_graph
 from ..geom import Box2I, Point2I
-from ..grid import CellGrid
 from ..image import Exposure, Mask
 from ..image._mask import remap_mask_bits
 from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, all_finite, covers, mark_lost
 from ..stitch_planes import NewPlane, PlaneLayout, bit_moves, conform_piece_mask, merge_new_planes, region_planes
 from ..weights import Weighting
+from .batches import auto_cells_per_task, pack_cells
 from .cells import WRITTEN, CellOutcome, FailedCell, Piece
 from .plans import ArrayPlan, ExposurePlan
 from .scheduling import SchedulerChoice
+from .sizes import OBJECT_BYTES, nbytes_of
 
 __all__ = [
     "StitchReport",
@@ -68,6 +73,8 @@ class RegionTask:
     index: tuple[int, int] = (0, 0)
     # The output mask's planes, to which each result's mask is renumbered (None: results have no mask).
     layout: PlaneLayout | None = None
+    #: The cells (grid indices) the region stitches; its inputs may hold others, which it leaves out.
+    cells: frozenset[int] = frozenset()
 
     @property
     def weighted(self) -> bool:
@@ -100,6 +107,12 @@ class StitchOutcome:
     failures: list[FailedCell] = field(default_factory=list)
     #: Mask planes the region's results have and the output had not, with the bits it gave them.
     new_planes: dict[str, NewPlane] = field(default_factory=dict)
+
+
+@sizeof.register(StitchOutcome)
+def _stitch_outcome_bytes(outcome: StitchOutcome) -> int:
+    """A region's planes, for Dask's transfer counts (see `imagemapreduce.engine.sizes`)."""
+    return nbytes_of(outcome.planes) + OBJECT_BYTES
 
 
 def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Sequence[CellOutcome]) -> StitchOutcome:
@@ -208,67 +221,226 @@ def region_boxes(bbox: Box2I, region_size: int) -> list[list[Box2I]]:
     return rows
 
 
-def _region_members(grid: CellGrid, bbox: Box2I, region_size: int) -> tuple[dict, dict]:
+def _region_members(boxes: np.ndarray, bbox: Box2I, region_size: int) -> tuple[dict, dict]:
     """The cells of each region (row, column), in grid order, and the cells each region reports.
 
-    A region takes every cell whose expanded box overlaps it; it reports the cells whose expanded
-    box starts in it, so each cell is reported once.
+    ``boxes`` (``(n, 4)``) are where each cell's result may lie (`ExposurePlan.result_boxes`). A
+    region takes every cell whose box overlaps it; it reports the cells whose box starts in it,
+    so each cell is reported once. Both map a region to an int array of cells.
     """
-    ex = grid.expanded
-    c0 = (ex[:, 0] - bbox.getBeginX()) // region_size
-    r0 = (ex[:, 1] - bbox.getBeginY()) // region_size
-    c1 = (ex[:, 2] - bbox.getBeginX()) // region_size
-    r1 = (ex[:, 3] - bbox.getBeginY()) // region_size
-    members: dict[tuple[int, int], list[int]] = {}
-    home: dict[tuple[int, int], list[int]] = {}
-    for index, (a, b, c, d) in enumerate(zip(r0.tolist(), c0.tolist(), r1.tolist(), c1.tolist())):
-        home.setdefault((a, b), []).append(index)
-        for i in range(a, c + 1):
-            for j in range(b, d + 1):
-                members.setdefault((i, j), []).append(index)
-    return members, home
+    ex = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    x0, y0 = bbox.getBeginX(), bbox.getBeginY()
+    c0, r0 = (ex[:, 0] - x0) // region_size, (ex[:, 1] - y0) // region_size
+    c1, r1 = (ex[:, 2] - x0) // region_size, (ex[:, 3] - y0) // region_size
+    width = int(c1.max()) + 1 if len(ex) else 1
+    # Every (cell, region) pair: each cell repeated once per region its box spans, then grouped by region.
+    across = c1 - c0 + 1
+    count = (r1 - r0 + 1) * across
+    cell = np.repeat(np.arange(len(ex)), count)
+    offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    spans = np.repeat(across, count)
+    rows, cols = np.repeat(r0, count) + offset // spans, np.repeat(c0, count) + offset % spans
+    return _grouped(rows * width + cols, cell, width), _grouped(r0 * width + c0, np.arange(len(ex)), width)
+
+
+def _grouped(keys: np.ndarray, cells: np.ndarray, width: int) -> dict[tuple[int, int], np.ndarray]:
+    """``cells`` grouped by region key (``row * width + column``), each group in grid order."""
+    if not len(keys):
+        return {}
+    order = np.lexsort((cells, keys))
+    keys, cells = keys[order], cells[order]
+    edges = np.flatnonzero(np.diff(keys)) + 1
+    starts = np.concatenate([[0], edges]).tolist()
+    return {divmod(int(keys[start]), width): group for start, group in zip(starts, np.split(cells, edges))}
+
+
+def region_membership(plan: Plan, region_size: int) -> tuple[dict, dict]:
+    """`_region_members` for a plan's cells: the cells each region stitches, and those it reports."""
+    return _region_members(plan.result_boxes, plan.bbox, region_size)
+
+
+@dataclass
+class CellLayer:
+    """The batch tasks of a graph: which cells run, packed how, under which key name."""
+
+    name: str
+    batches: list[np.ndarray]
+    graph: dict
+    #: For each cell of the grid, the batch that runs it (-1: not run).
+    batch_of: np.ndarray
+    #: Side (pixels) of the square tiles the batches were packed by; 0 for one cell per batch.
+    tile: int = 0
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        """The batch tasks' keys, in batch order."""
+        return [(self.name, number) for number in range(len(self.batches))]
+
+    @property
+    def cell_count(self) -> int:
+        """How many cells the batches run."""
+        return int(sum(len(b) for b in self.batches))
+
+
+def cell_layer(
+    plan: Plan,
+    name: str,
+    region_size: int,
+    scheduler: SchedulerChoice | None,
+    cells: np.ndarray | None = None,
+    direct_out: np.ndarray | None = None,
+    largest_tile: int | None = None,
+) -> CellLayer:
+    """Pack the cells ``cells`` (all when None) into batches for ``scheduler`` and build their tasks.
+
+    ``plan.cells_per_task`` decides the packing: an int (at most that many cells per task), or
+    ``"auto"`` (`auto_cells_per_task`: by estimated work and the scheduler's workers).
+    ``largest_tile`` caps the side of the tiles batches are packed by (see `pack_cells`).
+    """
+    if cells is None:
+        cells = np.arange(len(plan.grid))
+    per_task = plan.cells_per_task
+    if per_task == "auto":
+        kind = scheduler.kind if scheduler is not None else "threads"
+        workers = scheduler.worker_count() if scheduler is not None else 1
+        per_task = auto_cells_per_task(plan.grid.expanded[cells], workers, kind)
+    origin = plan.bbox.getBegin()
+    batches, tile = pack_cells(plan.grid.cells, cells, (origin.x, origin.y), region_size, per_task, largest_tile)
+    batch_of = np.full(len(plan.grid), -1, dtype=np.int64)
+    for number, members in enumerate(batches):
+        batch_of[members] = number
+    return CellLayer(name, batches, plan.batch_graph(name, batches, direct_out), batch_of, tile)
+
+
+def flat_outcomes(parts: Sequence[Sequence[CellOutcome]]) -> list[CellOutcome]:
+    """The cell outcomes of several batches (or picks of them), in grid order."""
+    outcomes = [o for part in parts for o in part]
+    outcomes.sort(key=lambda o: o.index)
+    return outcomes
+
+
+def pick_cells(outcomes: Sequence[CellOutcome], wanted: frozenset[int]) -> list[CellOutcome]:
+    """The outcomes of one batch that a region needs (run next to the batch, so only those travel)."""
+    return [o for o in outcomes if o.index in wanted]
+
+
+@dataclass
+class RegionGroup:
+    """Neighbouring regions stitched one after another by one task (the regions of one batch tile)."""
+
+    regions: list[RegionTask]
+    #: The union of the regions' boxes (what the task's input mask covers).
+    bbox: Box2I
+
+
+def stitch_group(
+    group: RegionGroup, parts: Sequence[Sequence[CellOutcome]], input_mask: np.ndarray | None = None
+) -> list[StitchOutcome]:
+    """`stitch_region` for each region of the group, on its cells gathered from the batches (or picks)."""
+    outcomes = flat_outcomes(parts)
+    origin = group.bbox.getBegin()
+    answers = []
+    for task in group.regions:
+        mask = None if input_mask is None else np.asarray(input_mask)[task.bbox.slices(origin)]
+        answers.append(stitch_region(task, mask, [o for o in outcomes if o.index in task.cells]))
+    return answers
 
 
 @builds_graph
 def _stitch_graph(
     plan: Plan,
-    cell_name: str,
+    cells: CellLayer,
     region_name: str,
     region_size: int,
     dtype: Any,
     bad_bits: int,
     output: Exposure | np.ndarray | None,
     writer: Any = None,
-    skip: set[tuple[int, int]] | None = None,
+    regions: list[tuple[int, int]] | None = None,
     layout: PlaneLayout | None = None,
-) -> tuple[dict, list[tuple[str, int, int]], list[list[Box2I]]]:
+    picks: bool = False,
+    membership: tuple[dict, dict] | None = None,
+) -> tuple[dict, list[tuple[str, int, int]], list[list[Box2I]], dict[tuple[int, int], tuple[Any, int]]]:
     """The region tasks: writing into ``output`` (shared memory), into ``writer``, or returning arrays.
 
-    Regions in ``skip`` (already written by an interrupted run) get no task. ``layout``: the
-    output mask's planes (`default_layout` when None).
+    Only the regions ``regions`` (all when None) are stitched, reading the batches of ``cells``
+    (which must run every cell they need). Regions are grouped as the batches were packed, one
+    task per tile of regions. With ``picks``, a task takes from a batch of which it needs less
+    than half through a small task that picks its cells out next to the batch, so that only those
+    travel. ``layout``: the output mask's planes (`default_layout` when None).
+
+    Returns the graph, its task keys, the region boxes by row, and for each region the key of
+    its task and its position in that task's answer.
     """
     if layout is None:
         layout = default_layout(plan, bad_bits, output)
     bbox = plan.bbox
-    members, home = _region_members(plan.grid, bbox, region_size)
+    members, home = membership if membership is not None else region_membership(plan, region_size)
     rows = region_boxes(bbox, region_size)
+    if regions is None:
+        regions = [(i, j) for i, row in enumerate(rows) for j in range(len(row))]
     mask_source = plan.input_mask() if output is None else None
     graph: dict[Any, Any] = dict(mask_source.graph()) if mask_source is not None else {}
-    keys = []
-    for i, row in enumerate(rows):
-        for j, region in enumerate(row):
-            if skip and (i, j) in skip:
-                continue
-            task = RegionTask(
+    per_side = max(1, cells.tile // region_size)
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i, j in regions:
+        groups.setdefault((i // per_side, j // per_side), []).append((i, j))
+    sizes = [len(b) for b in cells.batches]
+    empty = np.zeros(0, dtype=np.int64)
+    keys, where = [], {}
+    for (gi, gj), group in groups.items():
+        tasks, wanted = [], []
+        for i, j in group:
+            region = rows[i][j]
+            mine = members.get((i, j), empty)
+            wanted.append(mine)
+            tasks.append(RegionTask(
                 region, plan.operation, dtype, bad_bits, plan.extract, plan.with_variance,
-                tuple(home.get((i, j), ())), _output_views(output, region, bbox.getBegin()), plan.weighting,
-                writer, (i, j), layout,
-            )  # fmt: skip
-            mask = mask_source.cut(region) if mask_source is not None else None
-            cells = [(cell_name, k) for k in members.get((i, j), [])]
-            graph[(region_name, i, j)] = (stitch_region, task, mask, cells)
-            keys.append((region_name, i, j))
-    return graph, keys, rows
+                tuple(home.get((i, j), empty).tolist()), _output_views(output, region, bbox.getBegin()),
+                plan.weighting, writer, (i, j), layout, frozenset(mine.tolist()),
+            ))  # fmt: skip
+        union = _union(task.bbox for task in tasks)
+        key = (region_name, gi, gj)
+        needed = np.unique(np.concatenate(wanted)) if wanted else empty
+        inputs = _group_inputs(graph, cells, needed, sizes, picks, key)
+        mask = mask_source.cut(union) if mask_source is not None else None
+        graph[key] = (stitch_group, RegionGroup(tasks, union), inputs, mask)
+        keys.append(key)
+        where.update((task.index, (key, position)) for position, task in enumerate(tasks))
+    return graph, keys, rows, where
+
+
+def _group_inputs(
+    graph: dict, cells: CellLayer, needed: np.ndarray, sizes: list[int], picks: bool, key: tuple
+) -> list[Any]:
+    """The keys a region task reads its cells from: whole batches, or picks of them (added to ``graph``)."""
+    numbers, counts = np.unique(cells.batch_of[needed], return_counts=True)
+    if len(numbers) and numbers[0] < 0:
+        raise AssertionError(f"regions {key[1:]} need cells that no batch runs")
+    inputs = []
+    for number, count in zip(numbers.tolist(), counts.tolist()):
+        if picks and 2 * count < sizes[number]:
+            part = cells.batches[number]
+            pick = (f"imr-pick-{key[0]}", number, *key[1:])
+            graph[pick] = (pick_cells, (cells.name, number), frozenset(part[np.isin(part, needed)].tolist()))
+            inputs.append(pick)
+        else:
+            inputs.append((cells.name, number))
+    return inputs
+
+
+def _union(boxes: Any) -> Box2I:
+    boxes = list(boxes)
+    return Box2I(
+        Point2I(min(b.getMinX() for b in boxes), min(b.getMinY() for b in boxes)),
+        Point2I(max(b.getMaxX() for b in boxes), max(b.getMaxY() for b in boxes)),
+    )
+
+
+def needed_cells(members: dict, regions: list[tuple[int, int]]) -> np.ndarray:
+    """The cells (grid indices, sorted) that the regions ``regions`` stitch."""
+    parts = [members[key] for key in regions if key in members]
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
 def default_layout(plan: Plan, bad_bits: int, output: Exposure | np.ndarray | None = None) -> PlaneLayout | None:
@@ -301,12 +473,38 @@ def _tokens() -> tuple[str, str]:
     return f"imr-cell-{token}", f"imr-stitch-{token}"
 
 
-def execute_cells(plan: Plan, scheduler: SchedulerChoice) -> list[CellOutcome]:
-    """Run every cell and return the outcomes in grid order (for ``none``, ``coaddPsf``, custom reducers)."""
+def execute_cells(plan: Plan, scheduler: SchedulerChoice, region_size: int = 512) -> list[CellOutcome]:
+    """Run every cell and return the outcomes in grid order (for ``none``, ``coaddPsf``, custom reducers).
+
+    ``region_size`` only aligns the batches (as a stitched run would pack them).
+    """
     scheduler.check_importable(plan.code())
     name, _ = _tokens()
-    graph = plan.cell_graph(name)
-    return list(scheduler.get(graph, [(name, i) for i in range(len(plan.grid))]))
+    layer = cell_layer(plan, name, region_size, scheduler)
+    return flat_outcomes(scheduler.get(layer.graph, layer.keys, layer.keys))
+
+
+def stitch_graph(
+    plan: Plan,
+    dtype: Any,
+    bad_bits: int,
+    region_size: int,
+    scheduler: SchedulerChoice | None,
+    output: Exposure | np.ndarray | None = None,
+    layout: PlaneLayout | None = None,
+) -> tuple[dict, list, CellLayer]:
+    """The whole graph of a stitched run: the cell batches and the region tasks reading them.
+
+    Regions write into ``output`` when given (shared memory), else return their planes. Returns
+    the graph, the region tasks' keys and the cell layer. This is what `execute_stitch` runs.
+    """
+    cell_name, region_name = _tokens()
+    layer = cell_layer(plan, cell_name, region_size, scheduler)
+    shares = scheduler is None or scheduler.shares_memory
+    regions, keys, _, _ = _stitch_graph(
+        plan, layer, region_name, region_size, dtype, bad_bits, output, layout=layout, picks=not shares
+    )
+    return {**layer.graph, **regions}, keys, layer
 
 
 def execute_stitch(
@@ -322,7 +520,8 @@ def execute_stitch(
 
     ``output`` must already hold a clone of the input's mask (it is the starting point of every
     region). Returns a `StitchReport`: the merged overlap statistics, and in grid order each
-    cell's summary, each (psf, bbox, weight) component, and each failed cell.
+    cell's summary, each (psf, bbox, weight) component, and each failed cell. ``progress`` is
+    called with (cells done, cells in all) as regions finish.
 
     ``layout`` gives the output mask's planes before any cell runs (`default_layout` when None);
     at the end the output mask has those and every plane a cell's result added.
@@ -333,22 +532,17 @@ def execute_stitch(
     shared = output if scheduler.shares_memory and not plan.lazy else None
     if isinstance(shared, np.ndarray) and isinstance(plan, ArrayPlan) and plan.writes_directly():
         return _execute_direct(plan, shared, bad_bits, region_size, scheduler, progress)
-    cell_name, region_name = _tokens()
-    graph = plan.cell_graph(cell_name)
-    dtype = output.dtype
     if layout is None:
         layout = default_layout(plan, bad_bits, output)
-    regions, keys, _ = _stitch_graph(
-        plan, cell_name, region_name, region_size, dtype, bad_bits, shared, layout=layout
-    )  # fmt: skip
-    graph.update(regions)
+    graph, keys, layer = stitch_graph(plan, output.dtype, bad_bits, region_size, scheduler, shared, layout)
     report = StitchReport()
-    for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
-        if outcome.planes is not None:
-            _copy_region(output, outcome, plan.bbox.getBegin())
-        report.add(outcome)
+    for answers in scheduler.iterate(graph, keys, layer.keys):
+        for outcome in answers:
+            if outcome.planes is not None:
+                _copy_region(output, outcome, plan.bbox.getBegin())
+            report.add(outcome)
         if progress is not None:
-            progress(done, len(keys))
+            progress(len(report.summaries), layer.cell_count)
     report.finish()
     if layout is not None and isinstance(output, Exposure):
         settle_mask_planes(output.mask, report, layout)
@@ -384,21 +578,20 @@ def _execute_direct(
     hand, with the written cores read back as those cells' results.
     """
     cell_name, _ = _tokens()
-    graph = plan.cell_graph(cell_name, direct_out=output)
-    keys = [(cell_name, index) for index in range(len(plan.grid))]
-    outcomes = []
-    for done, outcome in enumerate(scheduler.iterate(graph, keys), start=1):
-        outcomes.append(outcome)
+    layer = cell_layer(plan, cell_name, region_size, scheduler, direct_out=output)
+    outcomes: list[CellOutcome] = []
+    for batch in scheduler.iterate(layer.graph, layer.keys, layer.keys):
+        outcomes += batch
         if progress is not None:
-            progress(done, len(keys))
+            progress(len(outcomes), len(plan.grid))
     outcomes.sort(key=lambda o: o.index)
     report = StitchReport()
     report.summaries = [o.summary() for o in outcomes]
     report.components = [(None, o.box0, 1.0) for o in outcomes if o.failure is None]
     report.failures = [o.failure for o in outcomes if o.failure is not None]
     pending = {o.index for o in outcomes if not _wrote(o)}
-    members = _region_members(plan.grid, plan.bbox, region_size)[0] if pending else {}
-    dirty = sorted(key for key, cells in members.items() if not pending.isdisjoint(cells))
+    members = region_membership(plan, region_size)[0] if pending else {}
+    dirty = sorted(key for key, cells in members.items() if not pending.isdisjoint(cells.tolist()))
     rows = region_boxes(plan.bbox, region_size)
     parts = []
     for i, j in dirty:
@@ -407,7 +600,7 @@ def _execute_direct(
             region, plan.operation, output.dtype, bad_bits, plan.extract, plan.with_variance, (),
             _output_views(output, region, plan.bbox.getBegin()), plan.weighting,
         )  # fmt: skip
-        cells = [_read_back(outcomes[k], output, plan.bbox.getBegin()) for k in members[(i, j)]]
+        cells = [_read_back(outcomes[k], output, plan.bbox.getBegin()) for k in members[(i, j)].tolist()]
         parts.append(stitch_region(task, None, cells).stats)
     if plan.operation == "average":  # every other pixel has exactly one contribution
         restitched = set(dirty)
@@ -518,47 +711,63 @@ def execute_to_store(
     moves for regions whose results added different planes.
 
     Nothing is gathered here but each region's small report. Regions in ``skip`` are not redone,
-    and cells that only they need are never run.
+    and only the cells whose expanded boxes touch the other regions run, so a resumed run costs
+    what is missing.
 
     The regions are worked through in vertical strips of about `STRIP_WIDTH` pixels, one strip
-    after another (in parallel within a strip). Cell results wait in memory for every region
-    that needs them, so a run over the whole width would hold a band of results as wide as the
-    image; strips keep that band, and so the peak memory, the same whatever the image size. The
-    few cells whose expanded box crosses a strip edge run once for each strip (same bits).
+    after another (in parallel within a strip). Cell results wait in memory for every region that
+    needs them, so a run over the whole width would hold a band of results as wide as the image;
+    strips keep that band, and so the peak memory, the same whatever the image size. Batches are
+    packed by tiles of at most one region (half a region on threads), so that a region needs
+    only its own and its neighbours' batches: regions then finish (and are recorded) as the
+    cells run, and a run stopped halfway has written about half the regions. The few cells whose expanded box
+    crosses a strip edge run once for each side (same bits).
     """
     scheduler.check_importable(plan.code())
     cell_name, region_name = _tokens()
-    cells = plan.cell_graph(cell_name)
-    regions, keys, _ = _stitch_graph(
-        plan, cell_name, region_name, region_size, dtype, bad_bits, None, writer, skip, layout
-    )  # fmt: skip
-    per_strip = max(1, STRIP_WIDTH // region_size)
-    strips: dict[int, list] = {}
-    for key in keys:
-        strips.setdefault(key[2] // per_strip, []).append(key)
+    membership = region_membership(plan, region_size)
+    rows = region_boxes(plan.bbox, region_size)
+    todo = [(i, j) for i, row in enumerate(rows) for j in range(len(row)) if not skip or (i, j) not in skip]
     report = StitchReport()
-    done = 0
-    for strip in sorted(strips):
-        strip_keys = strips[strip]
-        graph = _subgraph(cells, regions, strip_keys, cell_name)
-        for outcome in scheduler.iterate(graph, strip_keys):
-            report.add(outcome)
-            done += 1
+    total = int(sum(len(membership[1].get(key, ())) for key in todo))
+    # Half-region tiles on shared memory, where tasks are cheap: a crash then loses less work.
+    tile = region_size // 2 if scheduler.shares_memory else region_size
+    for number, strip in enumerate(_strips(todo, region_size)):
+        cells = needed_cells(membership[0], strip)
+        layer = cell_layer(plan, f"{cell_name}-{number}", region_size, scheduler, cells, largest_tile=tile)
+        regions, keys, _, _ = _stitch_graph(
+            plan, layer, f"{region_name}-{number}", region_size, dtype, bad_bits, None, writer, strip, layout,
+            picks=not scheduler.shares_memory, membership=membership,
+        )  # fmt: skip
+        for answers in scheduler.iterate({**layer.graph, **regions}, keys, layer.keys):
+            for outcome in answers:
+                report.add(outcome)
             if progress is not None:
-                progress(done, len(keys))
+                progress(len(report.summaries), total)
     return report.finish()
 
 
-def _subgraph(cells: dict, regions: dict, keys: list, cell_name: str) -> dict:
-    """The region tasks ``keys``, the cell tasks they read, and everything that is not a cell."""
-    needed = {cell for key in keys for cell in regions[key][3]}
-    graph = {k: v for k, v in cells.items() if not (isinstance(k, tuple) and k[0] == cell_name) or k in needed}
-    graph.update((key, regions[key]) for key in keys)
-    return graph
+def _strips(regions: list[tuple[int, int]], region_size: int) -> list[list[tuple[int, int]]]:
+    """The regions to do, in vertical strips of `STRIP_WIDTH` pixels, each in (row, column) order."""
+    per_strip = max(1, STRIP_WIDTH // region_size)
+    strips: dict[int, list] = {}
+    for key in regions:
+        strips.setdefault(key[1] // per_strip, []).append(key)
+    return [sorted(strips[strip]) for strip in sorted(strips)]
 
 
-def _plane_of(outcome: StitchOutcome, index: int) -> np.ndarray:
-    return outcome.planes[index]
+def _default_scheduler() -> SchedulerChoice | None:
+    """Dask's current default scheduler, which a lazy result will most likely be computed on."""
+    from .scheduling import choose_scheduler
+
+    try:
+        return choose_scheduler(None)
+    except Exception:  # noqa: BLE001 - only a guess for packing the batches
+        return None
+
+
+def _plane_of(answers: list[StitchOutcome], position: int, index: int) -> np.ndarray:
+    return answers[position].planes[index]
 
 
 def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tuple[Any, Any, Any]:
@@ -570,9 +779,9 @@ def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tupl
     from dask.highlevelgraph import HighLevelGraph
 
     cell_name, region_name = _tokens()
-    graph = plan.cell_graph(cell_name)
-    regions, keys, rows = _stitch_graph(plan, cell_name, region_name, region_size, dtype, bad_bits, None)
-    graph.update(regions)
+    layer = cell_layer(plan, cell_name, region_size, _default_scheduler())
+    regions, _, rows, where = _stitch_graph(plan, layer, region_name, region_size, dtype, bad_bits, None)
+    graph = {**layer.graph, **regions}
     chunks = (tuple(row[0].getHeight() for row in rows), tuple(b.getWidth() for b in rows[0]))
     wanted = [(0, dtype)]
     if plan.input_mask() is not None:
@@ -582,7 +791,7 @@ def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tupl
     out: list[Any] = [None, None, None]
     for index, plane_dtype in wanted:
         name = f"imr-plane{index}-{region_name}"
-        layer = {(name, i, j): (_plane_of, key, index) for key in keys for (_, i, j) in [key]}
+        layer = {(name, i, j): (_plane_of, key, position, index) for (i, j), (key, position) in where.items()}
         hlg = HighLevelGraph.from_collections(name, {**graph, **layer}, dependencies=())
         out[index] = da.Array(hlg, name, chunks=chunks, dtype=plane_dtype)
     return out[0], out[1], out[2]

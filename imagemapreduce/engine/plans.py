@@ -1,6 +1,7 @@
 """What to map: an exposure by an `ImageMapper`, or plain arrays by a function.
 
-A plan knows its inputs and builds the cell tasks; `graph` adds the region tasks and runs them.
+A plan knows its inputs and builds the cell tasks, a batch of neighbouring cells per task
+(`batches`); `graph` adds the region tasks and runs them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ from ..grid import CellGrid
 from ..image import Exposure
 from ..stitch import IMAGE_REDUCE_OPERATIONS
 from ..weights import Weighting
-from .cells import ArrayCellTask, CellTask, FailurePolicy, array_piece, exposure_piece, run_array_cell, run_cell
+from .batches import union_box
+from .cells import (
+    ArrayCellTask,
+    CellBatch,
+    CellTask,
+    FailurePolicy,
+    array_piece,
+    exposure_piece,
+    run_array_cell,
+    run_batch,
+    run_cell,
+)
 from .sources import CompanionSource, ExposureSource, PlaneSource, local_corners
 
 __all__ = ["ExposurePlan", "ArrayPlan", "cells_disjoint"]
@@ -39,6 +51,16 @@ def cells_disjoint(boxes: np.ndarray) -> bool:
     return len(np.unique(boxes[:, :2], axis=0)) == len(boxes)
 
 
+def _batch(runner: Any, template: Any, grid: CellGrid, members: np.ndarray) -> CellBatch:
+    """The batch of the grid's cells ``members`` (indices), with the union of their expanded boxes."""
+    expanded = grid.expanded[members]
+    return CellBatch(runner, template, members, grid.cells[members], expanded, union_box(expanded))
+
+
+def _box(corners: tuple[int, int, int, int]) -> Box2I:
+    return Box2I(Point2I(corners[0], corners[1]), Point2I(corners[2], corners[3]))
+
+
 def _cores_of(output: np.ndarray, cells: np.ndarray, origin: Point2I) -> list[np.ndarray]:
     """The view of ``output`` under each cell (``(n, 4)`` boxes, parent coordinates)."""
     return [output[y0 : y1 + 1, x0 : x1 + 1] for x0, y0, x1, y1 in local_corners(cells, origin)]
@@ -58,13 +80,20 @@ class ExposurePlan:
     weighting: Weighting | None = None
     policy: FailurePolicy = field(default_factory=FailurePolicy)
     companions: dict[str, Any] = field(default_factory=dict)
+    #: Cells per task: an int (at most that many neighbours), or "auto" (see `batches`).
+    cells_per_task: int | str = "auto"
     # Class attributes, not fields: how the stitcher reads this plan's results.
     extract = staticmethod(exposure_piece)
     with_variance = True
 
+    @property
+    def result_boxes(self) -> np.ndarray:
+        """Where each cell's result may lie: its expanded box (a mapper's result box is its own choice)."""
+        return self.grid.expanded
+
     @builds_graph
-    def cell_graph(self, name: str, direct_out: Any = None) -> dict[Any, Any]:
-        """One task per cell, each holding (or reading) its expanded box only.
+    def batch_graph(self, name: str, batches: list[np.ndarray], direct_out: Any = None) -> dict[Any, Any]:
+        """One task per batch of cells (rows of the grid), each holding (or reading) the batch's box only.
 
         ``direct_out`` is for plain arrays only (an exposure mapper's result box is its own choice).
         """
@@ -73,15 +102,14 @@ class ExposurePlan:
         graph = source.graph()
         for companion in companions:
             graph.update(companion.graph())
-        full_bbox = self.exposure.getBBox()
-        names = tuple(self.companions)
-        boxes0, boxes1 = self.grid.boxes0(), self.grid.boxes1()
-        for index, (box0, box1) in enumerate(zip(boxes0, boxes1)):
-            task = CellTask(
-                self.mapper, index, box0, box1, full_bbox, self.do_clone, self.return_sub_images,
-                self.operation, self.kwargs, self.policy, names,
-            )  # fmt: skip
-            graph[(name, index)] = (run_cell, task, source.cut(box1), *(c.cut(box1) for c in companions))
+        template = CellTask(
+            self.mapper, -1, None, None, self.exposure.getBBox(), self.do_clone, self.return_sub_images,
+            self.operation, self.kwargs, self.policy, tuple(self.companions),
+        )  # fmt: skip
+        for number, members in enumerate(batches):
+            batch = _batch(run_cell, template, self.grid, members)
+            box = _box(batch.box)
+            graph[(name, number)] = (run_batch, batch, source.cut(box), *(c.cut(box) for c in companions))
         return graph
 
     @property
@@ -118,12 +146,19 @@ class ArrayPlan:
     grid_indices: np.ndarray | None = None
     weighting: Weighting | None = None
     policy: FailurePolicy = field(default_factory=FailurePolicy)
+    #: Cells per task: an int (at most that many neighbours), or "auto" (see `batches`).
+    cells_per_task: int | str = "auto"
     extract = staticmethod(array_piece)
     with_variance = False
 
+    @property
+    def result_boxes(self) -> np.ndarray:
+        """Where each cell's result lies: its core (a function's answer is cut to it)."""
+        return self.grid.cells
+
     @builds_graph
-    def cell_graph(self, name: str, direct_out: np.ndarray | None = None) -> dict[Any, Any]:
-        """One task per cell, each holding (or reading) its expanded box of every array only.
+    def batch_graph(self, name: str, batches: list[np.ndarray], direct_out: np.ndarray | None = None) -> dict:
+        """One task per batch of cells (rows of the grid), each holding (or reading) its box of every array.
 
         With ``direct_out`` (the output array, on a shared-memory scheduler, for cells that tile
         the image: `writes_directly`), each cell writes its all-finite core straight into it.
@@ -133,18 +168,18 @@ class ArrayPlan:
         graph: dict[Any, Any] = {}
         for source in sources:
             graph.update(source.graph())
-        names = tuple(self.companions)
-        none = [None] * len(self.grid)
-        indices = self.grid_indices.tolist() if self.grid_indices is not None else none
-        cuts = zip(*(source.cell_cuts(self.grid.expanded) for source in sources))
-        outs = none if direct_out is None else _cores_of(direct_out, self.grid.cells, self.origin)
-        boxes = zip(self.grid.boxes0(), self.grid.boxes1(), indices, outs, cuts)
-        for index, (box0, box1, grid_index, out, cell_cuts) in enumerate(boxes):
-            task = ArrayCellTask(
-                self.func, index, box0, box1, self.operation, self.kwargs, self.geometry,
-                None if grid_index is None else tuple(grid_index), names, self.policy, out,
-            )  # fmt: skip
-            graph[(name, index)] = (run_array_cell, task, *cell_cuts)
+        template = ArrayCellTask(
+            self.func, -1, None, None, self.operation, self.kwargs, self.geometry, None, tuple(self.companions),
+            self.policy,
+        )  # fmt: skip
+        for number, members in enumerate(batches):
+            batch = _batch(run_array_cell, template, self.grid, members)
+            if self.grid_indices is not None:
+                batch.grid_indices = self.grid_indices[members]
+            if direct_out is not None:
+                batch.outs = _cores_of(direct_out, self.grid.cells[members], self.origin)
+            cuts = [source.cell_cuts(np.array([batch.box]))[0] for source in sources]
+            graph[(name, number)] = (run_batch, batch, *cuts)
         return graph
 
     def cores_disjoint(self) -> bool:

@@ -1,89 +1,114 @@
-"""A text progress bar for long runs, on the local schedulers and on a cluster."""
+"""A text progress bar for long runs, on the local schedulers and on a cluster.
+
+The engine reports ``(cells done, cells in all)`` as results come back; the bar draws that on
+one line, redrawn in place on a terminal, or as a new line every few seconds on anything else
+(a log file, a CI job), where ``\\r`` redraws would pile up.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from dask.callbacks import Callback
+__all__ = ["ProgressBar", "progress_bar", "ProgressCallback"]
 
-__all__ = ["ProgressBar", "progress_bar"]
+#: What the engine calls as cells finish: ``progress(cells_done, cells_total)``.
+ProgressCallback = Callable[[int, int], None]
+
+#: Seconds between lines when the stream is not a terminal.
+LINE_INTERVAL = 5.0
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except (OSError, ValueError):  # a closed stream
+        return False
 
 
 class ProgressBar:
-    """Draw ``[#####-----] done/total label  elapsed`` on one line of a stream."""
+    """Draw ``[#####-----] done/total label  elapsed`` on a stream.
 
-    def __init__(self, total: int, label: str, stream: IO[str] | None = None, width: int = 30):
+    On a terminal the line is redrawn in place (at most ten times a second); elsewhere a new line
+    is written at most every ``interval`` seconds (default `LINE_INTERVAL`), and at the end.
+    """
+
+    def __init__(self, total: int, label: str, stream: IO[str] | None = None, width: int = 30,
+                 interval: float | None = None, terminal: bool | None = None):  # fmt: skip
         self.total = max(int(total), 1)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
+        self.terminal = _is_terminal(self.stream) if terminal is None else terminal
+        self.interval = (0.1 if self.terminal else LINE_INTERVAL) if interval is None else interval
         self.done = 0
         self._start = time.perf_counter()
-        self._last = -1.0
+        self._last = -float("inf") if not self.terminal else -1.0
+        self._shown = -1
 
-    def update(self, done: int, force: bool = False) -> None:
-        """Show ``done`` items finished (redrawn at most ten times a second)."""
-        self.done = min(done, self.total)
+    def update(self, done: int, total: int | None = None, force: bool = False) -> None:
+        """Show ``done`` items finished (of ``total``, when the engine knows a new total)."""
+        if total is not None and total > 0:
+            self.total = int(total)
+        self.done = min(int(done), self.total)
         now = time.perf_counter()
-        if not force and now - self._last < 0.1 and self.done < self.total:
+        if not force and now - self._last < self.interval:
+            return
+        if not self.terminal and self.done == self._shown and not force:
             return
         self._last = now
+        self._shown = self.done
         filled = int(self.width * self.done / self.total)
         bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {self.label} {now - self._start:6.1f} s")
-        self.stream.flush()
+        text = f"[{bar}] {self.done}/{self.total} {self.label} {now - self._start:6.1f} s"
+        self._write(f"\r{text}" if self.terminal else f"{text}\n")
 
-    def close(self) -> None:
-        """Finish the line."""
-        self.update(self.done, force=True)
-        self.stream.write("\n")
-        self.stream.flush()
+    def close(self, finished: bool = True) -> None:
+        """Finish the line; a ``finished`` run shows every item done."""
+        if finished:
+            self.done = self.total
+        if self.terminal or self._shown != self.done:
+            self.update(self.done, force=True)
+        if self.terminal:
+            self._write("\n")
 
-
-class _CountTasks(Callback):
-    """Advance a bar each time a task whose key starts with ``prefix`` finishes (local schedulers)."""
-
-    def __init__(self, bar: ProgressBar, prefix: str):
-        super().__init__()
-        self.bar, self.prefix, self.count = bar, prefix, 0
-
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        name = key[0] if isinstance(key, tuple) else key
-        if isinstance(name, str) and name.startswith(self.prefix):
-            self.count += 1
-            self.bar.update(self.count)
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: progress is not worth failing for
+            pass
 
 
 @contextmanager
-def progress_bar(enabled: bool, total_cells: int, scheduler: Any, stream: IO[str] | None = None) -> Iterator[Any]:
-    """Show progress over the cells of a run while the block runs; yields a region callback or None.
+def progress_bar(enabled: bool | ProgressCallback, total_cells: int, scheduler: Any,
+                 stream: IO[str] | None = None) -> Iterator[ProgressCallback | None]:  # fmt: skip
+    """Show progress over the cells of a run while the block runs; yields the engine's callback.
 
-    On the local schedulers the bar counts finished cells; on a cluster it prints the dashboard
-    link and counts finished output regions (each region waits for the cells it needs).
+    ``enabled`` is True (draw a bar on ``stream``, default stderr), False (nothing) or a callable
+    ``progress(done, total)`` that is handed the engine's reports instead. On a cluster the bar
+    also prints the dashboard link. A run that finishes shows every cell done.
     """
+    if callable(enabled):
+        yield enabled
+        return
     if not enabled:
         yield None
         return
     stream = stream if stream is not None else sys.stderr
-    if scheduler.kind == "distributed":
+    if getattr(scheduler, "kind", None) == "distributed":
         link = getattr(scheduler.client, "dashboard_link", None)
         if link:
             stream.write(f"Dask dashboard: {link}\n")
-        holder: dict[str, ProgressBar] = {}
-
-        def on_region(done: int, total: int) -> None:
-            bar = holder.setdefault("bar", ProgressBar(total, "regions", stream))
-            bar.update(done)
-
-        yield on_region
-        if "bar" in holder:
-            holder["bar"].close()
-        return
     bar = ProgressBar(total_cells, "cells", stream)
-    with _CountTasks(bar, "imr-cell"):
-        yield None
+    bar.update(0, force=True)
+    try:
+        yield bar.update
+    except BaseException:
+        bar.close(finished=False)
+        raise
     bar.close()

@@ -15,13 +15,15 @@ Nothing here sets a scheduler globally.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -30,9 +32,14 @@ import dask.local
 import dask.multiprocessing
 import dask.threaded
 from dask.base import get_scheduler
+from dask.core import get_dependencies
+from dask.sizeof import sizeof
 from dask.system import CPU_COUNT
 
-__all__ = ["SchedulerChoice", "choose_scheduler", "SCHEDULER_NAMES"]
+__all__ = ["SchedulerChoice", "choose_scheduler", "SCHEDULER_NAMES", "TRAFFIC_KINDS"]
+
+#: What `SchedulerChoice.traffic` counts.
+TRAFFIC_KINDS = ("scattered", "gathered", "betweenWorkers")
 
 _ALIASES = {
     "sync": "synchronous",
@@ -57,30 +64,62 @@ class SchedulerChoice:
     num_workers: int | None = None
     client: Any = None
     owns_client: bool = False
+    #: Bytes moved on a cluster so far (see `traffic`): counted by `iterate` and `get`.
+    moved: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRAFFIC_KINDS, 0))
+
+    def traffic(self) -> dict[str, int]:
+        """Bytes this choice has moved, by kind, and their ``total``.
+
+        ``scattered``: pixels sent to the workers; ``gathered``: results brought back;
+        ``betweenWorkers``: cell results one worker fetched from another. Zero on the
+        schedulers that share this process's memory; on worker processes, the pickled graph
+        and results are not counted.
+        """
+        return {**self.moved, "total": sum(self.moved.values())}
 
     @property
     def shares_memory(self) -> bool:
         """Whether tasks run in this process and may write into the caller's arrays."""
         return self.kind in ("synchronous", "threads")
 
-    def get(self, graph: dict, keys: list) -> list:
-        """Compute ``keys`` of a graph and return their values in order."""
+    def worker_count(self) -> int:
+        """How many tasks can run at once: threads or processes here, or the cluster's worker threads."""
         if self.kind == "distributed":
-            values = dict(self._distributed(graph, keys))
+            return max(1, sum(self.client.nthreads().values()))
+        if self.kind == "synchronous":
+            return 1
+        return self.num_workers or dask.config.get("num_workers", None) or CPU_COUNT
+
+    def get(self, graph: dict, keys: list, neighbours: list | None = None) -> list:
+        """Compute ``keys`` of a graph and return their values in order.
+
+        ``neighbours``: task keys in an order where consecutive ones work on neighbouring
+        pixels (the cell batches). On a cluster, their in-memory pixels are sent to the
+        workers in contiguous runs of that order, one run per worker, so that each worker
+        holds one compact part of the image and few cell results must travel to the worker
+        that stitches them.
+        """
+        if self.kind == "distributed":
+            values = dict(self._distributed(graph, keys, neighbours))
             return [values[key] for key in keys]
         if self.kind == "processes" and dask.config.get("pool", None) is None:
             return _get_on_own_processes(graph, keys, self.num_workers)
         return self._local_get()(graph, keys, **self._local_kwargs())
 
-    def iterate(self, graph: dict, keys: list) -> Iterator[Any]:
-        """Yield the values of ``keys`` (in any order), releasing each as soon as it is consumed."""
+    def iterate(self, graph: dict, keys: list, neighbours: list | None = None) -> Iterator[Any]:
+        """Yield the values of ``keys`` (in any order), releasing each as soon as it is consumed.
+
+        ``neighbours`` as for `get`.
+        """
         if self.kind != "distributed":
             yield from self.get(graph, keys)
             return
-        for _, value in self._distributed(graph, keys):
+        for _, value in self._distributed(graph, keys, neighbours):
             yield value
 
-    def _distributed(self, graph: dict, keys: list, resubmits: int = 3) -> Iterator[tuple[Any, Any]]:
+    def _distributed(
+        self, graph: dict, keys: list, neighbours: list | None = None, resubmits: int = 3
+    ) -> Iterator[tuple[Any, Any]]:
         """Yield ``(key, value)`` as results arrive from the cluster.
 
         Dask reruns the tasks of a worker that dies, but pixels we scattered to that worker are
@@ -88,41 +127,67 @@ class SchedulerChoice:
         again with their pixels scattered afresh; every task is deterministic, so the answer is
         the same bits.
         """
-        from distributed import as_completed
-
         remaining = list(keys)
-        for attempt in range(resubmits + 1):
-            # A resubmission uses fresh key names: the scheduler still remembers the lost ones.
-            renamed, names = _renamed(graph, attempt), [_rename_key(key, attempt) for key in remaining]
-            futures = self.client.get(self._scatter_pixels(renamed), names, sync=False)
-            key_of = {future.key: key for future, key in zip(futures, remaining)}
-            lost = []
-            try:
-                for future in as_completed(futures, loop=self.client.loop):
-                    if future.status == "cancelled":
-                        lost.append(key_of[future.key])
-                        continue
-                    value = future.result()  # raises the task's own error
-                    future.release()
-                    yield key_of[future.key], value
-            except BaseException:
-                # A failed cell, Ctrl-C or a consumer that stopped early: the cluster (perhaps
-                # shared, and outliving this client) should not go on computing the rest.
-                self.client.cancel(futures)
-                raise
-            if not lost:
-                return
-            remaining = lost
+        before, gathered = self._worker_transfers(), self.moved["gathered"]
+        try:
+            for attempt in range(resubmits + 1):
+                lost = yield from self._submit(graph, remaining, attempt, neighbours)
+                if not lost:
+                    return
+                remaining = lost
+        finally:
+            # Dask counts what a worker sends to us with what it sends to its peers.
+            after = self._worker_transfers()
+            sent = sum(max(0, after.get(w, 0) - before.get(w, 0)) for w in after)
+            self.moved["betweenWorkers"] += max(0, sent - (self.moved["gathered"] - gathered))
         raise RuntimeError(
             f"{len(remaining)} tasks were lost with their workers {resubmits + 1} times; is the cluster stable?"
         )
 
-    def _scatter_pixels(self, graph: dict) -> dict:
+    def _submit(
+        self, graph: dict, remaining: list, attempt: int, neighbours: list | None
+    ) -> Iterator[tuple[Any, Any]]:
+        """Submit ``remaining`` once, yield ``(key, value)`` as they finish, return the keys lost."""
+        from distributed import as_completed
+
+        # A resubmission uses fresh key names: the scheduler still remembers the lost ones.
+        renamed, names = _renamed(graph, attempt), [_rename_key(key, attempt) for key in remaining]
+        runs = [_rename_key(key, attempt) for key in neighbours] if neighbours else []
+        placement = place_tasks(renamed, runs, names, sorted(self.client.nthreads()))
+        graph = _pinned(self._scatter_pixels(renamed, placement), placement)
+        futures = self.client.get(graph, names, sync=False)
+        key_of = {future.key: key for future, key in zip(futures, remaining)}
+        lost = []
+        try:
+            for future in as_completed(futures, loop=self.client.loop):
+                if future.status == "cancelled":
+                    lost.append(key_of[future.key])
+                    continue
+                value = future.result()  # raises the task's own error
+                future.release()
+                self.moved["gathered"] += sizeof(value)
+                yield key_of[future.key], value
+        except BaseException:
+            # A failed cell, Ctrl-C or a consumer that stopped early: the cluster (perhaps
+            # shared, and outliving this client) should not go on computing the rest.
+            self.client.cancel(futures)
+            raise
+        return lost
+
+    def _worker_transfers(self) -> dict[str, int]:
+        """Each worker's running total of bytes sent to other workers (Dask's own counter)."""
+        try:
+            return self.client.run(_outgoing_bytes)
+        except Exception:  # noqa: BLE001 - a worker leaving mid-call only blurs the count
+            return {}
+
+    def _scatter_pixels(self, graph: dict, placement: dict | None = None) -> dict:
         """Send the pixel arguments of every task straight to the workers, keeping them out of the graph.
 
         In-memory cells are views of their expanded boxes; shipping them inside the graph would make
         the graph as large as the image (and pass it through the scheduler). Scattered, each view
-        goes once from here to one worker, and the graph holds only references.
+        goes once from here to one worker, and the graph holds only references. A task in
+        ``placement`` (see `place_tasks`) gets its pixels on its worker.
         """
         literals: list[Any] = []
         where: list[tuple[Any, int]] = []
@@ -134,7 +199,15 @@ class SchedulerChoice:
                         where.append((key, position))
         if not literals:
             return graph
-        futures = self.client.scatter(literals, hash=False)
+        self.moved["scattered"] += sum(sizeof(literal) for literal in literals)
+        by_worker: dict[Any, list[int]] = {}
+        for number, (key, _) in enumerate(where):
+            by_worker.setdefault((placement or {}).get(key), []).append(number)
+        futures: list[Any] = [None] * len(literals)
+        for worker, numbers in by_worker.items():
+            sent = self.client.scatter([literals[k] for k in numbers], hash=False, workers=worker)
+            for k, future in zip(numbers, sent):
+                futures[k] = future
         graph = dict(graph)
         for (key, position), future in zip(where, futures):
             task = list(graph[key])
@@ -239,30 +312,94 @@ class SchedulerChoice:
 
 
 def _get_on_own_processes(graph: dict, keys: list, num_workers: int | None) -> list:
-    """``dask.multiprocessing.get`` on a process pool that is ended, not waited for, if the run stops early.
+    """``dask.multiprocessing.get`` on a kept pool of worker processes, ended if the run stops early.
 
-    Dask shuts its own pool down with ``wait=True``, so a run stopped by a failed cell or by
-    Ctrl-C would wait for every running cell, forever for a stuck mapper. Here an early stop
-    terminates the worker processes. They ignore SIGINT, so a Ctrl-C on the terminal (sent to
+    Starting worker processes costs seconds (each imports numpy, Dask and the mapper's module), so
+    one pool per worker count, context and initializer is kept for the life of this process and
+    reused by every run (`_shared_pool`). Dask shuts its own pool down with ``wait=True``, so a
+    run stopped by a failed cell or by Ctrl-C would wait for every running cell, forever for a
+    stuck mapper. Here an early stop terminates the worker processes and forgets the pool; the
+    next run starts a fresh one. The workers ignore SIGINT, so a Ctrl-C on the terminal (sent to
     every process of the group) interrupts this process only, which then ends them.
     """
     # As dask.multiprocessing.get makes its pool: a fixed hash seed inherited by the workers, its
     # context and initializer, plus ours.
     if os.environ.get("PYTHONHASHSEED") in (None, "0"):
         os.environ["PYTHONHASHSEED"] = "6640"
-    user_initializer = dask.config.get("multiprocessing.initializer", None)
-    pool = ProcessPoolExecutor(
-        num_workers or dask.config.get("num_workers", None) or CPU_COUNT,
-        mp_context=dask.multiprocessing.get_context(),
-        initializer=partial(_initialize_worker_process, user_initializer),
-    )
+    workers = num_workers or dask.config.get("num_workers", None) or CPU_COUNT
+    pool, key = _shared_pool(workers, dask.multiprocessing.get_context(),
+                             dask.config.get("multiprocessing.initializer", None))  # fmt: skip
     try:
         result = dask.multiprocessing.get(graph, keys, pool=pool)
     except BaseException:
+        # Running cells cannot be taken back from a pool, only ended with it; a broken pool
+        # (a worker died) is dropped the same way.
+        _drop_pool(key, pool)
         _terminate(pool)
         raise
-    pool.shutdown()
+    if key is None:  # an initializer that cannot be a key: this pool was for this run only
+        pool.shutdown()
     return result
+
+
+#: The kept worker pools of this process, by (workers, context, user initializer).
+_POOLS: dict[tuple[Any, ...], ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _shared_pool(workers: int, context: Any, user_initializer: Any) -> tuple[ProcessPoolExecutor, Any]:
+    """The kept pool for these settings and its key, made on first use or when the kept one is broken.
+
+    The key is ``None`` (and the pool new, for one run) when the user's initializer cannot be
+    hashed. The first pool made registers `_shutdown_pools` to run at interpreter exit.
+    """
+    key: tuple[Any, ...] | None = (workers, context, user_initializer)
+    try:
+        hash(key)
+    except TypeError:
+        key = None
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key) if key is not None else None
+        if pool is not None and getattr(pool, "_broken", False):  # a worker died while the pool was idle
+            _POOLS.pop(key, None)
+            _terminate(pool)
+            pool = None
+        if pool is None:
+            pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=partial(_initialize_worker_process, user_initializer)
+            )
+            if key is not None:
+                if not _POOLS:
+                    atexit.register(_shutdown_pools)
+                _POOLS[key] = pool
+    return pool, key
+
+
+def _drop_pool(key: Any, pool: ProcessPoolExecutor) -> None:
+    """Forget ``pool`` as the kept pool for ``key`` (if it still is), so the next run makes a new one."""
+    with _POOLS_LOCK:
+        if key is not None and _POOLS.get(key) is pool:
+            del _POOLS[key]
+
+
+def _shutdown_pools() -> None:
+    """Shut every kept pool down (at interpreter exit); their workers are idle, so this is quick."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _forget_pools_in_child() -> None:
+    """In a forked child the parent's pools are not ours to use or shut down: forget them."""
+    global _POOLS_LOCK
+    _POOLS_LOCK = threading.Lock()  # it may have been held by another thread of the parent at the fork
+    _POOLS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def _initialize_worker_process(user_initializer: Callable[[], None] | None) -> None:
@@ -392,6 +529,90 @@ def _connect(address: str, timeout: float) -> Any:
             f"cannot reach a Dask scheduler at {address!r} within {timeout:g} s ({exc}); "
             "start one (`dask scheduler`) or pass scheduler=None to run locally"
         ) from None
+
+
+def place_tasks(graph: dict, neighbours: list, outputs: list, workers: list[str]) -> dict[Any, str]:
+    """Which worker each cell batch and each output task should run on, for locality on a cluster.
+
+    ``neighbours`` (the batches, in an order where consecutive ones hold neighbouring cells) are
+    split into contiguous runs, one per worker, so that each worker works on one compact part
+    of the image; the tasks that read a batch's pixels (blocks of a lazy input) go with the
+    first batch that needs them. Each of ``outputs`` (the region tasks) goes to the worker that runs most of
+    the batches it reads (a pick of a few cells counts a quarter), so that few cell results
+    travel. Returns ``{key: worker address}``; empty with fewer than two workers.
+    """
+    if len(workers) < 2 or not neighbours:
+        return {}
+    placement = {key: workers[number * len(workers) // len(neighbours)] for number, key in enumerate(neighbours)}
+    _place_inputs(graph, neighbours, placement)
+    for key in outputs:
+        if key in placement or key not in graph:
+            continue
+        votes: dict[str, float] = {}
+        for dependency in get_dependencies(graph, key):
+            if dependency in placement:
+                votes[placement[dependency]] = votes.get(placement[dependency], 0.0) + 1.0
+                continue
+            for batch in get_dependencies(graph, dependency) if dependency in graph else ():
+                if batch in placement:  # a pick next to its batch
+                    votes[placement[batch]] = votes.get(placement[batch], 0.0) + 0.25
+        if votes:
+            placement[key] = max(sorted(votes), key=votes.__getitem__)
+    _place_picks(graph, neighbours, placement)
+    return placement
+
+
+def _place_inputs(graph: dict, batches: list, placement: dict[Any, str]) -> None:
+    """Place the tasks the batches read from (recursively) where most of the batches that need them run."""
+    votes: dict[Any, dict[str, int]] = {}
+    for batch in batches:
+        worker, stack, seen = placement[batch], [batch], set()
+        while stack:
+            for dependency in get_dependencies(graph, stack.pop()):
+                if dependency in graph and dependency not in seen and dependency not in placement:
+                    seen.add(dependency)
+                    tally = votes.setdefault(dependency, {})
+                    tally[worker] = tally.get(worker, 0) + 1
+                    stack.append(dependency)
+    for key, tally in votes.items():
+        placement[key] = max(sorted(tally), key=tally.__getitem__)
+
+
+def _place_picks(graph: dict, batches: list, placement: dict[Any, str]) -> None:
+    """Place each remaining task that reads a batch (a pick of its cells) next to that batch."""
+    placed = set(batches)
+    for key in graph:
+        if key not in placement:
+            for dependency in get_dependencies(graph, key):
+                if dependency in placed:
+                    placement[key] = placement[dependency]
+                    break
+
+
+def _pinned(graph: dict, placement: dict[Any, str]) -> Any:
+    """The graph with each placed task annotated with its worker (loosely: another may take over if it dies)."""
+    if not placement:
+        return graph
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    by_worker: dict[str, dict] = {}
+    rest = {}
+    for key, task in graph.items():
+        worker = placement.get(key)
+        if worker is None:
+            rest[key] = task
+        else:
+            by_worker.setdefault(worker, {})[key] = task
+    layers = {"imr-unplaced": MaterializedLayer(rest)}
+    for number, (worker, tasks) in enumerate(sorted(by_worker.items())):
+        annotations = {"workers": [worker], "allow_other_workers": True}
+        layers[f"imr-placed-{number}"] = MaterializedLayer(tasks, annotations=annotations)
+    return HighLevelGraph(layers, {name: set() for name in layers})
+
+
+def _outgoing_bytes(dask_worker: Any) -> int:
+    """Run on a worker: the bytes it has sent to other workers since it started."""
+    return int(getattr(dask_worker, "transfer_outgoing_bytes_total", 0))
 
 
 def choose_scheduler(scheduler: Any = None, num_workers: int | None = None, timeout: float = 10.0) -> SchedulerChoice:

@@ -21,9 +21,10 @@ class Exposure:
     ----------
     *args
         ``(width, height)``, ``(Extent2I)`` or ``(Box2I)`` for new zero planes; ``(MaskedImage)``
-        to wrap one (no copy); or ``(Exposure, Box2I)`` for a view of the pixels in the box, in the
-        parent's pixel coordinates, sharing pixels, PSF and WCS. ``Exposure.Factory(exposure,
-        bbox)`` and ``exposure[bbox]`` make the same view.
+        to wrap one (no copy); ``(Exposure, Box2I)`` for a view of the pixels in the box, in the
+        parent's pixel coordinates, sharing pixels, PSF and WCS (``Exposure.Factory(exposure,
+        bbox)`` and ``exposure[bbox]`` make the same view); or ``(array)``, a 2-d numpy or dask
+        image (rows = y), with ``mask=`` and ``variance=`` as below.
     psf : PSF, optional
         The point-spread function (`GaussianPsf`, `CoaddPsf`, ...).
     wcs : object, optional
@@ -31,7 +32,20 @@ class Exposure:
     dtype : numpy dtype, optional
         Pixel type of new image and variance planes (the class's: float32 for `ExposureF`).
     deep : `bool`
-        Copy the pixels of a view or of the given MaskedImage.
+        Copy the pixels of a view, of the given MaskedImage or of the given arrays.
+    mask : array or `Mask`, optional
+        With an image array: integer bit planes of its shape (default zero), as int32; a `Mask` is
+        used as it is.
+    variance : array or number, optional
+        With an image array: the variance, an array of its shape or a constant (default zero).
+    metadata : `dict`, optional
+        Header cards (see `getMetadata`).
+
+    Notes
+    -----
+    From an array, `ExposureF` and `ExposureD` hold float32 and float64 pixels (converted if
+    needed); `Exposure` keeps a float array's type and makes other arrays float32. An array that
+    already has the pixel type is wrapped without a copy, as ``numpy.asarray`` does, unless ``deep``.
 
     Examples
     --------
@@ -40,6 +54,10 @@ class Exposure:
     >>> sub = exp[Box2I(Point2I(10, 20), Extent2I(30, 40))]
     >>> sub.getXY0(), sub.image.array.shape
     (Point2I(10, 20), (40, 30))
+    >>> import numpy as np
+    >>> exp = ExposureF(np.ones((3, 4)), variance=0.5)
+    >>> exp.dtype, exp.getDimensions(), float(exp.variance.array[0, 0])
+    (dtype('float32'), Extent2I(4, 3), 0.5)
     """
 
     _default_dtype = np.dtype(np.float32)
@@ -53,7 +71,19 @@ class Exposure:
         dtype: Any = None,
         deep: bool = False,
         metadata: dict[str, Any] | None = None,
+        mask: Any = None,
+        variance: Any = None,
     ):
+        if len(args) == 1 and _is_array(args[0]):
+            self._psf, self._wcs = psf, wcs
+            self._metadata = {} if metadata is None else metadata
+            self.maskedImage = self._planes_from_arrays(args[0], mask, variance, xy0, dtype, deep)
+            return
+        if mask is not None or variance is not None:
+            raise TypeError(
+                f"{type(self).__name__}(): mask= and variance= go with an image array, as in "
+                f"{type(self).__name__}(image_array, mask=..., variance=...)"
+            )
         dtype = np.dtype(self._default_dtype if dtype is None else dtype)
         if len(args) == 2 and isinstance(args[0], Exposure) and isinstance(args[1], Box2I):
             parent, bbox = args
@@ -76,6 +106,52 @@ class Exposure:
             f"{type(self).__name__}() takes (width, height), (Extent2I), (Box2I), (MaskedImage) or "
             f"(Exposure, Box2I); got {tuple(type(a).__name__ for a in args)}"
         )
+
+    @classmethod
+    def _pixel_dtype(cls, array: Any, dtype: Any) -> np.dtype:
+        if dtype is not None:
+            return np.dtype(dtype)
+        if cls is Exposure and np.dtype(array.dtype).kind == "f":
+            return np.dtype(array.dtype)
+        return cls._default_dtype
+
+    def _planes_from_arrays(
+        self, image: Any, mask: Any, variance: Any, xy0: Point2I | None, dtype: Any, deep: bool
+    ) -> MaskedImage:
+        """The planes of ``Exposure(array, mask=..., variance=...)``."""
+        origin = Point2I(0, 0) if xy0 is None else Point2I(xy0)
+        if image.ndim != 2:
+            raise ValueError(f"the image array must be 2-d (rows = y, columns = x), got shape {tuple(image.shape)}")
+        shape = tuple(image.shape)
+        dtype = self._pixel_dtype(image, dtype)
+        if np.dtype(image.dtype).kind not in "fiub":
+            raise TypeError(f"the image array must hold real numbers, not {image.dtype}")
+        pixels = _converted(image, dtype, deep)
+        if mask is None:
+            plane = Mask(np.zeros(shape, np.int32), xy0=origin)
+        elif isinstance(mask, Mask):
+            plane = mask.clone() if deep else mask
+        elif _is_array(mask):
+            if tuple(mask.shape) != shape or np.dtype(mask.dtype).kind not in "iub":
+                raise ValueError(
+                    f"mask= must be an integer array of the image's shape {shape}, got {mask.dtype} {tuple(mask.shape)}"
+                )
+            plane = Mask(_converted(mask, np.dtype(np.int32), deep), xy0=origin)
+        else:
+            raise TypeError(f"mask= must be an integer array or a Mask, not {type(mask).__name__}")
+        if variance is None:
+            var = np.zeros(shape, dtype)
+        elif isinstance(variance, (int, float, np.number)) and not isinstance(variance, bool):
+            var = np.full(shape, variance, dtype)
+        elif _is_array(variance):
+            if tuple(variance.shape) != shape:
+                raise ValueError(f"variance= must have the image's shape {shape}, got {tuple(variance.shape)}")
+            var = _converted(variance, dtype, deep)
+        else:
+            raise TypeError(
+                f"variance= must be an array of the image's shape or a number, not {type(variance).__name__}"
+            )
+        return MaskedImage(Image(pixels, xy0=origin), plane, Image(var, xy0=origin))
 
     @classmethod
     def from_arrays(
@@ -239,6 +315,19 @@ class Exposure:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bbox={self.getBBox()}, dtype={self.dtype}, psf={self._psf!r})"
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray) or (
+        hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "ndim") and not isinstance(value, Image)
+    )
+
+
+def _converted(array: Any, dtype: np.dtype, deep: bool) -> Any:
+    """``array`` as ``dtype``: the same array when it already is (unless ``deep``), else a converted copy."""
+    if isinstance(array, np.ndarray) or not hasattr(array, "astype"):
+        return np.array(array, dtype=dtype, copy=True) if deep else np.asarray(array, dtype=dtype)
+    return array if array.dtype == dtype and not deep else array.astype(dtype)  # a dask array stays lazy
 
 
 class ExposureF(Exposure):

@@ -2,7 +2,9 @@
 
 Zarr stores (`imagemapreduce.io.zarr_store`) are read lazily and record checksums; a map-reduce's
 zarr output (`imagemapreduce.io.zarr_regions`) is written region by region and verified by
-`verify_zarr_store`.
+`verify_zarr_store`. Stores may live at fsspec URLs (``s3://``, ``gs://``, ``memory://``,
+``file://``; `imagemapreduce.io.locations`), and a FITS file may be read from one
+(`read_exposure_url`).
 """
 
 from .fits import (
@@ -13,6 +15,7 @@ from .fits import (
     write_exposure,
     write_masked_image,
 )
+from .locations import read_exposure_url
 from .zarr_regions import StoreBusyError, StoreOwnershipError, StoreVerification, verify_zarr_store
 from .zarr_store import IncompleteStoreError, ZarrFormatError, open_zarr_exposure, write_zarr_exposure
 
@@ -25,6 +28,7 @@ __all__ = [
     "open_zarr_exposure",
     "verify_zarr_store",
     "write_zarr_exposure",
+    "read_exposure_url",
     "FitsFormatError",
     "FitsLayoutWarning",
     "read_exposure",

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ._archive import read_psf
+from ._archive import ARCHIVE_METADATA_KEY, read_archive
+from ._archive_psf import read_archive_psf
 from ._errors import FitsFormatError, FitsLayoutWarning
 from ._layout import ROLES, reserved_keys
 from ._pixels import PixelSpec, PlaneSource
@@ -118,17 +119,45 @@ def _tag(hdu: Any) -> str | None:
     return None
 
 
+def _describe_hdus(hdul: fits.HDUList) -> str:
+    described = []
+    for i, h in enumerate(hdul):
+        name = str(h.header.get("EXTNAME", "PRIMARY" if i == 0 else "")).strip()
+        what = "x".join(str(n) for n in reversed(h.shape)) + " image" if _has_pixels(h) else "no pixels"
+        if isinstance(h, (fits.BinTableHDU, fits.TableHDU)):
+            what = "table"
+        described.append(f"{i} {name!r} ({what})" if name else f"{i} ({what})")
+    return ", ".join(described)
+
+
+def _requested_hdu(hdul: fits.HDUList, path: str, hdu: Any) -> int:
+    """Return the index of ``hdu=`` (an index or an EXTNAME), or raise naming the parameter and the HDUs."""
+    if isinstance(hdu, bool) or not isinstance(hdu, (int, np.integer, str)):
+        raise TypeError(f"hdu= must be an HDU index (int) or an EXTNAME (str), not {type(hdu).__name__} {hdu!r}")
+    try:
+        index = hdul.index_of(hdu if isinstance(hdu, str) else int(hdu))
+        hdul[index]
+    except (KeyError, IndexError):
+        raise FitsFormatError(
+            f"hdu={hdu!r}: no such HDU; the file has {len(hdul)}: {_describe_hdus(hdul)}", path
+        ) from None
+    if not _has_pixels(hdul[index]):
+        raise FitsFormatError(
+            f"hdu={hdu!r} holds no image pixels; the file's HDUs are {_describe_hdus(hdul)}", path, index
+        )
+    return index
+
+
+def _foreign_name(hdu: Any) -> str:
+    """The EXTNAME of an HDU named neither for a plane role nor PRIMARY ('' if none)."""
+    name = str(hdu.header.get("EXTNAME", "")).strip()
+    return "" if name.upper() in (*ROLES, "PRIMARY", "") else name
+
+
 def _select_planes(hdul: fits.HDUList, path: str, hdu: int | str | None) -> dict[str, int]:
     """Return {role: HDU index}: by EXTTYPE, else EXTNAME, else position; only IMAGE for a plain file."""
     if hdu is not None:
-        try:
-            index = hdul.index_of(hdu)
-            hdul[index]
-        except (KeyError, IndexError):
-            raise FitsFormatError(f"no HDU {hdu!r} (the file has {len(hdul)} HDUs)", path) from None
-        if not _has_pixels(hdul[index]):
-            raise FitsFormatError("the requested HDU holds no image pixels", path, index)
-        return {"IMAGE": index}
+        return {"IMAGE": _requested_hdu(hdul, path, hdu)}
     roles: dict[str, int] = {}
     for i, h in enumerate(hdul):
         role = _tag(h)
@@ -145,7 +174,16 @@ def _select_planes(hdul: fits.HDUList, path: str, hdu: int | str | None) -> dict
             raise FitsFormatError(f"two HDUs ({roles[role]} and {i}) claim to be the {role} plane", path, i)
         roles[role] = i
     with_pixels = [i for i, h in enumerate(hdul) if _has_pixels(h)]
-    untagged = [i for i in with_pixels if _tag(hdul[i]) is None]
+    # Old afw files have no EXTNAME; an untagged HDU named otherwise (SCI, ERR, DQ...) is another layout.
+    untagged = [i for i in with_pixels if _tag(hdul[i]) is None and not _foreign_name(hdul[i])]
+    foreign = [_foreign_name(hdul[i]) for i in with_pixels if _foreign_name(hdul[i])]
+    if foreign and not roles and len(with_pixels) > 1:
+        raise FitsFormatError(
+            f"not in the LSST layout: the image HDUs are named {', '.join(map(repr, foreign))}, not IMAGE, MASK "
+            f"and VARIANCE; pass hdu=N (an index) or hdu='{foreign[0]}' (an EXTNAME) to read one image HDU "
+            f"(HDUs: {_describe_hdus(hdul)})",
+            path,
+        )
     if len(with_pixels) == 3:  # the classic layout: fill untagged planes by position
         for role, i in zip(ROLES, with_pixels, strict=True):
             if role not in roles and i in untagged:
@@ -366,7 +404,10 @@ def read_fits(
             where = f"{path}, HDU {roles['IMAGE']}"
             contents.metadata = _metadata(hdul, roles["IMAGE"])
             contents.wcs = wcs_from_header(hdul[roles["IMAGE"]].header, xy0, where)
-            contents.psf = read_psf(hdul, path)
+            archive = read_archive(hdul, path, read_archive_psf)
+            if archive is not None:
+                contents.psf = archive.psf
+                contents.metadata[ARCHIVE_METADATA_KEY] = archive
         return contents
     finally:
         hdul.close()

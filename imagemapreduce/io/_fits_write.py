@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ._archive import archive_hdus
+from ._archive import ARCHIVE_METADATA_KEY, AfwArchive
+from ._archive_psf import build_archive
 from ._layout import ROLES, make_card, reserved_keys, xy0_cards
 from ._wcs import is_sky_wcs_key, wcs_header
 
@@ -58,7 +59,7 @@ def _mask_pixels(array: Any) -> np.ndarray:
 
 def _metadata_cards(metadata: dict[str, Any], skip: set[str], where: str) -> list[fits.Card]:
     cards = []
-    reserved = reserved_keys(metadata) | skip
+    reserved = reserved_keys(metadata) | skip | {ARCHIVE_METADATA_KEY}
     for key, value in metadata.items():
         if key in reserved or not isinstance(key, str):
             continue
@@ -87,13 +88,14 @@ def _plane_header(
     return header
 
 
-def _atomic_write(hdul: fits.HDUList, path: str, overwrite: bool) -> None:
+def _atomic_write(hdul: fits.HDUList, path: str, overwrite: bool, tail: bytes = b"") -> None:
     directory, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
     try:
         with os.fdopen(fd, "wb") as stream:
             hdul.writeto(stream, output_verify="exception")
+            stream.write(tail)  # HDUs already in their stored form (the archive's catalogs)
             stream.flush()
             os.fsync(stream.fileno())
         if overwrite:
@@ -134,7 +136,11 @@ def write_fits(
     psf: Any = None,
     wcs: Any = None,
 ) -> None:
-    """Write the planes (and for an exposure: LTV, WCS, metadata and PSF archive) to ``path``."""
+    """Write the planes (and for an exposure: LTV, WCS, metadata and the archive) to ``path``.
+
+    An exposure's archive holds ``psf`` and the objects of the `AfwArchive` that ``metadata`` carries
+    under `ARCHIVE_METADATA_KEY` (see `build_archive`).
+    """
     path = os.fspath(path)
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(_exists_message(path))
@@ -161,8 +167,19 @@ def write_fits(
     primary = fits.PrimaryHDU()
     primary.header.extend(_metadata_cards(metadata, skip, where))
     archive: list[fits.BinTableHDU] = []
+    tail = b""
     if exposure:
-        archive, psf_cards = archive_hdus(psf, where)
+        carried = metadata.get(ARCHIVE_METADATA_KEY)
+        if carried is not None and not isinstance(carried, AfwArchive):
+            _log.warning(
+                "%s: metadata[%r] is a %s, not an archive read from a file; it is ignored",
+                where,
+                ARCHIVE_METADATA_KEY,
+                type(carried).__name__,
+            )
+            carried = None
+        index, tail, psf_cards = build_archive(psf, carried, where)
+        archive = [index]
         primary.header.append(make_card("EXPINFO_V", EXPINFO_VERSION))
         primary.header.append(
             make_card("AR_HDU", 5, "HDU (1-indexed) containing the archive used to store ancillary objects")
@@ -178,4 +195,4 @@ def write_fits(
             plane_dict if role == "MASK" else None,
         )
         planes.append(fits.ImageHDU(data=pixels, header=header))
-    _atomic_write(fits.HDUList([primary, *planes, *archive]), path, overwrite)
+    _atomic_write(fits.HDUList([primary, *planes, *archive]), path, overwrite, tail)

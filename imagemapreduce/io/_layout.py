@@ -54,7 +54,7 @@ def reserved_keys(header_keys: Any) -> set[str]:
 
     They are dropped from an exposure's metadata on read and never copied from it on write: structural
     cards, EXTTYPE/EXTNAME/INHERIT, LTV, the "A" WCS, MP_ cards, and archive ids (``AR_HDU``,
-    ``ARCHIVE_ID_<X>`` and ``<X>_ID``), which would point into an archive that is not rewritten.
+    ``ARCHIVE_ID_<X>`` and ``<X>_ID``), which the writer regenerates from the archive it writes.
     """
     keys = {str(k) for k in header_keys}
     reserved = {k for k in keys if k.upper() in _STRUCTURAL or k.upper() in ARCHIVE_ID_KEYS}

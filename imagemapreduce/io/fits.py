@@ -1,7 +1,8 @@
 """FITS files in the layout the LSST stack (``lsst.afw``) writes, with astropy.
 
 An Exposure or MaskedImage file is an empty primary HDU followed by IMAGE, MASK and VARIANCE image
-extensions (and, for an Exposure, the archive tables that hold its PSF). Each plane carries:
+extensions (and, for an Exposure, the archive tables that hold its PSF, WCS, calibration...). Each
+plane carries:
 
 - ``EXTTYPE`` and ``EXTNAME`` (the plane's role) and ``INHERIT = T`` (merge the primary header);
 - the pixel origin xy0 as the trivial linear WCS "A": ``CRVAL1A = x0``, ``CRVAL2A = y0``,
@@ -14,13 +15,29 @@ position (the oldest files put the image in the primary HDU); masks are read as 
 or uint16 stored with ``BZERO = 32768``; ``BLANK`` is ignored) and returned as int32; xy0 comes from
 the "A" WCS when both ``CRPIXnA`` are 1 (as afw), else from ``LTV1/LTV2``, else is ``(0, 0)``. Planes
 that disagree on xy0 follow the IMAGE plane, with a `FitsLayoutWarning`. A plain FITS image (a single
-image HDU) opens too, with a zero mask and the variance chosen by ``variance=``.
+image HDU) opens too, with a zero mask and the variance chosen by ``variance=``; in a file of
+another layout (``SCI``/``ERR``/``DQ`` extensions, say) ``hdu=`` picks the image HDU to read.
 
 Exposure extras:
 
-- PSF: a `GaussianPsf` or `DoubleGaussianPsf` is read from, and written to, afw's archive tables
-  (``ARCHIVE_INDEX`` + ``ARCHIVE_DATA``, found through the primary's ``AR_HDU`` and ``PSF_ID`` /
-  ``ARCHIVE_ID_PSF``). Other PSF types are skipped with a logged warning.
+- Archive: afw persists an exposure's objects (PSF, SkyWcs, PhotoCalib, Detector, FilterLabel,
+  transmission curves, ValidPolygon, CoaddInputs, ...) in binary tables: ``ARCHIVE_INDEX`` and the
+  ``ARCHIVE_DATA`` catalogs it points to, found through the primary's ``AR_HDU``, with each
+  component's id in ``ARCHIVE_ID_<COMPONENT>`` / ``<COMPONENT>_ID``. Reading checks the index
+  against the tables (columns, catalog numbers, row ranges, primary ids; `FitsFormatError` if they
+  do not hold together; nothing is unpickled or imported) and keeps the archive, as read, in
+  ``exposure.getMetadata()["afw.archive"]``. Metadata travels with copies, views and a Task's
+  output, so writing any of them copies every object byte for byte, with its archive id and
+  primary cards (the catalogs are renumbered when some are left out; ids are kept, since objects
+  refer to each other by id from columns only their own class understands). Pop that key to write
+  without it. A copy pickled to another process (a cell on a worker) leaves the tables behind.
+- PSF: a `GaussianPsf`, `DoubleGaussianPsf`, `CoaddPsf` or `WindowedCoaddPsf` (of Gaussian or
+  double Gaussian components) is read from, and written to, the archive, ``CoaddPsf`` in
+  ``lsst.meas.algorithms``' layout (see `imagemapreduce.io._archive_psf`). While the exposure's PSF
+  is the one read, its tables are copied as they are; once it changes (a Task run sets a
+  `CoaddPsf`), the new PSF is written under a new id and the components that describe the old PSF
+  (``AP_CORR_MAP``, ``SUMMARY_STATS``) are left out. Other PSF types are skipped with a logged
+  warning (an unreadable PSF in a file read is still carried while the exposure has no other).
 - Metadata: ``exposure.getMetadata()`` gets the primary header merged with the IMAGE HDU's cards (the
   plane's win), as a dict of keyword to value, less the cards that describe the layout (structural
   cards, EXTTYPE/EXTNAME/INHERIT, LTV, the "A" WCS, ``MP_`` cards and archive ids). On write the
@@ -121,7 +138,9 @@ def read_exposure(
         a number a constant, an array of the image's shape that array, and ``"image"`` the image
         values themselves (a Poisson-like variance for images in electrons). Ignored otherwise.
     hdu : `int` or `str`, optional
-        Read only this HDU (index or EXTNAME) as a plain image, whatever else the file holds.
+        Read only this HDU (0-based index, or EXTNAME in any case) as a plain image, whatever else
+        the file holds: for files not in the LSST layout (``hdu="SCI"``). The mask is zero and the
+        variance follows ``variance=``; metadata are the primary's and this HDU's cards.
 
     Returns
     -------
@@ -135,6 +154,8 @@ def read_exposure(
         or bad mask plane cards; the message names the file and the HDU.
     FileNotFoundError
         If there is no such file.
+    TypeError
+        If ``hdu`` is neither an int nor a str.
     """
     path = os.fspath(path)
     contents = read_fits(

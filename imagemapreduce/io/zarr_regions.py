@@ -11,20 +11,24 @@ Besides the planes (see `imagemapreduce.io.zarr_store`), an output store holds:
 * attributes ``fingerprint`` (the job's identity, part by part, see `imagemapreduce.run_identity`),
   ``regionSize`` and ``owner`` (the token of the run writing it now).
 
-A store has one writer at a time. The writing process holds an exclusive ``flock`` on the
-store's lock file for the whole run (released by the kernel if the process dies), so a second
-run, or an ``overwrite`` of a store being written, is refused at once. Every region write also
-checks that the store's ``owner`` is still its own run, so a writer that lost the store (on a
-file system without locks) stops instead of mixing its pixels with another job's.
+A store has one writer at a time (`imagemapreduce.io.zarr_lock`). On a local disk the writing
+process holds an exclusive ``flock`` on the store's lock file for the whole run (released by the
+kernel if the process dies); on object storage it holds a lease object, created exclusively
+(a conditional put on S3) and renewed while it runs. A second run, or an ``overwrite`` of a
+store being written, is refused at once. Every region write also checks that the store's
+``owner`` is still its own run, so a writer that lost the store (on a file system without
+exclusive create, or after its lease expired) stops instead of mixing its pixels with another
+job's.
+
+Region writes align with the store's chunks: each region is written by its own task, so the
+unit written (the chunk, or with zarr v3 sharding the shard) must divide the region size, and
+no two regions ever write the same chunk or shard object (`check_write_unit`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +38,9 @@ import numpy as np
 
 from ..geom import Box2I, Point2I
 from ..psf._persist import PsfFormatError, is_persistable, psf_from_dict, psf_to_dict
-from .zarr_store import PLANES, ZarrFormatError, create_group, decode_psf, encode_psf, is_zarr_group, store_chunks
+from .locations import StoreLocation
+from .zarr_lock import LOCK_NAME, LeaseLock, StoreBusyError, StoreLock, lock_for, probe_lock
+from .zarr_store import PLANES, ZarrFormatError, check_write_unit, create_group, decode_psf, encode_psf, store_chunks
 
 __all__ = [
     "ZarrRegionWriter",
@@ -45,59 +51,11 @@ __all__ = [
     "LOCK_NAME",
 ]
 
-#: The lock file inside a store being written.
-LOCK_NAME = ".imagemapreduce-writer.lock"
 _RECORD_VERSION = 1
-
-
-class StoreBusyError(OSError):
-    """Another run is writing the store; wait for it (or stop it), then resume."""
 
 
 class StoreOwnershipError(OSError):
     """The store was taken over by another run while this one was writing it."""
-
-
-# -- the lock -------------------------------------------------------------------------------------
-class StoreLock:
-    """An exclusive, non-blocking ``flock`` on a store's lock file, held while a run writes it."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise `StoreBusyError` naming the run that holds it."""
-        import fcntl
-
-        lock = self.path / LOCK_NAME
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another run"
-            os.close(fd)
-            raise StoreBusyError(
-                f"{self.path} is being written by {holder}; wait for that run to finish (or stop it), "
-                "then resume with resume=True (CLI: --resume)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        """Let go of the lock (the file stays; an unlocked file means nobody is writing)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _probe_lock(path: Path) -> None:
-    """Raise `StoreBusyError` if a run holds the lock of the store at ``path`` (taking nothing)."""
-    if (path / LOCK_NAME).exists():
-        lock = StoreLock(path)
-        lock.acquire()
-        lock.release()
 
 
 # -- records --------------------------------------------------------------------------------------
@@ -193,23 +151,49 @@ class ZarrRegionWriter:
     """Where a map-reduce writes its output, one region at a time, recording each region.
 
     Regions are the stitcher's (``region_size`` squares from the bbox's begin), and the planes are
-    chunked on the same grid, so every region writes whole chunks of its own: tasks on different
-    workers never write the same chunk. Picklable: workers reopen the store by path and carry the
-    run's ownership token, checked before every write.
+    chunked on the same grid (or on chunks, and shards, that divide it), so every region writes
+    whole chunks of its own: tasks on different workers never write the same chunk. Picklable and
+    small: a worker reopens the store from its URL and storage options (no open handle travels)
+    and carries the run's ownership token, checked before every write.
+
+    Parameters
+    ----------
+    where : `str`, path-like or `StoreLocation`
+        The store: a local path or an fsspec URL.
+    bbox : `Box2I`
+        The output's box.
+    region_size : `int`
+        The side of the output regions, each written by one task.
+    with_planes : `tuple` [`str`]
+        The planes stored.
+    storage_options : `dict`, optional
+        For a URL: the fsspec file system's options.
+    chunks, shards : `int` or (`int`, `int`), optional
+        The planes' zarr chunks (default: one per region) and shards (default: none); the unit
+        written must divide ``region_size``.
     """
 
-    def __init__(self, path: str | Path, bbox: Box2I, region_size: int, with_planes: tuple[str, ...] = PLANES):
-        self.path = Path(path)
+    def __init__(
+        self, where: Any, bbox: Box2I, region_size: int, with_planes: tuple[str, ...] = PLANES, *,
+        storage_options: dict[str, Any] | None = None, chunks: Any = None, shards: Any = None,
+    ):  # fmt: skip
         self.bbox = Box2I(bbox)
         self.region_size = int(region_size)
+        self.chunks, self.shards = check_write_unit(chunks or self.region_size, shards, self.region_size)
+        self.location = StoreLocation(where, storage_options)
         self.with_planes = tuple(with_planes)
         self.token = uuid.uuid4().hex
         self._group = None
-        self._lock: StoreLock | None = None
+        self._lock: StoreLock | LeaseLock | None = None
+
+    @property
+    def path(self) -> str:
+        """The store's path or URL, for messages."""
+        return self.location.url
 
     # -- owning ------------------------------------------------------------------------------------
     def _take_lock(self) -> None:
-        lock = StoreLock(self.path)
+        lock = lock_for(self.location)
         lock.acquire()
         self._lock = lock
 
@@ -220,9 +204,7 @@ class ZarrRegionWriter:
             self._lock = None
 
     def _claim(self) -> None:
-        import zarr
-
-        zarr.open_group(str(self.path), mode="r+").attrs["owner"] = self.token
+        self.location.open_group("r+").attrs["owner"] = self.token
 
     # -- creating and checking -----------------------------------------------------------------------
     def create(self, dtype: Any, planes: dict[str, int], fingerprint: Any, overwrite: bool) -> None:
@@ -231,15 +213,18 @@ class ZarrRegionWriter:
         A store being written by another run is never replaced; a path that is not a zarr store
         is never deleted.
         """
-        if overwrite and self.path.is_dir() and is_zarr_group(self.path):
-            _probe_lock(self.path)
-        group = create_group(self.path, overwrite)
+        if overwrite and self.location.is_group():
+            probe_lock(self.location)
+        group = create_group(self.location, overwrite)
         self._take_lock()
         shape = (self.bbox.getHeight(), self.bbox.getWidth())
-        chunks = store_chunks(shape, self.region_size)
+        chunks = store_chunks(shape, self.chunks)
+        shards = None if self.shards is None else store_chunks(shape, self.shards)
+        if shards is not None and any(s % c for s, c in zip(shards, chunks)):
+            chunks = shards  # an image smaller than the shards: one chunk per shard
         for name in self.with_planes:
             plane_dtype = np.int32 if name == "mask" else dtype
-            group.create_array(name, shape=shape, chunks=chunks, dtype=plane_dtype)
+            group.create_array(name, shape=shape, chunks=chunks, shards=shards, dtype=plane_dtype)
         grid = self.region_grid()
         group.create_array("regions_done", shape=grid, chunks=(1, 1), dtype=np.uint8, fill_value=0)
         group.create_array("region_records", shape=grid, chunks=(1, 1), dtype=str)
@@ -257,16 +242,14 @@ class ZarrRegionWriter:
 
     def check_resumable(self, dtype: Any, fingerprint: dict[str, str]) -> None:
         """Take an existing store and check that it belongs to this very job, naming what differs."""
-        import zarr
-
         from ..run_identity import fingerprint_differences
 
-        if not self.path.exists():
+        if not self.location.exists():
             raise FileNotFoundError(f"cannot resume: no store at {self.path}; run without resume=True")
-        if not is_zarr_group(self.path):
+        if not self.location.is_group():
             raise ZarrFormatError(f"cannot resume {self.path}: it is not a zarr store")
         self._take_lock()
-        group = zarr.open_group(str(self.path), mode="r")
+        group = self.location.open_group("r")
         shape = (self.bbox.getHeight(), self.bbox.getWidth())
         for name in (*self.with_planes, "regions_done", "region_records"):
             if name not in group:
@@ -287,6 +270,8 @@ class ZarrRegionWriter:
                 f"cannot resume {self.path}: it was written in regions of {group.attrs.get('regionSize')} px, this "
                 f"run uses {self.region_size} (stitchRegionSize / --region-size); use the same size or a new path"
             )
+        for name in self.with_planes:
+            self._check_alignment(group[name])
         differences = fingerprint_differences(group.attrs.get("fingerprint"), fingerprint)
         if differences:
             raise ValueError(
@@ -294,6 +279,17 @@ class ZarrRegionWriter:
                 f"{'; '.join(differences)}. Use a new path or overwrite=True"
             )
         self._claim()
+
+    def _check_alignment(self, array: Any) -> None:
+        """Refuse a store whose chunks (or shards) straddle regions: two regions would write one object."""
+        unit = tuple(getattr(array, "shards", None) or array.chunks)
+        edge = (self.bbox.getHeight(), self.bbox.getWidth())
+        if any(self.region_size < e and self.region_size % u for u, e in zip(unit, edge)):
+            raise ValueError(
+                f"cannot resume {self.path}: its chunks or shards {unit} do not divide the regions of "
+                f"{self.region_size} px (stitchRegionSize / --region-size), so regions written at once would "
+                "write the same object; use a new path or overwrite=True"
+            )
 
     def region_grid(self) -> tuple[int, int]:
         """How many regions there are, (rows, columns)."""
@@ -350,15 +346,11 @@ class ZarrRegionWriter:
     # -- writing ---------------------------------------------------------------------------------
     def _open(self):
         if self._group is None:
-            import zarr
-
-            self._group = zarr.open_group(str(self.path), mode="r+")
+            self._group = self.location.open_group("r+")
         return self._group
 
     def _check_owner(self) -> None:
-        import zarr
-
-        owner = zarr.open_group(str(self.path), mode="r").attrs.get("owner")
+        owner = self.location.open_group("r").attrs.get("owner")
         if owner != self.token:
             raise StoreOwnershipError(
                 f"{self.path} was taken over by another run while this one was writing it; this run stops "
@@ -452,7 +444,7 @@ class StoreVerification:
         return "\n".join(lines + [f"  {p}" for p in self.problems])
 
 
-def verify_zarr_store(path: str | Path) -> StoreVerification:
+def verify_zarr_store(url: str | Path, *, storage_options: dict[str, Any] | None = None) -> StoreVerification:
     """Check a store against the checksums it recorded when it was written.
 
     For a map-reduce output, every region is read back and its checksum compared with its
@@ -460,19 +452,25 @@ def verify_zarr_store(path: str | Path) -> StoreVerification:
     each plane's digest is recomputed. The PSF attribute and the records are parsed as data
     (never unpickled). Nothing is changed.
 
+    Parameters
+    ----------
+    url : `str` or path-like
+        A local path, or an fsspec URL (``s3://...``).
+    storage_options : `dict`, optional
+        For a URL: the fsspec file system's options.
+
     Returns
     -------
     verification : `StoreVerification`
         ``ok`` is True when the store is complete and sound.
     """
-    import zarr
-
     from .zarr_store import plane_digests
 
-    path = Path(path)
-    if not path.is_dir() or not is_zarr_group(path):
+    location = StoreLocation(url, storage_options)
+    path = location.url
+    if not location.is_group():
         raise FileNotFoundError(f"no zarr store at {path}")
-    group = zarr.open_group(str(path), mode="r")
+    group = location.open_group("r")
     attrs = dict(group.attrs)
     result = StoreVerification(str(path), attrs.get("complete") is True, 0)
     try:
@@ -480,20 +478,20 @@ def verify_zarr_store(path: str | Path) -> StoreVerification:
     except ZarrFormatError as error:
         result.problems.append(str(error))
     if "region_records" in group:
-        _verify_regions(path, group, attrs, result)
+        _verify_regions(location, group, attrs, result)
     else:
         recorded = attrs.get("planeDigests")
         if not isinstance(recorded, dict):
             result.problems.append("the store records no plane digests (written by an older version)")
             return result
-        for name, digest in plane_digests(path, tuple(n for n in PLANES if n in group)).items():
+        for name, digest in plane_digests(location, tuple(n for n in PLANES if n in group)).items():
             result.checked += 1
             if recorded.get(name) != digest:
                 result.problems.append(f"plane {name!r} no longer matches the digest recorded when it was written")
     return result
 
 
-def _verify_regions(path: Path, group: Any, attrs: dict, result: StoreVerification) -> None:
+def _verify_regions(location: StoreLocation, group: Any, attrs: dict, result: StoreVerification) -> None:
     size = attrs.get("regionSize")
     xy0 = attrs.get("xy0") or [0, 0]
     shape = tuple(group["image"].shape)
@@ -501,7 +499,7 @@ def _verify_regions(path: Path, group: Any, attrs: dict, result: StoreVerificati
         result.problems.append(f"attribute 'regionSize' must be a positive integer, got {size!r:.40}")
         return
     bbox = Box2I(Point2I(int(xy0[0]), int(xy0[1])), Point2I(int(xy0[0]) + shape[1] - 1, int(xy0[1]) + shape[0] - 1))
-    writer = ZarrRegionWriter(path, bbox, size, tuple(n for n in PLANES if n in group))
+    writer = ZarrRegionWriter(location, bbox, size, tuple(n for n in PLANES if n in group))
     writer._group = group
     rows, cols = writer.region_grid()
     flagged = writer.flagged_regions()
