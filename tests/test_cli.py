@@ -324,3 +324,202 @@ def test_console_script_entry_point_is_main():
 
     assert cli.main is main and callable(main)
     assert os.path.exists(os.path.join(os.path.dirname(cli.__file__), "__init__.py"))
+
+
+# -- issue 14: grid step, reach, uploads, progress, start-up, convert, --hdu -------------------------
+
+
+def test_explicit_grid_step_is_kept_as_map_reduce_keeps_it(capsys):
+    status = main(["grid", "--size", "1024", "--cell-size", "128", "--grid-step", "64", "--show", "0"])
+    out = capsys.readouterr().out
+    assert status == 0
+    cells = imr.map_reduce(np.zeros((1024, 1024)), lambda c: c, cell_size=128, grid_step=64, reduce="none",
+                           scheduler="synchronous")  # fmt: skip
+    assert f"cells          {len(cells)} " in out
+    assert "grid step      64 x 64 px" in out
+    main(["grid", "--size", "1024", "--cell-size", "128", "--grid-step", "64", "--adjust", "spacing", "--show", "0"])
+    captured = capsys.readouterr()
+    assert "--grid-step 64 was changed by --adjust spacing" in captured.err, "a re-spaced step is never silent"
+    step = int(captured.out.split("grid step")[1].split()[0])
+    assert step != 64
+
+
+def test_short_border_warns_and_auto_border_matches_the_whole_image(image_file, tmp_path, capsys):
+    short, auto = tmp_path / "short.fits", tmp_path / "auto.fits"
+    args = ["--mapper", "gaussian", "--mapper-option", "sigma=2", "--no-progress", "--scheduler", "synchronous",
+            "--cell-size", "32"]  # fmt: skip
+    assert main(["run", str(image_file), str(short), *args, "--border", "2"]) == 0
+    assert "smaller than the mapper's reach, 8 px" in capsys.readouterr().err
+    assert main(["run", str(image_file), str(auto), *args, "--border", "auto"]) == 0
+    assert "reach" not in capsys.readouterr().err
+    image = imr.read_exposure(image_file).image.array.astype(np.float64)
+    whole = ndimage.gaussian_filter(image, 2.0, truncate=4.0, mode="nearest")
+    np.testing.assert_allclose(imr.read_exposure(auto).image.array, whole, rtol=1e-5, atol=1e-3)
+    assert np.abs(imr.read_exposure(short).image.array - whole).max() > 1e-2
+
+
+def test_builtin_mappers_declare_their_reach():
+    from imagemapreduce.mappers import GaussianSmoothMapper, MedianFilterMapper
+
+    gaussian = GaussianSmoothMapper(config=GaussianSmoothMapper.ConfigClass(sigma=1.5, truncate=3.0))
+    assert gaussian.reach() == 5  # scipy.ndimage's radius, int(truncate * sigma + 0.5)
+    assert MedianFilterMapper(config=MedianFilterMapper.ConfigClass(size=7)).reach() == 3
+    psf_mapper = imr.PsfMatchMapper(config=imr.PsfMatchMapperConfig(kernelSize=11))
+    assert psf_mapper.reach() == 5
+
+
+def test_map_reduce_progress_and_auto_border():
+    image = np.random.default_rng(2).normal(size=(60, 50))
+    calls = []
+
+    def smooth(cell):
+        return ndimage.uniform_filter(cell, 5, mode="nearest")
+
+    smooth.reach = 2
+    out = imr.map_reduce(image, smooth, cell_size=16, border="auto", scheduler="threads",
+                         progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    np.testing.assert_allclose(out, ndimage.uniform_filter(image, 5, mode="nearest"))
+    cells = len(imr.map_reduce(image, smooth, cell_size=16, reduce="none", scheduler="synchronous"))
+    assert calls and calls[-1] == (cells, cells)
+    with pytest.raises(ValueError, match="border='auto' needs func to declare its reach"):
+        imr.map_reduce(image, lambda c: c, cell_size=16, border="auto")
+
+
+def test_progress_bar_without_a_terminal_prints_lines_not_redraws():
+    import io
+
+    from imagemapreduce.engine.progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(10, "cells", stream, interval=0.0)
+    for done in range(1, 8):
+        bar.update(done)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert lines[-1].split("]")[1].split()[0] == "10/10", "a finished run shows every cell done"
+
+
+def test_help_loads_no_heavy_module_and_is_quick():
+    code = (
+        "import sys, time; t = time.perf_counter(); from imagemapreduce.cli import main\n"
+        "for c in ('run', 'grid', 'convert', 'bench', 'demo', 'verify'):\n"
+        "    assert main([c, '--help']) == 0\n"
+        "print(time.perf_counter() - t); print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('dask', 'lsst', 'xarray', 'astropy', 'scipy', 'distributed', 'zarr')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    seconds, modules = out.splitlines()[-2:]
+    assert modules == "[]"
+    assert float(seconds) < 0.5 * 6
+
+
+def test_help_defaults_match_the_code():
+    from imagemapreduce import demo
+    from imagemapreduce.cli import _options, _parser
+    from imagemapreduce.engine.scheduling import SCHEDULER_NAMES
+
+    assert _parser.DEFAULT_REGION_SIZE == imr.ImageMapReduceConfig().stitchRegionSize
+    assert (_parser.DEMO_DEFAULT_SIZE, _parser.DEMO_MIN_SIZE) == (demo.DEFAULT_SIZE, demo.MIN_SIZE)
+    assert set(_options.LOCAL_SCHEDULERS) == set(SCHEDULER_NAMES) - {"distributed"}
+
+
+def test_lazy_package_import_keeps_every_name_and_the_accessors():
+    code = (
+        "import sys, imagemapreduce as imr\n"
+        "assert not any(m.split('.')[0] in ('dask', 'xarray', 'lsst') for m in sys.modules), 'eager import'\n"
+        "assert all(getattr(imr, n) is not None for n in imr.__all__)\n"
+        "import numpy as np, xarray as xr\n"
+        "assert hasattr(xr.DataArray(np.zeros((2, 2))), 'imr')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_closed_pipe_exits_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "imagemapreduce", "grid", "--size", "4096", "--cell-size", "16",
+                             "--show", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert err.decode() == ""
+
+
+def test_convert_fits_zarr_fits(image_file, tmp_path, capsys):
+    store, back = tmp_path / "in.zarr", tmp_path / "back.fits"
+    assert main(["convert", str(image_file), str(store)]) == 0
+    assert main(["convert", str(store), str(back)]) == 0
+    original, copied = imr.read_exposure(image_file), imr.read_exposure(back)
+    for plane in ("image", "mask", "variance"):
+        np.testing.assert_array_equal(getattr(copied, plane).array, getattr(original, plane).array)
+    assert copied.getPsf().computeKernelImage(copied.getPsf().getAveragePosition()).array.shape == (15, 15)
+    capsys.readouterr()
+    status = main(["convert", str(image_file), str(store)])
+    assert "already exists; pass --overwrite" in one_line_error(capsys, status)
+
+
+def test_hdu_reads_a_named_extension(tmp_path, capsys):
+    from astropy.io import fits
+
+    sci = np.arange(40 * 30, dtype=np.float32).reshape(30, 40)
+    path = tmp_path / "sci.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(sci * 0 + 1, name="ERR")]).writeto(path)
+    out = tmp_path / "out.fits"
+    assert main(["run", str(path), str(out), "--hdu", "SCI", "--mapper", "identity", "--no-progress",
+                 "--cell-size", "16"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(imr.read_exposure(out).image.array, sci)
+
+
+def test_messages_speak_in_options(tmp_path, capsys):
+    plain = tmp_path / "plain.fits"
+    exposure = simulate_exposure(64, 64, psf=imr.GaussianPsf(15, 15, 1.8), n_stars=3, seed=1)[0]
+    exposure.setPsf(None)
+    write_exposure(exposure, plain)
+    status = main(["run", str(plain), str(tmp_path / "o.fits"), "--mapper", "identity", "--scale-by-fwhm"])
+    message = one_line_error(capsys, status)
+    assert "--scale-by-fwhm" in message and "config." not in message
+
+
+WEIGHTS_MODULE = '''
+import numpy as np
+
+def flat(bbox, image, variance):
+    return np.ones(image.shape)
+'''
+
+MAPPER_MODULE = '''
+from imagemapreduce import ImageMapper, Struct
+
+class AddSeven(ImageMapper):
+    def run(self, subExposure, expandedSubExposure, fullBBox, **kwargs):
+        out = subExposure.clone()
+        out.image.array[...] += 7
+        return Struct(subExposure=out)
+'''
+
+
+def test_weight_function_is_looked_up_in_the_current_directory(image_file, tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_flat_weights.py").write_text(WEIGHTS_MODULE)
+    monkeypatch.chdir(tmp_path)
+    status = main(["run", str(image_file), "w.fits", "--mapper", "identity", "--weights", "custom",
+                   "--weight-function", "my_flat_weights:flat", "--no-progress", "--scheduler", "synchronous"])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(imr.read_exposure("w.fits").image.array, imr.read_exposure(image_file).image.array)
+
+
+def test_upload_and_scheduler_file_on_a_real_cluster(image_file, tmp_path, local_cluster, capsys):
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    module = folder / "uploaded_add_seven.py"
+    module.write_text(MAPPER_MODULE)
+    scheduler_file = tmp_path / "scheduler.json"
+    local_cluster.write_scheduler_file(str(scheduler_file))
+    out = tmp_path / "out.fits"
+    status = main(["run", str(image_file), str(out), "--mapper", "uploaded_add_seven:AddSeven", "--upload",
+                   str(module), "--scheduler-file", str(scheduler_file), "--no-progress", "--reduce", "copy"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    expected = imr.read_exposure(image_file).image.array + 7
+    np.testing.assert_allclose(imr.read_exposure(out).image.array, expected)
+    status = main(["run", str(image_file), str(tmp_path / "x.fits"), "--mapper", "identity", "--upload", str(module)])
+    assert "--upload sends files to a cluster's workers" in one_line_error(capsys, status)

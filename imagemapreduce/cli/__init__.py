@@ -107,7 +107,37 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc)
     for tail in ("\nFor more information", "\nTraceback (most recent call last)"):
         text = text.split(tail)[0]
-    return " ".join(text.split()) or type(exc).__name__
+    return in_cli_words(" ".join(text.split())) or type(exc).__name__
+
+
+#: The library's advice in config fields, and the same advice in the command line's options.
+CLI_WORDS = {
+    "set config.scaleByFwhm = False": "drop --scale-by-fwhm",
+    "config.scaleByFwhm = False": "no --scale-by-fwhm",
+    "config.scaleByFwhm is True": "--scale-by-fwhm is given",
+    "config.maskFailures = True": "--mask-failures",
+    "config.maskFailures": "--mask-failures",
+    "config.cellTimeout": "--cell-timeout",
+    "config.stitchRegionSize": "--region-size",
+    "config.numWorkers": "--workers",
+    "config.adjustGridOption": "--adjust",
+    "config.progressBar": "--no-progress",
+    "config.cellSizeX": "--cell-size",
+    "config.cellSizeY": "--cell-size",
+    "config.gridStepX": "--grid-step",
+    "config.gridStepY": "--grid-step",
+    "config.borderSizeX": "--border",
+    "config.borderSizeY": "--border",
+    "config.scheduler": "--scheduler",
+    "config.numRetries": "--config numRetries",
+}
+
+
+def in_cli_words(message: str) -> str:
+    """Reword advice given in config fields (``config.scaleByFwhm = False``) in the options that set them."""
+    for field, option in CLI_WORDS.items():  # longest phrases first, as written above
+        message = message.replace(field, option)
+    return message
 
 
 def _error(message: str, status: int) -> int:

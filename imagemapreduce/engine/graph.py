@@ -309,7 +309,8 @@ def cell_layer(
     batch_of = np.full(len(plan.grid), -1, dtype=np.int64)
     for number, members in enumerate(batches):
         batch_of[members] = number
-    return CellLayer(name, batches, plan.batch_graph(name, batches, direct_out), batch_of, tile)
+    own_reads = scheduler is not None and not scheduler.shares_memory
+    return CellLayer(name, batches, plan.batch_graph(name, batches, direct_out, own_reads), batch_of, tile)
 
 
 def flat_outcomes(parts: Sequence[Sequence[CellOutcome]]) -> list[CellOutcome]:
@@ -365,8 +366,8 @@ def _stitch_graph(
 
     Only the regions ``regions`` (all when None) are stitched, reading the batches of ``cells``
     (which must run every cell they need). Regions are grouped as the batches were packed, one
-    task per tile of regions. With ``picks``, a task takes from a batch of which it needs less
-    than half through a small task that picks its cells out next to the batch, so that only those
+    task per tile of regions. With ``picks``, a task takes from a batch of which it needs only
+    some cells through a small task that picks them out next to the batch, so that only those
     travel. ``layout``: the output mask's planes (`default_layout` when None).
 
     Returns the graph, its task keys, the region boxes by row, and for each region the key of
@@ -379,7 +380,7 @@ def _stitch_graph(
     rows = region_boxes(bbox, region_size)
     if regions is None:
         regions = [(i, j) for i, row in enumerate(rows) for j in range(len(row))]
-    mask_source = plan.input_mask() if output is None else None
+    mask_source = plan.input_mask(own_reads=picks) if output is None else None  # picks: not shared memory
     graph: dict[Any, Any] = dict(mask_source.graph()) if mask_source is not None else {}
     per_side = max(1, cells.tile // region_size)
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -419,7 +420,7 @@ def _group_inputs(
         raise AssertionError(f"regions {key[1:]} need cells that no batch runs")
     inputs = []
     for number, count in zip(numbers.tolist(), counts.tolist()):
-        if picks and 2 * count < sizes[number]:
+        if picks and count < sizes[number]:
             part = cells.batches[number]
             pick = (f"imr-pick-{key[0]}", number, *key[1:])
             graph[pick] = (pick_cells, (cells.name, number), frozenset(part[np.isin(part, needed)].tolist()))
