@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +43,9 @@ BENCHMARKS = {
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check the scripts work (targets not judged)")
-    p.add_argument("--output", type=Path, default=C.DEFAULT_OUTPUT, help="directory for all results")
+    p.add_argument("--output", type=Path, default=None,
+                   help="directory for all results (default: benchmarks/results, or a new temporary "
+                   "directory with --smoke, so that a smoke run never changes the recorded results)")  # fmt: skip
     p.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run just these benchmarks")
     p.add_argument("--timeout", type=float, default=None, help="seconds per script (default 300 smoke, 3600 full)")
     p.add_argument("--strict", action="store_true", help="exit 2 when a (full-size) target is not met")
@@ -59,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         help="passed to each script: wait this long at most for a quiet machine before timing",
     )
     args, extra = p.parse_known_args(argv)
+    if args.output is None:
+        args.output = Path(tempfile.mkdtemp(prefix="imr-bench-smoke-")) if args.smoke else C.DEFAULT_OUTPUT
+        print(f"results go to {args.output}")
     names = args.only or list(BENCHMARKS)
     timeout = args.timeout or (300 if args.smoke else 3600)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -28,16 +28,39 @@ _LAZY: dict[str, str] = {
     "CellGrid": ".grid",
     **dict.fromkeys(["PsfMatchMapper", "PsfMatchMapperConfig"], ".homogenize"),
     **dict.fromkeys(
-        ["Exposure", "ExposureD", "ExposureF", "Image", "ImageD", "ImageF", "ImageI", "ImageU", "Mask",
-         "MaskedImage", "MaskedImageD", "MaskedImageF", "MaskX"], ".image",
+        [
+            "Exposure",
+            "ExposureD",
+            "ExposureF",
+            "Image",
+            "ImageD",
+            "ImageF",
+            "ImageI",
+            "ImageU",
+            "Mask",
+            "MaskedImage",
+            "MaskedImageD",
+            "MaskedImageF",
+            "MaskX",
+        ],
+        ".image",
     ),  # fmt: skip
     **dict.fromkeys(["ImageMapper", "ImageMapperConfig"], ".mapper"),
     **dict.fromkeys(["ImageMapReduceConfig", "ImageMapReduceTask"], ".mapreduce"),
     **dict.fromkeys(["measure_star_widths", "width_map"], ".measure"),
     **dict.fromkeys(["Struct", "Task", "TaskMetadata", "timeMethod"], ".pipe_base"),
     **dict.fromkeys(
-        ["CoaddPsf", "DoubleGaussianPsf", "GaussianPsf", "Psf", "Quadrupole", "VaryingGaussianPsf",
-         "VaryingMoffatPsf", "WindowedCoaddPsf"], ".psf",
+        [
+            "CoaddPsf",
+            "DoubleGaussianPsf",
+            "GaussianPsf",
+            "Psf",
+            "Quadrupole",
+            "VaryingGaussianPsf",
+            "VaryingMoffatPsf",
+            "WindowedCoaddPsf",
+        ],
+        ".psf",
     ),  # fmt: skip
     **dict.fromkeys(["ImageReducer", "ImageReducerConfig"], ".reducer"),
     "simulate_exposure": ".simulate",
@@ -51,15 +74,36 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
     from .geom import Box2I, Extent2D, Extent2I, Point2D, Point2I
     from .grid import CellGrid
     from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
-    from .image import (Exposure, ExposureD, ExposureF, Image, ImageD, ImageF, ImageI, ImageU, Mask,
-                        MaskedImage, MaskedImageD, MaskedImageF, MaskX)  # fmt: skip
+    from .image import (
+        Exposure,
+        ExposureD,
+        ExposureF,
+        Image,
+        ImageD,
+        ImageF,
+        ImageI,
+        ImageU,
+        Mask,
+        MaskedImage,  # fmt: skip
+        MaskedImageD,
+        MaskedImageF,
+        MaskX,
+    )
     from .io.fits import read_exposure, write_exposure
     from .mapper import ImageMapper, ImageMapperConfig
     from .mapreduce import ImageMapReduceConfig, ImageMapReduceTask
     from .measure import measure_star_widths, width_map
     from .pipe_base import Struct, Task, TaskMetadata, timeMethod
-    from .psf import (CoaddPsf, DoubleGaussianPsf, GaussianPsf, Psf, Quadrupole, VaryingGaussianPsf,
-                      VaryingMoffatPsf, WindowedCoaddPsf)  # fmt: skip
+    from .psf import (
+        CoaddPsf,
+        DoubleGaussianPsf,
+        GaussianPsf,
+        Psf,
+        Quadrupole,
+        VaryingGaussianPsf,
+        VaryingMoffatPsf,  # fmt: skip
+        WindowedCoaddPsf,
+    )
     from .reducer import ImageReducer, ImageReducerConfig
     from .simulate import simulate_exposure
     from .xarray_support import exposure_from_xarray, exposure_to_xarray

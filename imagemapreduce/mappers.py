@@ -34,6 +34,7 @@ EDGE_MODES = {
     "mirror": "mirror about the edge pixel",
 }
 
+
 class IdentityMapper(ImageMapper):
     """Return each cell unchanged (a view of the input): ``copy`` then rebuilds the input exactly."""
 

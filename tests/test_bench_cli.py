@@ -43,3 +43,17 @@ def test_bench_writes_json_and_plot(tmp_path, capsys):
 def test_bench_needs_one_image(capsys):
     assert main(["bench", "--mapper", "gaussian"]) == 2
     assert "give an INPUT image or --size" in capsys.readouterr().err
+
+
+def test_run_all_smoke_leaves_the_recorded_results_alone():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "run_all.py"), "--smoke", "--collect"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    written = Path(proc.stdout.split("wrote ")[-1].split()[0])
+    assert written.name == "summary.json"
+    assert root / "benchmarks" not in written.parents, "a smoke run writes to a temporary directory"

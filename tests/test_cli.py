@@ -463,7 +463,9 @@ def test_hdu_reads_a_named_extension(tmp_path, capsys):
 
     sci = np.arange(40 * 30, dtype=np.float32).reshape(30, 40)
     path = tmp_path / "sci.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(sci * 0 + 1, name="ERR")]).writeto(path)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(sci * 0 + 1, name="ERR")]).writeto(
+        path
+    )
     out = tmp_path / "out.fits"
     assert main(["run", str(path), str(out), "--hdu", "SCI", "--mapper", "identity", "--no-progress",
                  "--cell-size", "16"]) == 0  # fmt: skip
@@ -480,14 +482,14 @@ def test_messages_speak_in_options(tmp_path, capsys):
     assert "--scale-by-fwhm" in message and "config." not in message
 
 
-WEIGHTS_MODULE = '''
+WEIGHTS_MODULE = """
 import numpy as np
 
 def flat(bbox, image, variance):
     return np.ones(image.shape)
-'''
+"""
 
-MAPPER_MODULE = '''
+MAPPER_MODULE = """
 from imagemapreduce import ImageMapper, Struct
 
 class AddSeven(ImageMapper):
@@ -495,7 +497,7 @@ class AddSeven(ImageMapper):
         out = subExposure.clone()
         out.image.array[...] += 7
         return Struct(subExposure=out)
-'''
+"""
 
 
 def test_weight_function_is_looked_up_in_the_current_directory(image_file, tmp_path, monkeypatch, capsys):

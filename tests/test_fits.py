@@ -40,7 +40,8 @@ from imagemapreduce.io.fits import (
 )
 from imagemapreduce.psf import DoubleGaussianPsf, GaussianPsf, VaryingGaussianPsf
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "afw-fits"
+# The LSST-written files: IMR_TEST_DATA names their folder, else the one beside the repository.
+DATA = Path(os.environ.get("IMR_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "afw-fits")
 DEFAULT_PLANES = {name: bit for bit, name in enumerate(DEFAULT_MASK_PLANES)}
 HSC_PLANES = {**{k: v for k, v in DEFAULT_PLANES.items() if k != "NO_DATA"}, "CROSSTALK": 8, "NO_DATA": 9,
               "UNMASKEDNAN": 10}  # fmt: skip
@@ -50,7 +51,7 @@ OLD_PLANES = {"BAD": 0, "SAT": 1, "INTRP": 2, "CR": 3, "EDGE": 4, "DETECTED": 5,
 def real(name: str) -> Path:
     """Return the path of a real LSST-written file, skipping the test where the data folder is absent."""
     if not DATA.is_dir():
-        pytest.skip(f"LSST test files not found at {DATA}")
+        pytest.skip(f"LSST test files not found at {DATA}: set IMR_TEST_DATA to their folder")
     path = DATA / name
     if not path.is_file():
         pytest.skip(f"{name} not found in {DATA}")

@@ -154,7 +154,10 @@ def _time_map_overlap(args: argparse.Namespace, mapper: type, exposure: Exposure
     instance = mapper(config=config.mapper.value)
     options = instance.config
     if options.__class__.__name__ == "GaussianSmoothMapperConfig":
-        func, kwargs = ndimage.gaussian_filter, {"sigma": options.sigma, "truncate": options.truncate, "mode": "nearest"}
+        func, kwargs = (
+            ndimage.gaussian_filter,
+            {"sigma": options.sigma, "truncate": options.truncate, "mode": "nearest"},
+        )
     elif options.__class__.__name__ == "MedianFilterMapperConfig":
         func, kwargs = ndimage.median_filter, {"size": options.size, "mode": options.mode}
     else:

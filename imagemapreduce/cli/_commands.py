@@ -1,5 +1,6 @@
 """The subcommands ``run``, ``grid``, ``convert``, ``verify`` and ``demo``: each takes the parsed arguments
-and returns an exit status (``bench`` lives in `._bench`)."""
+and returns an exit status (``bench`` lives in `._bench`).
+"""
 
 from __future__ import annotations
 
@@ -239,7 +240,8 @@ def _grid_config(config: ImageMapReduceConfig, args: argparse.Namespace) -> None
 
 def adjust_option(args: argparse.Namespace) -> str:
     """--adjust, defaulting as map_reduce does to 'none' when --grid-step is given (the step is kept),
-    and to 'spacing' (cells re-spaced to cover the image exactly) when it is not."""
+    and to 'spacing' (cells re-spaced to cover the image exactly) when it is not.
+    """
     if args.adjust is not None:
         return args.adjust
     return "none" if args.grid_step is not None else "spacing"

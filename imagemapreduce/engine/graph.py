@@ -309,8 +309,7 @@ def cell_layer(
     batch_of = np.full(len(plan.grid), -1, dtype=np.int64)
     for number, members in enumerate(batches):
         batch_of[members] = number
-    own_reads = scheduler is not None and not scheduler.shares_memory
-    return CellLayer(name, batches, plan.batch_graph(name, batches, direct_out, own_reads), batch_of, tile)
+    return CellLayer(name, batches, plan.batch_graph(name, batches, direct_out), batch_of, tile)
 
 
 def flat_outcomes(parts: Sequence[Sequence[CellOutcome]]) -> list[CellOutcome]:
@@ -380,7 +379,7 @@ def _stitch_graph(
     rows = region_boxes(bbox, region_size)
     if regions is None:
         regions = [(i, j) for i, row in enumerate(rows) for j in range(len(row))]
-    mask_source = plan.input_mask(own_reads=picks) if output is None else None  # picks: not shared memory
+    mask_source = plan.input_mask() if output is None else None
     graph: dict[Any, Any] = dict(mask_source.graph()) if mask_source is not None else {}
     per_side = max(1, cells.tile // region_size)
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}

@@ -92,16 +92,13 @@ class ExposurePlan:
         return self.grid.expanded
 
     @builds_graph
-    def batch_graph(
-        self, name: str, batches: list[np.ndarray], direct_out: Any = None, own_reads: bool = False
-    ) -> dict[Any, Any]:
+    def batch_graph(self, name: str, batches: list[np.ndarray], direct_out: Any = None) -> dict[Any, Any]:
         """One task per batch of cells (rows of the grid), each holding (or reading) the batch's box only.
 
         ``direct_out`` is for plain arrays only (an exposure mapper's result box is its own choice).
-        ``own_reads``: tasks read zarr inputs themselves (see `PlaneSource`).
         """
-        source = ExposureSource(self.exposure, own_reads)
-        companions = [CompanionSource(c, own_reads) for c in self.companions.values()]
+        source = ExposureSource(self.exposure)
+        companions = [CompanionSource(c) for c in self.companions.values()]
         graph = source.graph()
         for companion in companions:
             graph.update(companion.graph())
@@ -124,9 +121,9 @@ class ExposurePlan:
         """The objects whose code the workers must be able to import."""
         return [self.mapper] + ([self.weighting.function] if self.weighting and self.weighting.function else [])
 
-    def input_mask(self, own_reads: bool = False) -> PlaneSource | None:
+    def input_mask(self) -> PlaneSource | None:
         """The input mask, which every output region starts from."""
-        return PlaneSource(self.exposure.mask.array, self.exposure.getXY0(), own_reads)
+        return PlaneSource(self.exposure.mask.array, self.exposure.getXY0())
 
     @property
     def lazy(self) -> bool:
@@ -160,16 +157,14 @@ class ArrayPlan:
         return self.grid.cells
 
     @builds_graph
-    def batch_graph(
-        self, name: str, batches: list[np.ndarray], direct_out: np.ndarray | None = None, own_reads: bool = False
-    ) -> dict:
+    def batch_graph(self, name: str, batches: list[np.ndarray], direct_out: np.ndarray | None = None) -> dict:
         """One task per batch of cells (rows of the grid), each holding (or reading) its box of every array.
 
         With ``direct_out`` (the output array, on a shared-memory scheduler, for cells that tile
         the image: `writes_directly`), each cell writes its all-finite core straight into it.
         """
-        sources = [PlaneSource(self.array, self.origin, own_reads)]
-        sources += [PlaneSource(a, self.origin, own_reads) for a in self.companions.values()]
+        sources = [PlaneSource(self.array, self.origin)]
+        sources += [PlaneSource(a, self.origin) for a in self.companions.values()]
         graph: dict[Any, Any] = {}
         for source in sources:
             graph.update(source.graph())
@@ -218,7 +213,7 @@ class ArrayPlan:
         height, width = self.array.shape
         return Box2I(self.origin, Point2I(self.origin.x + width - 1, self.origin.y + height - 1))
 
-    def input_mask(self, own_reads: bool = False) -> PlaneSource | None:
+    def input_mask(self) -> PlaneSource | None:
         """Plain arrays have no mask."""
         return None
 

@@ -67,54 +67,23 @@ def assemble_box(spec: BoxFromBlocks, blocks: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def zarr_backing(array: Any) -> Any:
-    """The zarr array a Dask array reads, when it is exactly ``dask.array.from_zarr`` of one; else None.
-
-    A task can then read its box from the store itself (on a cluster, the worker reads it from
-    disk or object storage), instead of depending on the Dask tasks of whole chunks: those would
-    be read once somewhere and sent to every worker whose boxes touch them.
-    """
-    layers = getattr(array.__dask_graph__(), "layers", None)
-    source = "original-" + array.name
-    if layers is None or not array.name.startswith("from-zarr-") or set(layers) != {array.name, source}:
-        return None
-    original = dict(layers[source]).get(source)
-    if type(original).__module__.startswith("zarr") and tuple(getattr(original, "shape", ())) == tuple(array.shape):
-        return original
-    return None
-
-
-def read_zarr_box(array: Any, bounds: tuple[int, int, int, int]) -> np.ndarray:
-    """Rows ``bounds[0]:bounds[1]`` and columns ``bounds[2]:bounds[3]`` of a zarr array, as numpy."""
-    r0, r1, c0, c1 = bounds
-    return np.asarray(array[r0:r1, c0:c1])
-
-
 class PlaneSource:
-    """One 2-d plane (numpy or Dask) whose pixel ``[0, 0]`` sits at parent coordinates ``origin``.
+    """One 2-d plane (numpy or Dask) whose pixel ``[0, 0]`` sits at parent coordinates ``origin``."""
 
-    With ``own_reads``, a plane that is exactly a zarr array read by Dask (`zarr_backing`) is cut
-    by tasks that read their box from the store themselves, rather than from Dask's chunk tasks:
-    right where tasks run in other processes (each would otherwise be sent whole chunks), wrong
-    on threads (a chunk under several boxes would be read and decoded once per box).
-    """
-
-    def __init__(self, array: Any, origin: Point2I, own_reads: bool = False):
+    def __init__(self, array: Any, origin: Point2I):
         if array.ndim != 2:
             raise ValueError(f"image planes must be 2-d, got shape {array.shape}")
         self.array = array
         self.origin = Point2I(origin)
         self.lazy = is_dask_array(array)
-        # ``own_reads``: where tasks do not share memory, each reads its box from a zarr store itself
-        self._zarr = zarr_backing(array) if self.lazy and own_reads else None
         if self.lazy:
             self._row_edges = np.concatenate([[0], np.cumsum(array.chunks[0])])
             self._col_edges = np.concatenate([[0], np.cumsum(array.chunks[1])])
             self._name = array.name
 
     def graph(self) -> dict:
-        """The Dask graph this plane's blocks come from (empty for numpy, and for a plain zarr read)."""
-        if not self.lazy or self._zarr is not None:
+        """The Dask graph this plane's blocks come from (empty for numpy)."""
+        if not self.lazy:
             return {}
         return dict(self.array.__dask_graph__())
 
@@ -142,8 +111,6 @@ class PlaneSource:
 
     def _cut_lazy(self, rows: slice, cols: slice) -> tuple:
         r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
-        if self._zarr is not None:  # the task reads its own box from the store, wherever it runs
-            return (read_zarr_box, self._zarr, (int(r0), int(r1), int(c0), int(c1)))
         bi0 = int(np.searchsorted(self._row_edges, r0, side="right")) - 1
         bi1 = int(np.searchsorted(self._row_edges, r1, side="left")) - 1
         bj0 = int(np.searchsorted(self._col_edges, c0, side="right")) - 1
@@ -279,11 +246,10 @@ def materialize(obj: Any) -> Any:
 class ExposureSource:
     """The three planes of an exposure, cut per box (views in memory, block tasks when lazy)."""
 
-    def __init__(self, exposure: Exposure, own_reads: bool = False):
+    def __init__(self, exposure: Exposure):
         self.exposure = exposure
         origin = exposure.getXY0()
-        planes = (exposure.image, exposure.mask, exposure.variance)
-        self.planes = [PlaneSource(p.array, origin, own_reads) for p in planes]
+        self.planes = [PlaneSource(p.array, origin) for p in (exposure.image, exposure.mask, exposure.variance)]
         self.lazy = any(p.lazy for p in self.planes)
 
     def graph(self) -> dict:
@@ -307,9 +273,9 @@ class ExposureSource:
 class CompanionSource:
     """A companion image (Exposure, MaskedImage or Image) with the exposure's box, cut per cell."""
 
-    def __init__(self, image: Any, own_reads: bool = False):
+    def __init__(self, image: Any):
         self.image = image
-        self._exposure = ExposureSource(image, own_reads) if isinstance(image, Exposure) else None
+        self._exposure = ExposureSource(image) if isinstance(image, Exposure) else None
 
     def graph(self) -> dict:
         """The Dask graphs of a lazy companion exposure's planes."""
