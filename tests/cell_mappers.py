@@ -184,7 +184,7 @@ class InterruptibleMapper(imr.ImageMapper):
             import time
 
             time.sleep(kwargs["sleep"])
-        if subExposure.getBBox().contains(imr.Point2I(*kwargs.get("failAt", (-10**6, -10**6)))):
+        if subExposure.getBBox().contains(imr.Point2I(*kwargs.get("failAt", (-(10**6), -(10**6))))):
             raise ZeroDivisionError("boom in this cell")
         out = subExposure.clone()
         out.image.array += np.float32(1.0)

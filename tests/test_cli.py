@@ -503,8 +503,8 @@ class AddSeven(ImageMapper):
 def test_weight_function_is_looked_up_in_the_current_directory(image_file, tmp_path, monkeypatch, capsys):
     (tmp_path / "my_flat_weights.py").write_text(WEIGHTS_MODULE)
     monkeypatch.chdir(tmp_path)
-    status = main(["run", str(image_file), "w.fits", "--mapper", "identity", "--weights", "custom",
-                   "--weight-function", "my_flat_weights:flat", "--no-progress", "--scheduler", "synchronous"])  # fmt: skip
+    options = ["--weights", "custom", "--weight-function", "my_flat_weights:flat", "--no-progress"]
+    status = main(["run", str(image_file), "w.fits", "--mapper", "identity", *options, "--scheduler", "synchronous"])
     assert status == 0, capsys.readouterr().err
     np.testing.assert_array_equal(imr.read_exposure("w.fits").image.array, imr.read_exposure(image_file).image.array)
 
@@ -517,8 +517,8 @@ def test_upload_and_scheduler_file_on_a_real_cluster(image_file, tmp_path, local
     scheduler_file = tmp_path / "scheduler.json"
     local_cluster.write_scheduler_file(str(scheduler_file))
     out = tmp_path / "out.fits"
-    status = main(["run", str(image_file), str(out), "--mapper", "uploaded_add_seven:AddSeven", "--upload",
-                   str(module), "--scheduler-file", str(scheduler_file), "--no-progress", "--reduce", "copy"])  # fmt: skip
+    options = ["--upload", str(module), "--scheduler-file", str(scheduler_file), "--no-progress", "--reduce", "copy"]
+    status = main(["run", str(image_file), str(out), "--mapper", "uploaded_add_seven:AddSeven", *options])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     expected = imr.read_exposure(image_file).image.array + 7

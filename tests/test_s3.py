@@ -325,8 +325,8 @@ def test_fits_input_from_s3(options, prefix, tmp_path):
 def test_cli_reads_and_writes_s3_with_storage_options(options, prefix, endpoint, tmp_path, capsys):
     exposure = make_exposure(90, 70, seed=7)
     write_zarr_exposure(exposure, f"{prefix}/in.zarr", storage_options=options)
-    flags = ["--storage-option", "key=testing", "--storage-option", "secret=testing",
-             "--storage-option", f"endpoint_url={endpoint}", "--storage-option", "client_kwargs.region_name=us-east-1"]  # fmt: skip
+    pairs = ["key=testing", "secret=testing", f"endpoint_url={endpoint}", "client_kwargs.region_name=us-east-1"]
+    flags = [flag for pair in pairs for flag in ("--storage-option", pair)]
     run = ["run", f"{prefix}/in.zarr", f"{prefix}/out.zarr", "--mapper", "gaussian", "--mapper-option", "sigma=1.5",
            "--cell-size", "30", "--border", "8", "--region-size", "40", "--no-progress", *flags]  # fmt: skip
     assert main(run) == 0

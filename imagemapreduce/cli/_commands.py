@@ -1,5 +1,6 @@
-"""The subcommands ``run``, ``grid``, ``convert``, ``verify`` and ``demo``: each takes the parsed arguments
-and returns an exit status (``bench`` lives in `._bench`).
+"""The subcommands ``run``, ``grid``, ``convert``, ``verify`` and ``demo``.
+
+Each takes the parsed arguments and returns an exit status (``bench`` lives in `._bench`).
 """
 
 from __future__ import annotations
@@ -108,8 +109,10 @@ def connect_client(args: argparse.Namespace, uploads: list[Path], stack: ExitSta
     if scheduler_file is not None and args.scheduler is not None:
         raise CliError("give --scheduler or --scheduler-file, not both")
     if uploads and scheduler_file is None and address is None:
-        raise CliError("--upload sends files to a cluster's workers: give --scheduler tcp://HOST:PORT or "
-                       "--scheduler-file FILE (local schedulers import the file from its folder without it)")  # fmt: skip
+        raise CliError(
+            "--upload sends files to a cluster's workers: give --scheduler tcp://HOST:PORT or "
+            "--scheduler-file FILE (local schedulers import the file from its folder without it)"
+        )
     if scheduler_file is None and not uploads:
         return None
     from distributed import Client
@@ -239,8 +242,10 @@ def _grid_config(config: ImageMapReduceConfig, args: argparse.Namespace) -> None
 
 
 def adjust_option(args: argparse.Namespace) -> str:
-    """--adjust, defaulting as map_reduce does to 'none' when --grid-step is given (the step is kept),
-    and to 'spacing' (cells re-spaced to cover the image exactly) when it is not.
+    """--adjust, defaulting as map_reduce does.
+
+    That is 'none' when --grid-step is given (the step is kept), and 'spacing' (cells re-spaced
+    to cover the image exactly) when it is not.
     """
     if args.adjust is not None:
         return args.adjust

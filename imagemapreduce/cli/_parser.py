@@ -425,8 +425,10 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
                        "or the cluster's workers)")  # fmt: skip
     group.add_argument("--repeat", type=positive_int, default=3, metavar="K",
                        help="runs per worker count; the fastest is kept (default: %(default)s)")  # fmt: skip
-    group.add_argument("--compare-map-overlap", action="store_true",
-                       help="also time dask.array.map_overlap on the same job (gaussian and median mappers)")  # fmt: skip
+    group.add_argument(
+        "--compare-map-overlap", action="store_true",
+        help="also time dask.array.map_overlap on the same job (gaussian and median mappers)",
+    )  # fmt: skip
     shown = parser.add_argument_group("output")
     shown.add_argument("--output", default="imr-bench.json", metavar="FILE.json",
                        help="where to write the results (default: %(default)s)")  # fmt: skip

@@ -1,4 +1,4 @@
-"""A text progress bar for long runs, on the local schedulers and on a cluster.
+r"""A text progress bar for long runs, on the local schedulers and on a cluster.
 
 The engine reports ``(cells done, cells in all)`` as results come back; the bar draws that on
 one line, redrawn in place on a terminal, or as a new line every few seconds on anything else

@@ -144,9 +144,7 @@ class SchedulerChoice:
             f"{len(remaining)} tasks were lost with their workers {resubmits + 1} times; is the cluster stable?"
         )
 
-    def _submit(
-        self, graph: dict, remaining: list, attempt: int, neighbours: list | None
-    ) -> Iterator[tuple[Any, Any]]:
+    def _submit(self, graph: dict, remaining: list, attempt: int, neighbours: list | None) -> Iterator[tuple[Any, Any]]:
         """Submit ``remaining`` once, yield ``(key, value)`` as they finish, return the keys lost."""
         from distributed import as_completed
 
