@@ -519,9 +519,9 @@ CLI_ERRORS = {
     "config scheduler=nonsense": (["--config", "scheduler=nonsense"], "unknown scheduler 'nonsense'"),
     "weights custom alone": (["--weights", "custom"], "--weights custom needs --weight-function MODULE:FUNCTION"),
     "weight function not callable": (["--weights", "custom", "--weight-function", "math:pi"],
-                                     "needs a callable function(bbox, image, variance) -> weights, got float 3.14"),
+                                     "--weight-function 'math:pi' is not a function"),
     "weight function missing": (["--weights", "custom", "--weight-function", "math:nope"],
-                                "cannot import weightFunction 'math:nope'"),
+                                "module 'math' has no 'nope' (from --weight-function 'math:nope')"),
 }  # fmt: skip
 
 
