@@ -23,7 +23,7 @@ from ..image import Exposure
 from ..mapper import ImageMapper
 from ..mapreduce import ImageMapReduceConfig, ImageMapReduceTask
 from ._options import CliError, Pair, import_object, resolve_mapper, set_config_field
-from ._storage import check_url_output, is_url, options_for, read_url_input, storage_options
+from ._storage import check_url_output, is_url, open_zarr_input, options_for, read_url_input, storage_options
 
 __all__ = ["convert_command", "demo_command", "grid_command", "run_command", "verify_command", "LOGGER_NAME"]
 
@@ -197,20 +197,12 @@ def _check_output(args: argparse.Namespace) -> bool:
 def read_input(path_text: str, lazy: bool = False, hdu: int | str | None = None) -> Exposure:
     """Read a FITS file or open a zarr store (lazily) as an exposure, with one-line errors."""
     from ..io.fits import FitsFormatError, read_exposure
-    from ..io.zarr_store import open_zarr_exposure
 
     path = Path(path_text)
     if not path.exists():
         raise CliError(f"input {path_text!r} does not exist")
     if path.is_dir() or path.suffix.lower() == ".zarr":
-        if hdu is not None:
-            raise CliError(f"--hdu picks a FITS extension; {path_text!r} is a zarr store")
-        try:
-            return open_zarr_exposure(path)
-        except (ValueError, OSError, KeyError) as exc:
-            raise CliError(f"cannot read input {path_text!r} as a zarr exposure store: {exc}") from None
-        except RuntimeError as exc:  # an unfinished run's store
-            raise CliError(str(exc)) from None
+        return open_zarr_input(path, path_text, hdu)
     try:
         return read_exposure(path, lazy=lazy, **({} if hdu is None else {"hdu": hdu}))
     except FitsFormatError as exc:

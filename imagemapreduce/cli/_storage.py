@@ -69,7 +69,6 @@ def read_url_input(text: str, options: dict[str, Any], lazy: bool, hdu: int | st
     """Open a zarr store (lazily) or read a FITS file at a URL, with one-line errors."""
     from ..io.fits import FitsFormatError
     from ..io.locations import read_exposure_url
-    from ..io.zarr_store import open_zarr_exposure
 
     own = options_for(text, options)
     location = StoreLocation(text, own)
@@ -82,12 +81,19 @@ def read_url_input(text: str, options: dict[str, Any], lazy: bool, hdu: int | st
             raise CliError(f"input {text!r} does not exist") from None
         except FitsFormatError as exc:
             raise CliError(str(exc)) from None
-    if hdu is not None:
-        raise CliError(f"--hdu picks a FITS extension; {text!r} is a zarr store")
     if not location.exists():
         raise CliError(f"input {text!r} does not exist")
+    return open_zarr_input(location, text, hdu)
+
+
+def open_zarr_input(where: Any, text: str, hdu: Any = None) -> Exposure:
+    """INPUT opened as a zarr store (a path or a `StoreLocation`), its problems as one-line CLI errors."""
+    from ..io.zarr_store import open_zarr_exposure
+
+    if hdu is not None:
+        raise CliError(f"--hdu picks a FITS extension; {text!r} is a zarr store")
     try:
-        return open_zarr_exposure(location)
+        return open_zarr_exposure(where)
     except (ValueError, OSError, KeyError) as exc:
         raise CliError(f"cannot read input {text!r} as a zarr exposure store: {exc}") from None
     except RuntimeError as exc:  # an unfinished run's store
