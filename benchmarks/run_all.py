@@ -37,6 +37,8 @@ BENCHMARKS = {
     "larger_than_memory": "bench_larger_than_memory.py",
     "cluster": "bench_cluster.py",
     "processes": "bench_processes.py",
+    "scale": "bench_scale.py",
+    "homogenize": "bench_homogenize.py",
 }
 
 

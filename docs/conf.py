@@ -62,7 +62,9 @@ plot_html_show_source_link = False
 plot_html_show_formats = False
 plot_formats = [("png", 90)]
 plot_rcparams = {"figure.figsize": (6.4, 4.0), "savefig.bbox": "tight"}
-plot_pre_code = "import numpy as np\nimport matplotlib.pyplot as plt\n"
+# Nothing is imported for the figures' code: each block shows its own imports, so that it runs when
+# a reader copies it (the directive's default silently imports numpy and pyplot).
+plot_pre_code = ""
 
 # -- HTML -------------------------------------------------------------------------------------------
 html_theme = "alabaster"

@@ -43,7 +43,7 @@ __all__ = [
 #: LSST's ``adjustGridOption`` values.
 ADJUST_OPTIONS = ("none", "spacing", "size")
 #: Reduce operations that make sense for plain arrays (``coaddPsf`` needs PSFs).
-REDUCE_CHOICES = ("copy", "sum", "average", "none")
+REDUCE_CHOICES = ("copy", "sum", "average", "none", "catalog")
 #: Keyword parameters through which ``func`` may ask for its cell's geometry.
 GEOMETRY_NAMES = ("cell_box", "expanded_box", "grid_index")
 

@@ -36,6 +36,7 @@ from ._arrays_args import (
     requested_geometry,
     uncovered_pixels,
 )
+from .catalog import CatalogCell, reduce_catalog
 from .engine import (
     ArrayPlan,
     FailurePolicy,
@@ -44,6 +45,7 @@ from .engine import (
     execute_cells,
     execute_stitch,
     is_dask_array,
+    lazy_catalog,
     lazy_stitch,
 )
 from .engine.progress import progress_bar
@@ -112,9 +114,14 @@ def map_reduce(
         LSST's ``adjustGridOption``: keep sizes and step (``'none'``, cells at the far edges are
         clipped); re-space the cells to fit (``'spacing'``, overlapping); or resize them to the step
         plus one pixel (``'size'``).
-    reduce : {'average', 'copy', 'sum', 'none'}
+    reduce : {'average', 'copy', 'sum', 'none', 'catalog'}
         How overlapping cores combine: mean of the valid values, the last valid value in grid
         order, their sum, or no stitching (return the per-cell results as a list in grid order).
+        ``'catalog'``: ``func`` returns a table per cell (an astropy ``Table``, a pandas
+        ``DataFrame`` or a dict of equal-length 1-d arrays) with float columns ``x`` (column) and
+        ``y`` (row) in the expanded cell's array; the result is one astropy ``Table`` with ``x``,
+        ``y`` in the image's frame, a ``grid_index`` column, and each row kept only by the cell
+        that owns its pixel (see Notes), so a source detected by several cells appears once.
     weights : `str`, callable or `Weighting`
         Per-pixel weights for ``reduce="average"``: ``'uniform'`` (LSST), ``'linear'``,
         ``'cosine'`` or ``'gaussian'`` taper windows over each cell, or ``weights(bbox, image,
@@ -161,7 +168,10 @@ def map_reduce(
         Stitched image of the input's shape and kind: `numpy.ndarray`, lazy `dask.array.Array`
         (chunks are ``region_size`` squares), or `xarray.DataArray` with the input's dims, coords,
         name and attrs; for a masked array, a masked array (numpy or Dask) masking the NaN pixels.
-        For ``reduce="none"``, a computed list of ``func``'s results.
+        For ``reduce="none"``, a computed list of ``func``'s results. For ``reduce="catalog"``,
+        an astropy ``Table`` (``meta`` counts the rows dropped: ``dropped_outside_cores``,
+        ``dropped_duplicates``), or, when the result is lazy, a ``dask.dataframe.DataFrame``
+        with one partition per task of cells.
 
     Raises
     ------
@@ -178,6 +188,13 @@ def map_reduce(
     (``sum``). NaN in the input reaches ``func`` unchanged. A pixel covered by no cell at all (gaps
     from a large ``grid_step``, or a one-pixel corner cell, which LSST's grid drops) is treated the
     same way, and a `UserWarning` says how many there are.
+
+    Catalog ownership (``reduce="catalog"``): a row belongs to the cell whose core contains its
+    pixel ``(round(x), round(y))`` (halves round up); where cores overlap, to the one whose centre
+    is nearest, ties to the first in grid order. Every pixel has one owner, so a source found by
+    several cells at the same position is kept once; a row whose pixel lies in no core is
+    dropped and counted. Give a border of at least the detector's reach, so that the owning cell
+    sees all that its measurement needs (:doc:`/detection`).
 
     A masked input is the same as its data with the masked pixels NaN; the result masks the
     pixels valid in no cell (NaN). ``reduce="sum"`` is refused for it: such pixels sum to 0 there,
@@ -240,6 +257,8 @@ def map_reduce(
     if reduce == "none" and compute is False:
         raise ValueError("reduce='none' returns a computed list of per-cell results; drop compute=False")
     lazy = lazy and reduce != "none"
+    if reduce == "catalog" and masked:
+        raise ValueError("reduce='catalog' of a masked array: pass image.filled(np.nan) and skip NaN in func")
     if lazy and (scheduler is not None or num_workers is not None):
         raise ValueError(
             "scheduler and num_workers apply only when map_reduce computes the result, but this result is "
@@ -253,13 +272,22 @@ def map_reduce(
         raise ValueError(f"weights={weights!r} needs a real output; got dtype {out_dtype}: use weights='uniform'")
 
     grid, indices = regular_grid(data.shape, cell_xy, step_xy, border_xy, adjust, bool(force_even_sized))
-    if reduce != "none":
+    if reduce not in ("none", "catalog"):
         _warn_uncovered(grid.cells, data.shape, reduce)
-    mapped = func if reduce == "none" else _AsDtype(func, out_dtype)
+    if reduce == "catalog":
+        func, geometry = CatalogCell(func, geometry), GEOMETRY_NAMES
+    mapped = func if reduce in ("none", "catalog") else _AsDtype(func, out_dtype)
     plan = ArrayPlan(
         mapped, data, grid, kwargs, reduce, companions=extra, geometry=geometry, grid_indices=indices,
         weighting=weighting, policy=policy, cells_per_task=cells_per_task,
     )  # fmt: skip
+    if reduce == "catalog":
+        labels = [f"cell {tuple(index)}" for index in indices.tolist()]
+        if lazy:
+            return lazy_catalog(plan, region_size, labels)
+        with choose_scheduler(scheduler, num_workers) as chosen, progress_bar(progress, len(grid), chosen):
+            outcomes = execute_cells(plan, chosen, region_size)
+        return reduce_catalog([o.result for o in outcomes], grid.cells, indices, labels)
     if reduce == "none":
         with choose_scheduler(scheduler, num_workers) as chosen:
             return [outcome.result for outcome in execute_cells(plan, chosen, region_size)]

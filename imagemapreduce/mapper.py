@@ -34,6 +34,15 @@ class ImageMapper(Task, metaclass=abc.ABCMeta):
     ConfigClass = ImageMapperConfig
     _DefaultName = "ip_diffim_ImageMapper"
 
+    def prepareRun(self, exposure: Exposure, boxes0: list[Box2I], **kwargs: Any) -> None:
+        """Check a run before any cell starts (not in LSST): raise here to refuse it with one error.
+
+        `ImageMapReduceTask` calls it once per run, in the calling process, with the whole
+        exposure, the cells and the run's keyword arguments. The default does nothing;
+        `~imagemapreduce.homogenize.PsfMatchMapper` checks that its target is reachable in
+        every cell.
+        """
+
     @abc.abstractmethod
     def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Perform the operation on one cell.

@@ -58,6 +58,11 @@ class _AutoOrCountField(pexConfig.Field):
         if value is not None:
             check_cells_per_task(value, f"config.{self.name}")
 
+    @staticmethod
+    def parse_text(text: str) -> int | str:
+        """The value that command-line text stands for: an int for digits, else the text ("auto")."""
+        return int(text) if text.strip().isdigit() else text
+
 
 def _finite_positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
@@ -312,7 +317,8 @@ class ImageMapReduceTask(Task):
         Returns
         -------
         result : `Struct`
-            The reducer's output: ``exposure`` for copy/sum/average, ``result`` for none/coaddPsf.
+            The reducer's output: ``exposure`` for copy/sum/average, ``result`` for none/coaddPsf,
+            ``catalog`` (an astropy ``Table``, each source kept once) for catalog.
 
         Raises
         ------
@@ -346,7 +352,8 @@ class ImageMapReduceTask(Task):
                 with progress_bar(self.config.progressBar, len(grid), scheduler):
                     outcomes = execute_cells(plan, scheduler, self.config.stitchRegionSize)
                 self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
-                result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs)
+                extra = {"boxes0": grid.boxes0()} if operation == "catalog" else {}
+                result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs, **extra)
                 return self._withFailures(result, [o.failure for o in outcomes if o.failure])
             unnamed = exposure.mask.getUnnamedBitMask()  # read once, for the bad planes and the cells' planes
             output, badBits = self.reducer.prepareOutput(exposure, unnamedBits=unnamed)
@@ -367,6 +374,7 @@ class ImageMapReduceTask(Task):
             _warn_dropped(grid, exposure.getBBox())
         doClone = bool(kwargs.get("doClone", False))
         mapperKwargs = {k: v for k, v in kwargs.items() if k != "doClone"}
+        self.mapper.prepareRun(exposure, grid.boxes0(), **mapperKwargs)
         companions = companion_images(mapperKwargs, exposure.getBBox()) if self.config.cutCompanions else {}
         for name in companions:
             del mapperKwargs[name]
@@ -442,6 +450,48 @@ class ImageMapReduceTask(Task):
             self, exposure, path, overwrite=overwrite, resume=resume, storage_options=storage_options, chunks=chunks,
             shards=shards, **kwargs,
         )  # fmt: skip
+
+    @timeMethod
+    def runToParquet(
+        self, exposure: Exposure, path: str, *, overwrite: bool = False, resume: bool = False,
+        storage_options: dict | None = None, **kwargs: Any,
+    ) -> Struct:  # fmt: skip
+        """Map ``exposure`` to a catalog (``reduceOperation="catalog"``) written as a Parquet dataset.
+
+        The cells are grouped into parts by where their cores lie (one part per
+        ``stitchRegionSize`` square); each part's owned rows (see `imagemapreduce.catalog`) are
+        written, with a record of the job and the file's checksum, as soon as its cells finish.
+        An interrupted run resumes with ``resume=True``, running only the cells of the parts
+        that are missing or fail their check, with the identical result; another job is refused.
+        One writer at a time, as for `runToZarr`.
+
+        Parameters
+        ----------
+        exposure : `Exposure`
+            The input; its planes may be lazy.
+        path : `str`
+            The dataset's folder (``catalog.parquet``) or an fsspec URL.
+        overwrite, resume : `bool`
+            Replace an existing catalog, or finish its interrupted run.
+        storage_options : `dict`, optional
+            For a URL: the fsspec file system's options.
+        **kwargs
+            As for `run`.
+
+        Returns
+        -------
+        result : `Struct`
+            ``catalog`` (a lazy ``dask.dataframe.DataFrame`` of the dataset, one partition per
+            part; `imagemapreduce.io.read_catalog` reads it as an astropy ``Table``), ``path``,
+            ``partsWritten``, ``partsReused``, ``partsRepaired``, ``rows``,
+            ``dropped_outside_cores``, ``dropped_duplicates`` and, with ``maskFailures``,
+            ``failures``.
+        """
+        from .catalog_run import run_to_parquet
+
+        return run_to_parquet(
+            self, exposure, path, overwrite=overwrite, resume=resume, storage_options=storage_options, **kwargs
+        )
 
     def _runMapper(self, exposure: Exposure, doClone: bool = False, **kwargs: Any) -> list[Struct]:
         """Run the mapper on every cell (in parallel) and return the results in grid order.

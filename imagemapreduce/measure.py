@@ -1,8 +1,9 @@
-"""Star measurements for checking PSF homogenisation: adaptive-moment widths and aperture fluxes.
+"""Star measurements for checking PSF homogenisation: adaptive-moment widths, shapes and aperture fluxes.
 
 `measure_star_widths` measures, for each usable star, the adaptive-moments determinant radius
-(the PSF's Gaussian-equivalent sigma, as LSST measures it) and the flux in a large aperture
-minus the local sky. `width_map` bins widths over the image for plotting.
+(the PSF's Gaussian-equivalent sigma, as LSST measures it), the reduced shear of the same
+moments, and the flux in a large aperture minus the local sky. `width_map` bins widths over
+the image for plotting.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ import numpy as np
 
 from .geom import Box2I
 from .image import Exposure
-from .psf import adaptive_moments
+from .psf import adaptive_moments, moments_to_shear
 
 __all__ = ["MEASUREMENT_DTYPE", "DEFAULT_BAD_PLANES", "measure_star_widths", "width_map"]
 
 #: One row per measured star. ``index`` is the row of the input catalogue; ``x, y`` the adaptive
 #: centroid (parent pixels); ``sigma`` the determinant radius; ``flux`` the aperture flux minus
 #: sky; ``sky`` the local sky per pixel; ``snr`` the aperture flux over its error from the variance
-#: plane, as for independent pixels (too high on a smoothed image, whose noise is correlated).
+#: plane, as for independent pixels (too high on a smoothed image, whose noise is correlated);
+#: ``g1, g2`` the reduced shear ``e / (1 + sqrt(1 - |e|^2))`` of the adaptive moments.
 MEASUREMENT_DTYPE = np.dtype(
     [("index", np.int64), ("x", np.float64), ("y", np.float64), ("sigma", np.float64),
-     ("flux", np.float64), ("sky", np.float64), ("snr", np.float64)]
+     ("flux", np.float64), ("sky", np.float64), ("snr", np.float64), ("g1", np.float64), ("g2", np.float64)]
 )  # fmt: skip
 
 #: Mask planes that disqualify a star when any pixel of its stamp carries them.
@@ -173,7 +175,7 @@ def measure_star_widths(
             continue  # faint, blended or defective: nothing to measure
         rows.append(
             (i, centroid.x - stamp_radius + cx + x0, centroid.y - stamp_radius + cy + y0,
-             shape.getDeterminantRadius(), flux, sky, snr)
+             shape.getDeterminantRadius(), flux, sky, snr, *moments_to_shear(shape))
         )  # fmt: skip
     return np.array(rows, dtype=MEASUREMENT_DTYPE)
 

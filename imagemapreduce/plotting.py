@@ -24,7 +24,8 @@ def plot_box_grid(boxes: Sequence[Box2I], bbox: Box2I, ax: Any = None, **kwargs:
     ax : matplotlib Axes, optional
         Where to draw; the current Axes by default.
     **kwargs
-        Line properties passed to ``ax.plot`` (``ls="--"``, ``color=...``).
+        Line properties passed to ``ax.plot`` (``ls="--"``, ``color=...``). A ``label`` goes on
+        the first box only, so that a legend shows the grid once.
 
     Returns
     -------
@@ -34,10 +35,11 @@ def plot_box_grid(boxes: Sequence[Box2I], bbox: Box2I, ax: Any = None, **kwargs:
         import matplotlib.pyplot as plt
 
         ax = plt.gca()
-    for box in boxes:
+    label = kwargs.pop("label", None)
+    for number, box in enumerate(boxes):
         corners = np.array([(pt.getX(), pt.getY()) for pt in box.getCorners()], dtype=float)
         corners = np.vstack([corners, corners[:1]])
-        ax.plot(corners[:, 0], corners[:, 1], **kwargs)
+        ax.plot(corners[:, 0], corners[:, 1], **kwargs, **({"label": label} if number == 0 and label else {}))
     ax.set_xlim(bbox.getBeginX(), bbox.getEndX())
     ax.set_ylim(bbox.getBeginY(), bbox.getEndY())
     return ax

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import lsst.pex.config as pexConfig
+import numpy as np
 
 from .engine.sources import is_dask_array
+from .geom import Box2I
 from .image import Exposure
 from .pipe_base import Struct, Task
 from .psf import CoaddPsf, WindowedCoaddPsf
@@ -33,6 +35,8 @@ class ImageReducerConfig(pexConfig.Config):
             "average": "same as sum, then divide each pixel by the number of subimages that contributed to it",
             "coaddPsf": "instead of constructing an Exposure, take a list of returned PSFs and use "
             "CoaddPsf to construct a single PSF that covers the entire input exposure",
+            "catalog": "not in LSST: each mapper returns Struct(catalog=table) with x, y in parent pixels; "
+            "keep each row in the one cell that owns its pixel and return one Table",
         },
     )
     badMaskPlanes = pexConfig.ListField(
@@ -111,14 +115,50 @@ class ImageReducer(Task):
         -------
         result : `Struct`
             ``Struct(exposure=...)`` for copy, sum and average; ``Struct(result=...)`` with the
-            list of results for none, or with a `CoaddPsf` for coaddPsf.
+            list of results for none, or with a `CoaddPsf` for coaddPsf; ``Struct(catalog=...)``
+            for catalog (see `reduceCatalog`, which needs ``boxes0=``, the cells' boxes).
         """
         operation = self.config.reduceOperation
         if operation == "none":
             return Struct(result=mapperResults)
+        if operation == "catalog":
+            return Struct(catalog=self.reduceCatalog(mapperResults, kwargs.get("boxes0")))
         if operation == "coaddPsf":
             return Struct(result=self._constructPsf(mapperResults, exposure))
         return Struct(exposure=self._reduceImage(mapperResults, exposure, **kwargs))
+
+    def reduceCatalog(self, mapperResults: Sequence[Struct | None], boxes0: Sequence[Box2I] | None) -> Any:
+        """One astropy `~astropy.table.Table` of the cells' catalogs, each row kept by the cell that owns it.
+
+        Parameters
+        ----------
+        mapperResults : sequence of `Struct` or None
+            Each cell's ``Struct(catalog=table)``, in grid order, with ``x`` and ``y`` in parent
+            pixel coordinates (xy0 applied, as LSST measurements are); None for a masked failed cell.
+        boxes0 : sequence of `Box2I`
+            The cells (``task.boxes0``): a row belongs to the cell whose box contains its pixel
+            ``(round(x), round(y))``, the nearest centre where boxes overlap (see
+            `imagemapreduce.catalog`).
+
+        Returns
+        -------
+        catalog : `~astropy.table.Table`
+            The owned rows in grid order, with a ``cell`` column (the cell's position in
+            ``boxes0``) and ``meta`` counts of the rows dropped.
+        """
+        from .catalog import CELL_NUMBER, mapper_catalog, reduce_catalog
+        from .grid import boxes_to_array
+
+        if boxes0 is None:
+            raise TypeError(
+                "reduceOperation='catalog' needs the cells' boxes to decide which cell owns each row: "
+                "run it through ImageMapReduceTask, or call reducer.run(results, exposure, boxes0=task.boxes0)"
+            )
+        if len(boxes0) != len(mapperResults):
+            raise ValueError(f"boxes0 has {len(boxes0)} boxes for {len(mapperResults)} mapper results")
+        labels = [f"cell {n} ({box})" for n, box in enumerate(boxes0)]
+        tables = [None if r is None else mapper_catalog(r, labels[n]) for n, r in enumerate(mapperResults)]
+        return reduce_catalog(tables, boxes_to_array(list(boxes0)), np.arange(len(boxes0)), labels, CELL_NUMBER)
 
     def _reduceImage(self, mapperResults: Sequence[Struct], exposure: Exposure, **kwargs: Any) -> Exposure:
         """Stitch the results into a new exposure with one whole-image region (LSST's serial loop).

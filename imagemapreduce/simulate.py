@@ -3,7 +3,9 @@
 `simulate_exposure` renders stars with the PSF evaluated at each star's own position (stamps
 added into the image, not a full-image convolution, so it is fast and the PSF can vary
 arbitrarily), adds sky, Poisson and read noise, writes the matching variance plane, saturates a
-few stars and adds a bad column. It is the test bench for `PsfMatchMapper`.
+few stars and adds a bad column. It is the test bench for `PsfMatchMapper`; `field_psf` makes
+the field PSFs it is tested on (Gaussian, Moffat or Kolmogorov, pixel-integrated, widening and
+growing elliptical towards the corners).
 
 Units: the image is in ADU; ``gain`` is electrons per ADU; ``read_noise`` is in electrons.
 """
@@ -18,9 +20,12 @@ import numpy as np
 from .geom import Box2I, Extent2I, Point2D, Point2I
 from .image import ExposureF
 from .psf import Psf
-from .psf._varying import VaryingGaussianPsf
+from .psf._varying import VaryingGaussianPsf, VaryingKolmogorovPsf, VaryingMoffatPsf
 
-__all__ = ["STAR_DTYPE", "default_varying_psf", "simulate_exposure"]
+__all__ = ["STAR_DTYPE", "PROFILES", "default_varying_psf", "field_psf", "simulate_exposure"]
+
+#: The profiles `field_psf` can make.
+PROFILES = ("gaussian", "moffat", "kolmogorov")
 
 #: FWHM of a Gaussian in units of its sigma.
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -49,6 +54,65 @@ def default_varying_psf(bbox: Box2I, sigma_center: float = 1.5, widening: float 
     # +/- 6.5 sigma at the widest keeps the truncated wing below 1e-9 of the flux.
     size = 2 * math.ceil(6.5 * max(sigma_center, sigma_corner)) + 1
     return VaryingGaussianPsf.radial(size, size, bbox, sigma_center, sigma_corner)
+
+
+def field_psf(
+    bbox: Box2I,
+    profile: str = "moffat",
+    fwhm_center: float = 2.5,
+    fwhm_corner: float = 4.5,
+    *,
+    beta: float = 3.5,
+    g_max: float = 0.0,
+    pixelIntegrated: bool = True,
+    size: int | None = None,
+) -> Psf:
+    """Return a field PSF that widens radially and grows elliptical towards the corners.
+
+    The FWHM is ``fwhm_center`` at the centre of ``bbox`` and ``fwhm_corner`` at its corners
+    (quadratic in the normalised radius, like `VaryingGaussianPsf.radial`). The reduced shear is
+    ``g = g_max (u, v) / sqrt(2)`` in normalised coordinates: round at the centre, ``|g| = g_max``
+    at the corners, pointing away from the centre.
+
+    Parameters
+    ----------
+    bbox : `Box2I`
+        The image's box, which the PSF's normalised coordinates span.
+    profile : `str`
+        One of `PROFILES`: ``"gaussian"`` (`VaryingGaussianPsf`, its sigma set from the FWHM),
+        ``"moffat"`` (`VaryingMoffatPsf` of index ``beta``) or ``"kolmogorov"``
+        (`VaryingKolmogorovPsf`).
+    fwhm_center, fwhm_corner : `float`
+        FWHM at the centre and at the corners, pixels, > 0.
+    beta : `float`
+        The Moffat index (Moffat only).
+    g_max : `float`
+        Reduced shear at the corners, ``0 <= g_max < 1``.
+    pixelIntegrated : `bool`
+        Integrate the profile over the pixels (default), as a detector does.
+    size : `int`, optional
+        Width and height of the kernel images; default ``2 * ceil(4 * max FWHM) + 1``, about
+        +/- 9 sigma for a Gaussian and most of a Moffat's wings.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if not (0.0 <= g_max < 1.0):
+        raise ValueError(f"g_max must be in [0, 1), got {g_max!r}")
+    f0, f1 = float(fwhm_center), float(fwhm_corner)
+    if not (f0 > 0 and f1 > 0 and math.isfinite(f0) and math.isfinite(f1)):
+        raise ValueError(f"fwhm_center and fwhm_corner must be finite and > 0, got {fwhm_center!r}, {fwhm_corner!r}")
+    if size is None:
+        size = 2 * math.ceil(4.0 * max(f0, f1)) + 1
+    scale = 1.0 if profile != "gaussian" else 1.0 / _FWHM_PER_SIGMA
+    half = 0.5 * (f1 - f0) * scale
+    width = [[f0 * scale, 0.0, half], [0.0, 0.0, 0.0], [half, 0.0, 0.0]]
+    g = g_max / math.sqrt(2.0)
+    shear = {"g1_coeffs": [[0.0], [g]], "g2_coeffs": [[0.0, g]], "pixelIntegrated": pixelIntegrated}
+    if profile == "gaussian":
+        return VaryingGaussianPsf(size, size, width, bbox, **shear)
+    if profile == "moffat":
+        return VaryingMoffatPsf(size, size, width, bbox, beta, **shear)
+    return VaryingKolmogorovPsf(size, size, width, bbox, **shear)
 
 
 def _local_fwhm(psf: Psf, x: np.ndarray, y: np.ndarray) -> np.ndarray:

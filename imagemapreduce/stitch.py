@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Every reduce operation of LSST's ``ImageReducerConfig.reduceOperation``.
-REDUCE_OPERATIONS = ("none", "copy", "sum", "average", "coaddPsf")
+REDUCE_OPERATIONS = ("none", "copy", "sum", "average", "coaddPsf", "catalog")
 #: The operations that produce a stitched exposure.
 IMAGE_REDUCE_OPERATIONS = ("copy", "sum", "average")
 

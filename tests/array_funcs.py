@@ -89,3 +89,18 @@ def wrong_shape(cell):
 def ones_weight(bbox, image, variance):
     """Weigh every pixel 1, like the uniform weighting."""
     return np.ones(image.shape)
+
+
+def detect_stars(cell, variance):
+    """The project's detector on one cell, positions in the cell's array (for reduce="catalog")."""
+    from imagemapreduce.detect import find_sources
+
+    return find_sources(cell, variance, threshold=5.0, sigma=1.5)
+
+
+def two_columns_or_three(cell, grid_index):
+    """A table whose columns depend on the cell: one cell adds a column the others lack."""
+    columns = {"x": np.array([1.0]), "y": np.array([1.0]), "value": np.array([float(cell.sum())])}
+    if tuple(grid_index) == (1, 0):
+        columns["extra"] = np.array([1])
+    return columns

@@ -351,16 +351,20 @@ def test_verify_refuses_what_is_not_a_store(tmp_path):
         verify_zarr_store(tmp_path)
 
 
-def test_verify_on_the_command_line(tmp_path, source):
+def test_verify_on_the_command_line(tmp_path, source, capsys):
+    from imagemapreduce.cli import main
+
     _, path = source
+    # Once as the installed command, then in-process (the same code, without a Python start-up).
     run = [sys.executable, "-m", "imagemapreduce", "verify"]
     ok = subprocess.run([*run, str(path)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "OK" in ok.stdout
     zarr.open_group(str(path), mode="r+")["image"][0, 0] = 99.0
-    bad = subprocess.run([*run, str(path)], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "plane 'image' no longer matches" in bad.stdout
-    missing = subprocess.run([*run, str(tmp_path / "nope.zarr")], capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no zarr store" in missing.stderr
+    assert main(["verify", str(path)]) == 1
+    assert "plane 'image' no longer matches" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "nope.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no zarr store" in err
 
 
 # -- 1. what the store says about itself survives a resume ---------------------------------------------
@@ -447,7 +451,10 @@ def test_a_copy_keeps_the_input_psf_after_resume(tmp_path):
 
 
 # -- 1. a run that fails before any cell ran leaves no store -------------------------------------------
-def test_an_unreachable_scheduler_leaves_no_store(tmp_path):
+def test_an_unreachable_scheduler_leaves_no_store(tmp_path, monkeypatch):
+    from imagemapreduce.engine import scheduling
+
+    monkeypatch.setattr(scheduling, "CONNECT_TIMEOUT_S", 1.0)  # the same refusal, sooner
     out = tmp_path / "out.zarr"
     task = imr.ImageMapReduceTask(config=config_for(), scheduler="tcp://127.0.0.1:9")
     with pytest.raises((OSError, ValueError, TimeoutError)):

@@ -2,7 +2,9 @@
 
 This times nothing and judges no target: it runs ``benchmarks/run_all.py --smoke`` in a
 subprocess, writing into a temporary directory (so the real results in ``benchmarks/results``
-are left alone), and checks the exit status and the JSON files.
+are left alone), and checks the exit status and the JSON files. That takes a couple of minutes,
+so it is marked slow (``pytest --runslow``); the default run only imports every script, which
+catches what breaks them most often (a renamed or removed name they import).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ BENCHMARKS = (
     "larger_than_memory",
     "cluster",
     "processes",
+    "scale",
+    "homogenize",
 )
 #: Keys every result has, and the extra ones each kind has.
 COMMON_KEYS = {"benchmark", "mode", "machine", "params", "targets", "ratios", "notes", "elapsed_s"}
@@ -42,9 +46,33 @@ EXTRA_KEYS = {
     "larger_than_memory": {"runs"},
     "cluster": {"timings", "pixels_equal", "local_cluster"},
     "processes": {"timings", "pixels_equal"},
+    "scale": {"timings", "pixels_equal", "local_cluster", "graphs", "costs", "model"},
+    "homogenize": {"timings", "per_cell_ms", "accuracy"},
 }
 MACHINE_KEYS = {"cpu_count", "python", "numpy", "dask", "date"}
 TARGET_KEYS = {"name", "value", "target", "comparison", "met", "description"}
+
+
+def test_every_benchmark_script_imports_and_is_registered():
+    scripts = sorted(p.stem.removeprefix("bench_") for p in (ROOT / "benchmarks").glob("bench_*.py"))
+    assert scripts == sorted(BENCHMARKS), "every bench_*.py is listed here"
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert sorted(run_all.BENCHMARKS) == sorted(BENCHMARKS), "and in run_all.py"
+    code = (
+        "import importlib.util, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "for path in sys.argv[2:]:\n"
+        "    spec = importlib.util.spec_from_file_location('bench_' + path.split('bench_')[-1][:-3], path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+    )
+    paths = [str(ROOT / "benchmarks" / f"bench_{name}.py") for name in BENCHMARKS]
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "benchmarks"), *paths], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +89,7 @@ def smoke_results(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_summary(smoke_results: Path) -> None:
     summary = json.loads((smoke_results / "summary.json").read_text())
     assert summary["mode"] == "smoke"
@@ -73,6 +102,7 @@ def test_summary(smoke_results: Path) -> None:
         assert entry["met"] is None  # smoke runs judge nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_result_file(smoke_results: Path, name: str) -> None:
     result = json.loads((smoke_results / f"{name}.json").read_text())
@@ -95,6 +125,7 @@ def test_result_file(smoke_results: Path, name: str) -> None:
         assert values and all(values)
 
 
+@pytest.mark.slow
 def test_plots_written(smoke_results: Path) -> None:
     for name in ("map_overlap", "scaling", "memory", "stitch", "larger_than_memory"):
         assert (smoke_results / f"{name}.png").stat().st_size > 0

@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -232,7 +234,7 @@ def test_bad_files_give_one_line_and_status_2(image_file, tmp_path, capsys):
         ([str(image_file), str(tmp_path / "o.txt")], "*.fits or *.zarr"),
         ([str(image_file), str(tmp_path / "no" / "o.fits")], "does not exist"),
         ([str(image_file), str(image_file), "--overwrite"], "is the INPUT"),
-        ([str(image_file), str(tmp_path / "o.fits"), "--resume"], "zarr output only"),
+        ([str(image_file), str(tmp_path / "o.fits"), "--resume"], "zarr or parquet output only"),
         ([str(image_file), str(tmp_path / "o.zarr"), "--resume"], "cannot --resume"),
         ([str(no_psf), str(tmp_path / "o.fits"), "--scale-by-fwhm"], "has no PSF"),
         ([str(no_psf), str(tmp_path / "o.fits"), "--mapper", "psfmatch"], "needs an exposure with a PSF"),
@@ -313,7 +315,11 @@ def test_config_fields_are_converted_to_their_types():
     assert config.cellSizeX == 12.0
     set_config_field(config, "ignoreMaskPlanes", "")
     assert list(config.ignoreMaskPlanes) == []
-    for key, text in [("returnSubImages", "maybe"), ("numWorkers", "2.5"), ("cellSizeX.y", "1")]:
+    set_config_field(config, "cellsPerTask", "1024")  # "auto" or an int: the digits are the int
+    assert config.cellsPerTask == 1024
+    set_config_field(config, "cellsPerTask", "auto")
+    assert config.cellsPerTask == "auto"
+    for key, text in [("returnSubImages", "maybe"), ("numWorkers", "2.5"), ("cellSizeX.y", "1"), ("cellsPerTask", "0")]:
         with pytest.raises(CliError):
             set_config_field(config, key, text)
 
@@ -515,7 +521,9 @@ def test_upload_and_scheduler_file_on_a_real_cluster(image_file, tmp_path, local
     module = folder / "uploaded_add_seven.py"
     module.write_text(MAPPER_MODULE)
     scheduler_file = tmp_path / "scheduler.json"
-    local_cluster.write_scheduler_file(str(scheduler_file))
+    # What `dask scheduler --scheduler-file` writes, reduced to what a client reads. (Client's own
+    # write_scheduler_file dumps scheduler_info(), whose worker metrics sometimes have tuple keys.)
+    scheduler_file.write_text(json.dumps({"type": "Scheduler", "address": local_cluster.scheduler.address}))
     out = tmp_path / "out.fits"
     options = ["--upload", str(module), "--scheduler-file", str(scheduler_file), "--no-progress", "--reduce", "copy"]
     status = main(["run", str(image_file), str(out), "--mapper", "uploaded_add_seven:AddSeven", *options])
@@ -525,3 +533,44 @@ def test_upload_and_scheduler_file_on_a_real_cluster(image_file, tmp_path, local
     np.testing.assert_allclose(imr.read_exposure(out).image.array, expected)
     status = main(["run", str(image_file), str(tmp_path / "x.fits"), "--mapper", "identity", "--upload", str(module)])
     assert "--upload sends files to a cluster's workers" in one_line_error(capsys, status)
+
+
+# -- catalogs ------------------------------------------------------------------------------------------
+
+
+def test_detect_to_parquet_is_the_whole_image_catalog(tmp_path, capsys):
+    from imagemapreduce.detect import find_sources
+    from imagemapreduce.io import read_catalog
+    from imagemapreduce.psf import GaussianPsf
+
+    exposure, _ = simulate_exposure(200, 180, psf=GaussianPsf(25, 25, 1.5), n_stars=60, seed=3, sky=0.0,
+                                    n_saturated=0, bad_column=False)  # fmt: skip
+    source = tmp_path / "in.fits"
+    write_exposure(exposure, source)
+    image = imr.read_exposure(source)
+    whole = find_sources(image.image.array, image.variance.array, sigma=1.5, psf=image.getPsf())
+    out = tmp_path / "cat.parquet"
+    args = ["run", str(source), str(out), "--mapper", "detect", "--mapper-option", "sigma=1.5", "--cell-size", "48",
+            "--grid-step", "48", "--border", "auto", "--region-size", "96", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert f"({len(whole)} rows: 6 parts written, 0 reused)" in capsys.readouterr().out
+    catalog = read_catalog(out)
+    catalog.sort(["peak_y", "peak_x"])
+    for column in whole.colnames:
+        assert np.array_equal(catalog[column], whole[column], equal_nan=True), column
+    assert main([*args, "--resume"]) == 0
+    assert f"({len(whole)} rows: 0 parts written, 6 reused)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("output", "reduce", "message"),
+    [
+        ("cat.parquet", "sum", "a \\*.parquet OUTPUT is a catalog"),
+        ("out.fits", "catalog", "name the OUTPUT \\*.parquet"),
+    ],
+)
+def test_catalog_output_and_reduce_must_agree(image_file, tmp_path, capsys, output, reduce, message):
+    status = main(["run", str(image_file), str(tmp_path / output), "--mapper", "detect", "--reduce", reduce])
+    assert status == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / output).exists()

@@ -67,27 +67,27 @@ def test_docs_build_without_warnings(tmp_path):
 
 # -- the code the pages show ------------------------------------------------------------------------
 
-_DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block:: python[ \t]*$")
+_CODE_BLOCK = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block:: python[ \t]*$")
+_PLOT = re.compile(r"^(?P<indent>[ \t]*)\.\. plot::[ \t]*$")
 
 
-def code_blocks(text: str) -> list[tuple[int, str, list[str]]]:
-    """``(line, code, classes)`` of each ``.. code-block:: python`` in a reST text."""
+def directive_blocks(text: str, directive: re.Pattern[str]) -> list[tuple[int, str, dict[str, str]]]:
+    """``(line, code, options)`` of each directive matching ``directive`` in a reST text."""
     lines = text.splitlines()
     blocks = []
     i = 0
     while i < len(lines):
-        match = _DIRECTIVE.match(lines[i])
+        match = directive.match(lines[i])
         if not match:
             i += 1
             continue
-        start, base = i + 1, len(match.group("indent"))
+        base = len(match.group("indent"))
         i += 1
-        classes: list[str] = []
-        while i < len(lines) and re.match(r"^\s+:[\w-]+:", lines[i]):  # the directive's options
-            option = lines[i].strip()
-            if option.startswith(":class:"):
-                classes.extend(option[len(":class:") :].split())
+        options: dict[str, str] = {}
+        while i < len(lines) and (option := re.match(r"^\s+:([\w-]+):(.*)$", lines[i])):
+            options[option.group(1)] = option.group(2).strip()
             i += 1
+        start = i + 1  # 1-based number of the body's first line
         body: list[str] = []
         while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > base):
             body.append(lines[i])
@@ -99,8 +99,30 @@ def code_blocks(text: str) -> list[tuple[int, str, list[str]]]:
             start += 1
         indents = [len(line) - len(line.lstrip()) for line in body if line.strip()]
         cut = min(indents) if indents else 0
-        blocks.append((start, "\n".join(line[cut:] for line in body) + "\n", classes))
+        blocks.append((start, "\n".join(line[cut:] for line in body) + "\n", options))
     return blocks
+
+
+def code_blocks(text: str) -> list[tuple[int, str, list[str]]]:
+    """``(line, code, classes)`` of each ``.. code-block:: python`` in a reST text."""
+    return [
+        (line, code, options.get("class", "").split()) for line, code, options in directive_blocks(text, _CODE_BLOCK)
+    ]
+
+
+def plot_scripts(text: str) -> list[tuple[int, str]]:
+    """The figures' code as a reader would paste it: ``(line, code)`` per standalone script.
+
+    A ``.. plot::`` block without ``:context:`` stands alone; ``:context:`` blocks continue the
+    one before (a tutorial read in order), and ``:context: reset`` starts a new script.
+    """
+    scripts: list[tuple[int, str]] = []
+    for line, code, options in directive_blocks(text, _PLOT):
+        if options.get("context") == "" and scripts:
+            scripts[-1] = (scripts[-1][0], scripts[-1][1] + code)
+        else:
+            scripts.append((line, code))
+    return scripts
 
 
 def test_code_block_parser():
@@ -125,12 +147,29 @@ RUNNABLE = [
 ]
 
 
+FIGURES = [
+    pytest.param(page, line, code, id=f"{page.stem}:{line}")
+    for page in PAGES
+    for line, code in plot_scripts(page.read_text(encoding="utf-8"))
+]
+
+
+def test_plot_parser_chains_context_blocks():
+    text = (
+        ".. plot::\n\n   a = 1\n\n.. plot::\n   :context: reset\n   :nofigs:\n\n   b = 2\n\n"
+        ".. plot::\n   :context:\n\n   c = b\n"
+    )
+    assert plot_scripts(text) == [(3, "a = 1\n"), (9, "b = 2\nc = b\n")]
+
+
 def test_the_pages_show_runnable_code():
     assert len(RUNNABLE) >= 5, [p.id for p in RUNNABLE]
+    assert len(FIGURES) >= 3, [p.id for p in FIGURES]
 
 
-@pytest.mark.parametrize(("page", "line", "code"), RUNNABLE)
+@pytest.mark.parametrize(("page", "line", "code"), RUNNABLE + FIGURES)
 def test_doc_code_block_runs(page, line, code, tmp_path, monkeypatch):
+    """Each block (each figure's script) runs alone, with only the imports it shows."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)

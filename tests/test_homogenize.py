@@ -1,4 +1,8 @@
-"""PSF homogenisation with PsfMatchMapper on ImageMapReduceTask: the project's showcase."""
+"""PSF homogenisation with PsfMatchMapper on ImageMapReduceTask: the project's showcase.
+
+These tests pin ``method="gaussian"``, the fast Gaussian-quadrature approximation, whose kernels
+they rebuild independently (the exact method, the default, is tested in test_psfmatch_exact.py).
+"""
 
 # ruff: noqa: D103 - test functions are named for what they check
 
@@ -30,9 +34,15 @@ GRID = dict(scaleByFwhm=False, cellSizeX=64, cellSizeY=64, gridStepX=32, gridSte
 MIN_SNR = 200.0  # bright enough that noise moves a width by well under 1%
 
 
+def gaussian_mapper(**fields) -> PsfMatchMapper:
+    """A PsfMatchMapper with the Gaussian approximation (the default is the exact method)."""
+    return PsfMatchMapper(config=PsfMatchMapper.ConfigClass(method="gaussian", **fields))
+
+
 def make_task(scheduler: str = "threads", **fields) -> imr.ImageMapReduceTask:
     config = imr.ImageMapReduceConfig()
     config.mapper.retarget(PsfMatchMapper)
+    config.mapper.method = "gaussian"
     config.reducer.reduceOperation = "average"
     config.scheduler = scheduler
     for name, value in {**GRID, **fields}.items():
@@ -175,7 +185,7 @@ def small_field(psf=None):
 )
 def test_single_cell_equals_scipy_on_the_whole_image(cell):
     exposure = small_field()
-    mapper = PsfMatchMapper()
+    mapper = gaussian_mapper()
     expanded = cell.grown(9).clipped_to(exposure.getBBox())
     result = mapper.run(exposure[cell], exposure[expanded], exposure.getBBox())
     out = result.subExposure
@@ -200,7 +210,7 @@ def test_thin_border_is_reported(caplog):
     exposure = small_field()
     cell = Box2I(Point2I(50, 50), Extent2I(40, 30))
     with caplog.at_level(logging.WARNING):
-        PsfMatchMapper().run(exposure[cell], exposure[cell.grown(2)], exposure.getBBox())
+        gaussian_mapper().run(exposure[cell], exposure[cell.grown(2)], exposure.getBBox())
     assert "thinner than the matching kernel radius" in caplog.text
 
 
@@ -208,7 +218,7 @@ def test_wider_than_target_is_left_unchanged(caplog):
     exposure = small_field()
     cell = Box2I(Point2I(50, 50), Extent2I(40, 30))
     with caplog.at_level(logging.WARNING):
-        result = PsfMatchMapper().run(exposure[cell], exposure[cell.grown(8)], exposure.getBBox(), targetSigma=1.0)
+        result = gaussian_mapper().run(exposure[cell], exposure[cell.grown(8)], exposure.getBBox(), targetSigma=1.0)
     assert "cannot be sharpened" in caplog.text
     assert result.kernelSigma == 0.0
     np.testing.assert_array_equal(result.subExposure.image.array, exposure[cell].image.array)
@@ -219,10 +229,10 @@ def test_target_from_keyword_then_config_then_psf():
     exposure = small_field(psf=GaussianPsf(21, 21, 1.5))
     cell = Box2I(Point2I(50, 50), Extent2I(20, 20))
     args = (exposure[cell], exposure[cell.grown(10)], exposure.getBBox())
-    mapper = PsfMatchMapper()
+    mapper = gaussian_mapper()
     assert mapper.run(*args).targetSigma == 1.5  # a constant PSF: nothing to do
     assert mapper.run(*args).kernelSigma == 0.0
-    config = PsfMatchMapper.ConfigClass()
+    config = PsfMatchMapper.ConfigClass(method="gaussian")
     config.targetSigma = 2.0
     configured = PsfMatchMapper(config=config)
     assert configured.run(*args).targetSigma == 2.0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 
 import numpy as np
@@ -238,7 +239,9 @@ def test_per_cell_timing_in_metadata(exposure):
     walls = task.metadata.getArray("cellWallTime")
     assert len(walls) == n and all(t >= 0 for t in walls)
     assert len(task.metadata.getArray("cellCpuTime")) == n
-    assert len(task.metadata.getArray("cellWorker")) == n
+    workers = task.metadata.getArray("cellWorker")
+    assert len(workers) == n
+    assert all(w.startswith(f"{os.getpid()}:") for w in workers), "threads: this process's id, then the thread"
     assert task.metadata["scheduler"].startswith("threads")
     full = task.getFullMetadata()
     assert "ip_diffim_imageMapReduce" in full

@@ -365,3 +365,36 @@ def test_cluster_workers_read_and_write_s3_themselves(options, prefix, local_clu
     assert verify_zarr_store(out, storage_options=options).ok
     clients = local_cluster.run(_worker_s3_clients)
     assert len(clients) == 2 and all(n >= 1 for n in clients.values()), f"S3 clients on the workers: {clients}"
+
+
+# -- catalogs --------------------------------------------------------------------------------------------
+def test_parquet_catalog_on_s3_resumes_and_reads_back(options, prefix):
+    from imagemapreduce.detect import DetectMapper
+    from imagemapreduce.io import open_catalog, read_catalog
+    from imagemapreduce.psf import GaussianPsf
+
+    exposure, _ = imr.simulate_exposure(192, 160, psf=GaussianPsf(25, 25, 1.5), n_stars=50, seed=2, sky=0.0,
+                                        n_saturated=0, bad_column=False)  # fmt: skip
+    config = imr.ImageMapReduceConfig()
+    config.mapper.retarget(DetectMapper)
+    config.mapper.sigma = 1.5
+    config.reducer.reduceOperation = "catalog"
+    config.scaleByFwhm = False
+    config.cellSizeX = config.cellSizeY = 48
+    config.borderSizeX = config.borderSizeY = 16
+    config.stitchRegionSize = 96
+    expected = imr.ImageMapReduceTask(config=config).run(exposure).catalog
+    url = f"{prefix}/catalog.parquet"
+    result = imr.ImageMapReduceTask(config=config).runToParquet(exposure, url, storage_options=options)
+    assert result.partsWritten == 4 and result.rows == len(expected) > 20
+    assert {"_imagemapreduce.json", "part-000000.parquet", "part-000003.json"} <= object_keys(options, url)
+    location = StoreLocation(url, options)
+    location.fs.rm(location.child("part-000002.json"))
+    again = imr.ImageMapReduceTask(config=config).runToParquet(exposure, url, storage_options=options, resume=True)
+    assert again.partsWritten == 1 and again.partsReused == 3 and again.partsRepaired == [2]
+    catalog = read_catalog(url, storage_options=options)
+    for table in (catalog, expected):
+        table.sort(["peak_y", "peak_x"])
+    for column in expected.colnames:
+        assert np.array_equal(catalog[column], expected[column], equal_nan=True), column
+    assert len(open_catalog(url, storage_options=options).compute()) == len(expected)

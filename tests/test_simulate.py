@@ -12,9 +12,9 @@ import pytest
 from imagemapreduce.geom import Box2I, Extent2I, Point2I
 from imagemapreduce.grid import FWHM_PER_SIGMA
 from imagemapreduce.measure import measure_star_widths
-from imagemapreduce.psf import GaussianPsf
+from imagemapreduce.psf import GaussianPsf, moments_to_shear
 from imagemapreduce.psf._varying import VaryingGaussianPsf
-from imagemapreduce.simulate import STAR_DTYPE, default_varying_psf, simulate_exposure
+from imagemapreduce.simulate import STAR_DTYPE, default_varying_psf, field_psf, simulate_exposure
 
 SIZE = 256
 KW = dict(n_stars=60, seed=11, xy0=(30, -40))
@@ -163,3 +163,31 @@ def test_megapixel_field_is_fast():
     elapsed = time.perf_counter() - start
     assert len(stars) == 303 and exposure.getDimensions() == Extent2I(1024, 1024)
     assert elapsed < 2.0
+
+
+@pytest.mark.parametrize("profile", ["gaussian", "moffat", "kolmogorov"])
+def test_field_psf_stars_have_the_models_width_and_shear(profile):
+    bbox = Box2I(Point2I(0, 0), Extent2I(256, 256))
+    psf = field_psf(bbox, profile, 2.5, 4.0, g_max=0.05, size=25)
+    assert psf.isPixelIntegrated() and psf.fwhm_at(255, 255) == pytest.approx(4.0)
+    assert np.hypot(*psf.shear_at(255.0, 255.0)) == pytest.approx(0.05)
+    assert psf.shear_at(127.5, 127.5) == pytest.approx((0.0, 0.0))
+    exposure, stars = simulate_exposure(256, 256, psf=psf, n_stars=40, seed=5, noise=False, n_saturated=0,
+                                        bad_column=False)  # fmt: skip
+    found = measure_star_widths(exposure, stars)
+    assert len(found) >= 8
+    for row in found:
+        shape = psf.computeShape((row["x"], row["y"]))
+        assert row["sigma"] == pytest.approx(shape.getDeterminantRadius(), rel=3e-3)
+        assert (row["g1"], row["g2"]) == pytest.approx(moments_to_shear(shape), abs=1e-3)
+
+
+def test_field_psf_checks_its_arguments():
+    bbox = Box2I(Point2I(0, 0), Extent2I(64, 64))
+    with pytest.raises(ValueError, match="profile must be one of"):
+        field_psf(bbox, "airy")
+    with pytest.raises(ValueError, match="g_max"):
+        field_psf(bbox, g_max=1.0)
+    with pytest.raises(ValueError, match="fwhm_center"):
+        field_psf(bbox, fwhm_center=-1.0)
+    assert field_psf(bbox, "gaussian", 2.0, 2.0).sigma_at(3, 4) == pytest.approx(2.0 / FWHM_PER_SIGMA)

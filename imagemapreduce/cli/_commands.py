@@ -41,7 +41,8 @@ FWHM_DEFAULTS = {"cell": 10.0, "border": 5.0}
 def run_command(args: argparse.Namespace) -> int:
     """Map-reduce the input into the output and print a summary."""
     options = storage_options(args.storage_option)
-    zarr_output = check_url_output(args, options) if is_url(args.output) else _check_output(args)
+    kind = check_url_output(args, options) if is_url(args.output) else _check_output(args)
+    _check_reduce(args, kind)
     uploads = check_uploads(args.upload)
     exposure = open_input(args.input, options, args.lazy, args.hdu)
     mapper = resolve_mapper(args.mapper)
@@ -53,17 +54,35 @@ def run_command(args: argparse.Namespace) -> int:
         _make_grid(task, exposure)  # here, so a bad grid is a usage error before any work
         warn_short_border(task, exposure)
         warn_respaced_step(args, task, exposure)
-        return _run_task(args, task, exposure, zarr_output, options)
+        return _run_task(args, task, exposure, kind, options)
 
 
-def _run_task(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, zarr_output: bool,
+def _check_reduce(args: argparse.Namespace, kind: str) -> None:
+    """A *.parquet OUTPUT is a catalog (--reduce catalog, the default there); a catalog needs one."""
+    if kind == "parquet":
+        if args.reduce not in (None, "catalog"):
+            raise CliError(
+                f"a *.parquet OUTPUT is a catalog: --reduce {args.reduce} makes an image, name it *.fits or *.zarr"
+            )
+        args.reduce = "catalog"
+    elif args.reduce == "catalog":
+        raise CliError("--reduce catalog writes a table: name the OUTPUT *.parquet")
+    elif args.reduce is None:
+        args.reduce = "average"
+
+
+def _run_task(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, kind: str,
               options: dict[str, Any]) -> int:  # fmt: skip
     start = time.perf_counter()
     regions = None
-    if zarr_output:
+    if kind == "parquet":
+        result = task.runToParquet(exposure, args.output, overwrite=args.overwrite, resume=args.resume,
+                                   storage_options=options_for(args.output, options))  # fmt: skip
+        regions = f"{result.rows} rows: {result.partsWritten} parts written, {result.partsReused} reused"
+    elif kind == "zarr":
         result = task.runToZarr(exposure, args.output, overwrite=args.overwrite, resume=args.resume,
                                 storage_options=options_for(args.output, options))  # fmt: skip
-        regions = result.regionsWritten
+        regions = f"{result.regionsWritten} region{'' if result.regionsWritten == 1 else 's'} written"
     else:
         result = task.run(exposure)
         from ..io.fits import write_exposure
@@ -173,15 +192,19 @@ def _auto_border(mapper: type[ImageMapper], config: ImageMapReduceConfig, exposu
     return float(pixels)
 
 
-def _check_output(args: argparse.Namespace) -> bool:
-    """Check the output before any work; return whether it is a zarr store."""
+def _check_output(args: argparse.Namespace) -> str:
+    """Check the output before any work; return its kind: ``"fits"``, ``"zarr"`` or ``"parquet"``."""
     output = Path(args.output)
     suffix = output.suffix.lower()
-    if suffix not in (*FITS_SUFFIXES, ".zarr"):
-        raise CliError(f"cannot tell the output format of {args.output!r}: name it *.fits or *.zarr")
-    zarr_output = suffix == ".zarr"
+    if suffix not in (*FITS_SUFFIXES, ".zarr", ".parquet"):
+        raise CliError(
+            f"cannot tell the output format of {args.output!r}: name it *.fits or *.zarr (an image) or "
+            "*.parquet (a catalog)"
+        )
+    kind = {".zarr": "zarr", ".parquet": "parquet"}.get(suffix, "fits")
+    zarr_output = kind != "fits"  # both resume
     if args.resume and not zarr_output:
-        raise CliError("--resume continues a zarr output only (OUTPUT ending in .zarr)")
+        raise CliError("--resume continues a zarr or parquet output only (OUTPUT ending in .zarr or .parquet)")
     if Path(args.input).exists() and output.exists() and output.resolve() == Path(args.input).resolve():
         raise CliError(f"OUTPUT {args.output!r} is the INPUT; write to a new file")
     if output.exists() and not (args.overwrite or args.resume):
@@ -191,7 +214,7 @@ def _check_output(args: argparse.Namespace) -> bool:
         raise CliError(f"cannot --resume: {args.output!r} does not exist; run without --resume")
     if not output.absolute().parent.is_dir():
         raise CliError(f"the folder of output {args.output!r} does not exist")
-    return zarr_output
+    return kind
 
 
 def read_input(path_text: str, lazy: bool = False, hdu: int | str | None = None) -> Exposure:
@@ -326,12 +349,12 @@ def _make_grid(task: ImageMapReduceTask, exposure: Exposure) -> None:
 
 
 def _run_summary(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, elapsed: float,
-                 regions: int | None, failures: list[Any]) -> str:  # fmt: skip
+                 regions: str | None, failures: list[Any]) -> str:  # fmt: skip
     mapper = type(task.mapper)
     options = ", ".join(f"{k}={v!r}" for k, v in task.mapper.config.toDict().items())
     reducer = task.reducer.config
     weights = f", {reducer.weighting} weights" if reducer.reduceOperation == "average" else ""
-    written = f" ({regions} region{'' if regions == 1 else 's'} written)" if regions is not None else ""
+    written = f" ({regions})" if regions is not None else ""
     lines = [
         f"imagemapreduce run: {len(grid_boxes(task)[0])} cells in {elapsed:.2f} s",
         f"  input      {args.input} ({exposure.getWidth()} x {exposure.getHeight()} px)",

@@ -47,6 +47,7 @@ BUILTIN_MAPPERS: dict[str, tuple[str, str]] = {
     "background": ("imagemapreduce.mappers", "BackgroundSubtractMapper"),
     "identity": ("imagemapreduce.mappers", "IdentityMapper"),
     "psfmatch": ("imagemapreduce.homogenize", "PsfMatchMapper"),
+    "detect": ("imagemapreduce.detect", "DetectMapper"),
 }
 
 #: Local scheduler names a command line can use: the engine's ``SCHEDULER_NAMES`` but
@@ -280,6 +281,8 @@ def _convert(field: pexConfig.Field, text: str) -> Any:
 
     if text.lower() == "none" and field.optional:
         return None
+    if hasattr(field, "parse_text"):  # a field of more than one type reads its own text
+        return field.parse_text(text)
     if isinstance(field, pexConfig.ListField):
         items = [item.strip() for item in text.split(",")] if text else []
         return [_scalar(field.itemtype, item) for item in items]

@@ -56,8 +56,10 @@ cell is a Dask task), and stitch the cells' results into the output image.
 INPUT is a FITS file (LSST layout, or a plain FITS image) or a zarr store (a directory, or a
 name ending in .zarr). OUTPUT ending in .fits is written when the run has finished; OUTPUT
 ending in .zarr is written region by region as the run goes (never holding the whole output in
-memory) and an interrupted run continues with --resume. Either may be a URL on object storage
-(s3://bucket/image.zarr, gs://..., memory://...; an OUTPUT URL must be *.zarr), with credentials
+memory) and an interrupted run continues with --resume. OUTPUT ending in .parquet is a catalog
+(--mapper detect, or your own mapper returning Struct(catalog=table)): every source once, written
+part by part and resumable the same way. Either may be a URL on object storage
+(s3://bucket/image.zarr, gs://..., memory://...; an OUTPUT URL must be *.zarr or *.parquet), with credentials
 from the environment (AWS_*, AWS_ENDPOINT_URL) or --storage-option KEY=VALUE.
 
 Built-in mappers (--mapper NAME):
@@ -66,8 +68,13 @@ Built-in mappers (--mapper NAME):
   background  subtract each cell's sigma-clipped median, measured on the expanded cell;
               options ignoreMaskPlanes (comma-separated), nSigma (3), maxIters (5)
   identity    return every cell unchanged (to check a grid, or time the machinery)
-  psfmatch    convolve every cell to one Gaussian PSF (the input needs a PSF); options
-              targetSigma (px, default the widest PSF), kernelTruncate, maskGrowBits
+  psfmatch    convolve every cell to one round Gaussian PSF (the input needs a PSF) with a
+              kernel solved from the cell's PSF image; options method (exact, or gaussian:
+              the fast approximation), targetFwhm or targetSigma (px; default the smallest
+              Gaussian every cell reaches, plus targetMargin), maskGrowBits
+  detect      detect sources above threshold x the local noise and measure centroids,
+              aperture and PSF fluxes, into a catalog: OUTPUT *.parquet; options threshold
+              (5), sigma (detection filter, px), apertureRadius, psfFlux, badMaskPlanes
 or your own: --mapper package.module:Class, an ImageMapper subclass (the current directory is
 searched for the module too; on a cluster, send its file with --upload). Give the border at
 least the mapper's reach (kernel radius, window half-size) so cells join seamlessly:
@@ -244,7 +251,7 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = _add_command(commands, "run", "map-reduce an image file with a mapper", RUN_DESCRIPTION,
                           RUN_EPILOG, common)  # fmt: skip
     parser.add_argument("input", metavar="INPUT", help="FITS file, or zarr store (a directory or *.zarr)")
-    parser.add_argument("output", metavar="OUTPUT", help="*.fits file or *.zarr store to write")
+    parser.add_argument("output", metavar="OUTPUT", help="*.fits file or *.zarr store to write, or *.parquet catalog")
     mapping = parser.add_argument_group("mapper")
     mapping.add_argument("--mapper", required=True, metavar="NAME|MODULE:CLASS",
                          help=f"the operation on every cell: {', '.join(BUILTIN_MAPPERS)}, or "
@@ -254,9 +261,10 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
                          "lists are comma-separated, None unsets an optional field (repeatable)")  # fmt: skip
     _add_grid_options(parser, " Give the border at least the mapper's reach.")
     reducing = parser.add_argument_group("stitching")
-    reducing.add_argument("--reduce", choices=("copy", "sum", "average"), default="average",
+    reducing.add_argument("--reduce", choices=("copy", "sum", "average", "catalog"), default=None,
                           help="how overlapping cells combine: copy (later cells win), sum, or average "
-                          "(default: %(default)s)")  # fmt: skip
+                          "(default for an image OUTPUT); catalog: each cell's table, every row kept by the "
+                          "one cell that owns its position (default, and the only choice, for *.parquet)")  # fmt: skip
     reducing.add_argument("--weights", default="uniform",
                           choices=("uniform", "linear", "cosine", "gaussian", "inverseVariance", "custom"),
                           help="weights of an average: uniform (LSST's), a taper falling to the cell edges "
@@ -287,8 +295,8 @@ def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     output = running.add_mutually_exclusive_group()
     output.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     output.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run into an existing *.zarr OUTPUT (same input, "
-                        "mapper and options), computing only the missing regions")  # fmt: skip
+                        help="continue an interrupted run into an existing *.zarr or *.parquet OUTPUT (same "
+                        "input, mapper and options), computing only the missing regions or parts")  # fmt: skip
 
 
 def _add_grid(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -47,10 +47,13 @@ def options_for(where: str, options: dict[str, Any]) -> dict[str, Any] | None:
     return options if is_url(where) and not where.lower().startswith("file://") else None
 
 
-def check_url_output(args: argparse.Namespace, options: dict[str, Any]) -> bool:
-    """Check a URL OUTPUT before any work (it must be a *.zarr store); return True (zarr output)."""
-    if not args.output.rstrip("/").lower().endswith(".zarr"):
-        raise CliError(f"an OUTPUT at a URL must be a zarr store (name it *.zarr), got {args.output!r}")
+def check_url_output(args: argparse.Namespace, options: dict[str, Any]) -> str:
+    """Check a URL OUTPUT before any work (a *.zarr store or a *.parquet catalog); return its kind."""
+    kind = "parquet" if args.output.rstrip("/").lower().endswith(".parquet") else "zarr"
+    if kind == "zarr" and not args.output.rstrip("/").lower().endswith(".zarr"):
+        raise CliError(
+            f"an OUTPUT at a URL must be a zarr store (*.zarr) or a catalog (*.parquet), got {args.output!r}"
+        )
     location = StoreLocation(args.output, options_for(args.output, options))
     if is_url(args.input) and StoreLocation(args.input, options_for(args.input, options)).identity() == (
         location.identity()
@@ -62,7 +65,7 @@ def check_url_output(args: argparse.Namespace, options: dict[str, Any]) -> bool:
                        "continue its run")  # fmt: skip
     if args.resume and not exists:
         raise CliError(f"cannot --resume: {args.output!r} does not exist; run without --resume")
-    return True
+    return kind
 
 
 def read_url_input(text: str, options: dict[str, Any], lazy: bool, hdu: int | str | None = None) -> Exposure:

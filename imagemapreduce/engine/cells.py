@@ -7,6 +7,7 @@ a result the stitcher needs: a box and its planes (variance and mask may be abse
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
@@ -92,6 +93,16 @@ class CellOutcome:
 
 
 def _worker_name() -> str:
+    """Who ran a cell: a Dask worker's address on a cluster, else ``"pid:thread name"``.
+
+    The address is what ``Client.scheduler_info()["workers"]`` lists, so a user can tie a slow
+    cell to a machine; locally the process id tells processes apart and the thread name threads.
+    """
+    if "distributed" in sys.modules:  # never import distributed just to ask
+        try:
+            return str(sys.modules["distributed"].get_worker().address)
+        except ValueError:  # not inside a worker
+            pass
     return f"{os.getpid()}:{threading.current_thread().name}"
 
 

@@ -43,8 +43,10 @@ __all__ = [
     "StitchOutcome",
     "region_boxes",
     "execute_cells",
+    "execute_parts",
     "execute_stitch",
     "execute_to_store",
+    "lazy_catalog",
     "lazy_stitch",
     "default_layout",
     "settle_mask_planes",
@@ -307,8 +309,9 @@ def cell_layer(
     origin = plan.bbox.getBegin()
     batches, tile = pack_cells(plan.grid.cells, cells, (origin.x, origin.y), region_size, per_task, largest_tile)
     batch_of = np.full(len(plan.grid), -1, dtype=np.int64)
-    for number, members in enumerate(batches):
-        batch_of[members] = number
+    if batches:  # one scatter for all batches, not one per batch (a million of them, unbatched)
+        sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
+        batch_of[np.concatenate(batches)] = np.repeat(np.arange(len(batches)), sizes)
     return CellLayer(name, batches, plan.batch_graph(name, batches, direct_out), batch_of, tile)
 
 
@@ -385,7 +388,7 @@ def _stitch_graph(
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, j in regions:
         groups.setdefault((i // per_side, j // per_side), []).append((i, j))
-    sizes = [len(b) for b in cells.batches]
+    sizes = np.fromiter(map(len, cells.batches), dtype=np.int64, count=len(cells.batches))
     empty = np.zeros(0, dtype=np.int64)
     keys, where = [], {}
     for (gi, gj), group in groups.items():
@@ -411,15 +414,19 @@ def _stitch_graph(
 
 
 def _group_inputs(
-    graph: dict, cells: CellLayer, needed: np.ndarray, sizes: list[int], picks: bool, key: tuple
+    graph: dict, cells: CellLayer, needed: np.ndarray, sizes: np.ndarray, picks: bool, key: tuple
 ) -> list[Any]:
     """The keys a region task reads its cells from: whole batches, or picks of them (added to ``graph``)."""
     numbers, counts = np.unique(cells.batch_of[needed], return_counts=True)
     if len(numbers) and numbers[0] < 0:
         raise AssertionError(f"regions {key[1:]} need cells that no batch runs")
+    partly = counts < sizes[numbers] if picks else np.zeros(len(numbers), dtype=bool)
+    if not partly.any():  # whole batches only: one key each (a million of them, unbatched)
+        name = cells.name
+        return [(name, number) for number in numbers.tolist()]
     inputs = []
-    for number, count in zip(numbers.tolist(), counts.tolist()):
-        if picks and count < sizes[number]:
+    for number, part_only in zip(numbers.tolist(), partly.tolist()):
+        if part_only:
             part = cells.batches[number]
             pick = (f"imr-pick-{key[0]}", number, *key[1:])
             graph[pick] = (pick_cells, (cells.name, number), frozenset(part[np.isin(part, needed)].tolist()))
@@ -795,3 +802,90 @@ def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tupl
         hlg = HighLevelGraph.from_collections(name, {**graph, **layer}, dependencies=())
         out[index] = da.Array(hlg, name, chunks=chunks, dtype=plane_dtype)
     return out[0], out[1], out[2]
+
+
+def lazy_catalog(plan: Plan, region_size: int, labels: Sequence[str]) -> Any:
+    """The catalog of a run as a lazy ``dask.dataframe.DataFrame``, one partition per batch of cells.
+
+    Each partition holds the rows its batch's cells own (`imagemapreduce.catalog`): a batch is
+    given the cores that may own a pixel of its expanded boxes, so that ownership is decided
+    where the cells ran and only owned rows travel. ``grid_index`` is a column of ``[ix, iy]`` lists.
+    """
+    import dask.dataframe as dd
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    from ..catalog import candidate_owners
+
+    cell_name, part_name = _tokens()
+    layer = cell_layer(plan, cell_name, region_size, _default_scheduler())
+    cores, expanded = plan.grid.cells, plan.grid.expanded
+    indices = plan.grid_indices
+    parts: dict[Any, Any] = {}
+    for number, members in enumerate(layer.batches):
+        near = candidate_owners(cores, expanded[members])
+        batch_labels = {int(i): labels[int(i)] for i in members}
+        batch_indices = {int(i): tuple(indices[int(i)]) for i in members}
+        parts[(part_name, number)] = (
+            catalog_partition, (cell_name, number), cores, near, batch_indices, batch_labels
+        )  # fmt: skip
+    graph = HighLevelGraph.from_collections(part_name, {**layer.graph, **parts}, dependencies=())
+    delayed = [Delayed((part_name, number), graph, layer=part_name) for number in range(len(layer.batches))]
+    return dd.from_delayed(delayed, verify_meta=False)
+
+
+def catalog_partition(
+    outcomes: Sequence[CellOutcome], cores: np.ndarray, near: np.ndarray, grid_indices: dict, labels: dict
+) -> Any:
+    """The rows a batch's cells own, as a pandas DataFrame (the partition of `lazy_catalog`)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from ..catalog import GRID_INDEX, as_table, owned_catalog
+
+    cells = [
+        (o.index, labels[o.index], as_table(o.result, labels[o.index]), grid_indices[o.index])
+        for o in sorted(outcomes, key=lambda o: o.index)
+        if o.failure is None and o.result is not None
+    ]
+    catalog = owned_catalog(cells, cores, near, GRID_INDEX)
+    columns = {name: np.asarray(catalog[name]) for name in catalog.colnames if name != GRID_INDEX}
+    frame = pd.DataFrame(columns)
+    # A fixed-size list column: object columns of tuples would become strings in Dask.
+    index = pa.array(np.asarray(catalog[GRID_INDEX]).tolist(), type=pa.list_(pa.int64(), 2))
+    frame[GRID_INDEX] = pd.Series(index.to_pandas(types_mapper=pd.ArrowDtype), index=frame.index)
+    return frame
+
+
+def execute_parts(
+    plan: Plan,
+    parts: Sequence[np.ndarray],
+    write: Callable[..., Any],
+    region_size: int,
+    scheduler: SchedulerChoice,
+) -> list[Any]:
+    """Run the cells of ``parts`` and hand each part's outcomes to ``write``, as soon as its cells are done.
+
+    ``write(part_number, outcomes)`` runs as a task of its own next to the batches it reads (a
+    worker on a cluster), gets the part's cell outcomes in grid order, and returns something small
+    (a record), which comes back in the order of ``parts``. Cells that no part names do not run.
+    """
+    scheduler.check_importable(plan.code())
+    if not len(parts):
+        return []
+    cell_name, part_name = _tokens()
+    members = np.unique(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]))
+    layer = cell_layer(plan, cell_name, region_size, scheduler, cells=members)
+    graph = dict(layer.graph)
+    keys = []
+    for number, cells in enumerate(parts):
+        batches = sorted({int(b) for b in layer.batch_of[np.asarray(cells, dtype=np.int64)]})
+        key = (part_name, number)
+        graph[key] = (_write_part, write, number, frozenset(int(c) for c in cells),
+                      *[(cell_name, b) for b in batches])  # fmt: skip
+        keys.append(key)
+    return scheduler.get(graph, keys, layer.keys)
+
+
+def _write_part(write: Callable[..., Any], number: int, wanted: frozenset[int], *batches: Sequence[CellOutcome]) -> Any:
+    return write(number, flat_outcomes([pick_cells(batch, wanted) for batch in batches]))

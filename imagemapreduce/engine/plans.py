@@ -51,10 +51,57 @@ def cells_disjoint(boxes: np.ndarray) -> bool:
     return len(np.unique(boxes[:, :2], axis=0)) == len(boxes)
 
 
-def _batch(runner: Any, template: Any, grid: CellGrid, members: np.ndarray) -> CellBatch:
+def _batches(
+    runner: Any, template: Any, grid: CellGrid, batches: list[np.ndarray], grid_indices: np.ndarray | None = None
+) -> tuple[list[CellBatch], np.ndarray]:
+    """The batches of the grid's cells (each an index array), and the unions of their expanded boxes.
+
+    ``grid_indices`` (plain arrays): each cell's (row, column), given to the batches likewise.
+    The unions come back as an ``(n, 4)`` array too, one row per batch.
+
+    Built for all batches at once: the members' boxes are gathered in one fancy index, each
+    batch's rows are a view of that, and the unions come from one ``reduceat`` per corner. Per
+    batch numpy calls on tiny arrays would cost about 20 us each, most of a million-task graph.
+    """
+    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
+    if not len(batches) or not sizes.all():  # reduceat needs non-empty groups
+        out = [_batch(runner, template, grid, members, grid_indices) for members in batches]
+        return out, np.array([batch.box for batch in out], dtype=np.int64).reshape(-1, 4)
+    members = np.concatenate(batches)
+    expanded = grid.expanded[members]
+    starts = np.cumsum(sizes) - sizes
+    unions = np.hstack([np.minimum.reduceat(expanded[:, :2], starts), np.maximum.reduceat(expanded[:, 2:], starts)])
+    cells, expanded = _split_rows(grid.cells[members], sizes, starts), _split_rows(expanded, sizes, starts)
+    out = [
+        CellBatch(runner, template, batch, own, reach, tuple(union))
+        for batch, own, reach, union in zip(batches, cells, expanded, unions.tolist())
+    ]
+    if grid_indices is not None:
+        for batch, where in zip(out, _split_rows(grid_indices[members], sizes, starts)):
+            batch.grid_indices = where
+    return out, unions
+
+
+def _split_rows(rows: np.ndarray, sizes: np.ndarray, starts: np.ndarray) -> list[np.ndarray]:
+    """``rows`` cut into consecutive views of ``sizes`` rows each (``starts``: where each begins).
+
+    Batches of one size (one cell each, or full tiles) are the rows of a reshaped view, which
+    numpy iterates in C; others are sliced one by one.
+    """
+    if len(sizes) and (sizes == sizes[0]).all():
+        return list(rows.reshape(len(sizes), int(sizes[0]), *rows.shape[1:]))
+    return [rows[start : start + size] for start, size in zip(starts.tolist(), sizes.tolist())]
+
+
+def _batch(
+    runner: Any, template: Any, grid: CellGrid, members: np.ndarray, grid_indices: np.ndarray | None = None
+) -> CellBatch:
     """The batch of the grid's cells ``members`` (indices), with the union of their expanded boxes."""
     expanded = grid.expanded[members]
-    return CellBatch(runner, template, members, grid.cells[members], expanded, union_box(expanded))
+    batch = CellBatch(runner, template, members, grid.cells[members], expanded, union_box(expanded))
+    if grid_indices is not None:
+        batch.grid_indices = grid_indices[members]
+    return batch
 
 
 def _box(corners: tuple[int, int, int, int]) -> Box2I:
@@ -106,8 +153,7 @@ class ExposurePlan:
             self.mapper, -1, None, None, self.exposure.getBBox(), self.do_clone, self.return_sub_images,
             self.operation, self.kwargs, self.policy, tuple(self.companions),
         )  # fmt: skip
-        for number, members in enumerate(batches):
-            batch = _batch(run_cell, template, self.grid, members)
+        for number, batch in enumerate(_batches(run_cell, template, self.grid, batches)[0]):
             box = _box(batch.box)
             graph[(name, number)] = (run_batch, batch, source.cut(box), *(c.cut(box) for c in companions))
         return graph
@@ -172,14 +218,16 @@ class ArrayPlan:
             self.func, -1, None, None, self.operation, self.kwargs, self.geometry, None, tuple(self.companions),
             self.policy,
         )  # fmt: skip
-        for number, members in enumerate(batches):
-            batch = _batch(run_array_cell, template, self.grid, members)
-            if self.grid_indices is not None:
-                batch.grid_indices = self.grid_indices[members]
-            if direct_out is not None:
-                batch.outs = _cores_of(direct_out, self.grid.cells[members], self.origin)
-            cuts = [source.cell_cuts(np.array([batch.box]))[0] for source in sources]
-            graph[(name, number)] = (run_batch, batch, *cuts)
+        cell_batches, boxes = _batches(run_array_cell, template, self.grid, batches, self.grid_indices)
+        if direct_out is not None:
+            for batch in cell_batches:
+                batch.outs = _cores_of(direct_out, batch.cells, self.origin)
+        # Every source's cuts in one call each (slice bounds for all the batch boxes at once).
+        cuts = zip(*(source.cell_cuts(boxes) for source in sources))
+        graph.update(
+            ((name, number), (run_batch, batch, *batch_cuts))
+            for number, (batch, batch_cuts) in enumerate(zip(cell_batches, cuts))
+        )
         return graph
 
     def cores_disjoint(self) -> bool:

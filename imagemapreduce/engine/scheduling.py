@@ -613,7 +613,13 @@ def _outgoing_bytes(dask_worker: Any) -> int:
     return int(getattr(dask_worker, "transfer_outgoing_bytes_total", 0))
 
 
-def choose_scheduler(scheduler: Any = None, num_workers: int | None = None, timeout: float = 10.0) -> SchedulerChoice:
+#: Seconds to wait for a scheduler address to answer before saying it cannot be reached.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def choose_scheduler(
+    scheduler: Any = None, num_workers: int | None = None, timeout: float | None = None
+) -> SchedulerChoice:
     """Resolve a scheduler argument into a `SchedulerChoice` (see the module docs for the rules).
 
     Parameters
@@ -622,8 +628,8 @@ def choose_scheduler(scheduler: Any = None, num_workers: int | None = None, time
         A scheduler name, a scheduler address, a client, or None for Dask's current default.
     num_workers : `int`, optional
         Threads or processes to use locally.
-    timeout : `float`
-        Seconds to wait when connecting to a scheduler address.
+    timeout : `float`, optional
+        Seconds to wait when connecting to a scheduler address (default `CONNECT_TIMEOUT_S`).
     """
     if num_workers is not None and (
         not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1
@@ -635,7 +641,8 @@ def choose_scheduler(scheduler: Any = None, num_workers: int | None = None, time
     if _is_client(scheduler):
         return SchedulerChoice("distributed", num_workers, scheduler)
     if isinstance(scheduler, str) and "://" in scheduler:
-        return SchedulerChoice("distributed", num_workers, _connect(scheduler, timeout), owns_client=True)
+        wait = CONNECT_TIMEOUT_S if timeout is None else timeout
+        return SchedulerChoice("distributed", num_workers, _connect(scheduler, wait), owns_client=True)
     if isinstance(scheduler, str):
         kind = _ALIASES.get(scheduler.lower())
         if kind is None:

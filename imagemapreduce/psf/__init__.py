@@ -7,11 +7,13 @@ plain data and back: how stores record a PSF without pickling it.
 """
 
 from ._base import Psf
+from ._callable import CallablePsf
 from ._coadd import CoaddPsf
 from ._gaussian import DoubleGaussianPsf, GaussianPsf
 from ._persist import PsfFormatError, psf_from_dict, psf_to_dict
+from ._profiles import EllipticalGaussianPsf, KolmogorovPsf, MoffatPsf, moments_to_shear
 from ._shape import Quadrupole, adaptive_moments
-from ._varying import VaryingGaussianPsf, VaryingMoffatPsf
+from ._varying import VaryingGaussianPsf, VaryingKolmogorovPsf, VaryingMoffatPsf
 from ._windowed import WindowedCoaddPsf
 
 __all__ = [
@@ -22,6 +24,12 @@ __all__ = [
     "WindowedCoaddPsf",
     "VaryingGaussianPsf",
     "VaryingMoffatPsf",
+    "VaryingKolmogorovPsf",
+    "EllipticalGaussianPsf",
+    "MoffatPsf",
+    "KolmogorovPsf",
+    "CallablePsf",
+    "moments_to_shear",
     "Quadrupole",
     "adaptive_moments",
     "psf_to_dict",

@@ -16,7 +16,8 @@ from ..geom import Box2I, Point2I
 from ._base import Psf
 from ._coadd import CoaddPsf
 from ._gaussian import DoubleGaussianPsf, GaussianPsf
-from ._varying import VaryingGaussianPsf, VaryingMoffatPsf
+from ._profiles import EllipticalGaussianPsf, KolmogorovPsf, MoffatPsf
+from ._varying import VaryingGaussianPsf, VaryingKolmogorovPsf, VaryingMoffatPsf
 from ._windowed import WindowedCoaddPsf
 
 __all__ = ["PERSISTABLE_PSFS", "PsfFormatError", "psf_to_dict", "psf_from_dict", "is_persistable"]
@@ -87,27 +88,76 @@ def _double_gaussian(doc: dict, where: str) -> DoubleGaussianPsf:
     return DoubleGaussianPsf(_integer(doc, "width", where), _integer(doc, "height", where), *numbers)
 
 
-def _varying_doc(psf: VaryingGaussianPsf | VaryingMoffatPsf) -> dict:
-    width, height, coeffs, _, *beta = psf._key()
+def _varying_doc(psf: VaryingGaussianPsf | VaryingMoffatPsf | VaryingKolmogorovPsf) -> dict:
+    width, height, coeffs, _, *rest = psf._key()
     doc = {"width": width, "height": height, "coefficients": [list(r) for r in coeffs], "bbox": _box_list(psf._bbox)}
-    if beta:
-        doc["beta"] = beta[0]
+    if isinstance(psf, VaryingMoffatPsf):
+        doc["beta"] = rest[0]
+    # Shear and pixel response only when used, so that documents of round, sampled PSFs are as before.
+    g1, g2 = psf.getShearCoefficients()
+    if psf.isElliptical():
+        doc["g1"], doc["g2"] = g1.tolist(), g2.tolist()
+    if psf.isPixelIntegrated() != isinstance(psf, VaryingKolmogorovPsf):
+        doc["pixelIntegrated"] = psf.isPixelIntegrated()
     return doc
 
 
-def _varying_gaussian(doc: dict, where: str) -> VaryingGaussianPsf:
-    return VaryingGaussianPsf(
+def _flag(doc: dict, name: str, where: str, default: bool) -> bool:
+    value = doc.get(name, default)
+    if not isinstance(value, bool):
+        raise PsfFormatError(f"{where}: field {name!r} must be true or false, got {value!r:.80}")
+    return value
+
+
+def _varying_extras(doc: dict, where: str, pixel_default: bool) -> tuple:
+    g1 = _coefficients(doc, "g1", where) if "g1" in doc else 0.0
+    g2 = _coefficients(doc, "g2", where) if "g2" in doc else 0.0
+    return g1, g2, _flag(doc, "pixelIntegrated", where, pixel_default)
+
+
+def _varying_common(doc: dict, where: str) -> tuple:
+    return (
         _integer(doc, "width", where), _integer(doc, "height", where),
         _coefficients(doc, "coefficients", where), _box(doc.get("bbox"), f"{where}: bbox"),
     )  # fmt: skip
+
+
+def _varying_gaussian(doc: dict, where: str) -> VaryingGaussianPsf:
+    return VaryingGaussianPsf(*_varying_common(doc, where), *_varying_extras(doc, where, False))
 
 
 def _varying_moffat(doc: dict, where: str) -> VaryingMoffatPsf:
     return VaryingMoffatPsf(
-        _integer(doc, "width", where), _integer(doc, "height", where),
-        _coefficients(doc, "coefficients", where), _box(doc.get("bbox"), f"{where}: bbox"),
-        _number(doc, "beta", where),
-    )  # fmt: skip
+        *_varying_common(doc, where), _number(doc, "beta", where), *_varying_extras(doc, where, False)
+    )
+
+
+def _varying_kolmogorov(doc: dict, where: str) -> VaryingKolmogorovPsf:
+    return VaryingKolmogorovPsf(*_varying_common(doc, where), *_varying_extras(doc, where, True))
+
+
+#: The constant profile PSFs: their constructor's number fields after width and height.
+_PROFILE_FIELDS: dict[type, tuple[str, ...]] = {
+    EllipticalGaussianPsf: ("sigma",),
+    MoffatPsf: ("fwhm", "beta"),
+    KolmogorovPsf: ("fwhm",),
+}
+
+
+def _profile_doc(psf: EllipticalGaussianPsf | MoffatPsf | KolmogorovPsf) -> dict:
+    width, height, *numbers, g1, g2, pixel = psf._key()
+    doc = {"width": width, "height": height, **dict(zip(_PROFILE_FIELDS[type(psf)], numbers, strict=True))}
+    doc.update({"g1": g1, "g2": g2, "pixelIntegrated": pixel})
+    return doc
+
+
+def _profile_reader(cls: type) -> Callable[[dict, str], Psf]:
+    def read(doc: dict, where: str) -> Psf:
+        numbers = [_number(doc, name, where) for name in (*_PROFILE_FIELDS[cls], "g1", "g2")]
+        pixel = _flag(doc, "pixelIntegrated", where, True)
+        return cls(_integer(doc, "width", where), _integer(doc, "height", where), *numbers, pixelIntegrated=pixel)
+
+    return read
 
 
 def _coadd_doc(psf: CoaddPsf) -> dict:
@@ -164,6 +214,10 @@ PERSISTABLE_PSFS: dict[str, tuple[type, Callable[[Any], dict], Callable[[dict, s
     "DoubleGaussianPsf": (DoubleGaussianPsf, _double_gaussian_doc, _double_gaussian),
     "VaryingGaussianPsf": (VaryingGaussianPsf, _varying_doc, _varying_gaussian),
     "VaryingMoffatPsf": (VaryingMoffatPsf, _varying_doc, _varying_moffat),
+    "VaryingKolmogorovPsf": (VaryingKolmogorovPsf, _varying_doc, _varying_kolmogorov),
+    "EllipticalGaussianPsf": (EllipticalGaussianPsf, _profile_doc, _profile_reader(EllipticalGaussianPsf)),
+    "MoffatPsf": (MoffatPsf, _profile_doc, _profile_reader(MoffatPsf)),
+    "KolmogorovPsf": (KolmogorovPsf, _profile_doc, _profile_reader(KolmogorovPsf)),
     "CoaddPsf": (CoaddPsf, _coadd_doc, _coadd),
     "WindowedCoaddPsf": (WindowedCoaddPsf, _coadd_doc, _coadd),
 }
