@@ -150,6 +150,7 @@ def test_run_to_s3_equals_the_in_memory_run_and_verifies(options, prefix):
     assert again.regionsWritten == 0 and again.regionsReused == 12
 
 
+@pytest.mark.slow  # covered by the faster local/zarr and S3 cases; run with --runslow
 def test_resume_on_s3_after_an_interrupted_run(options, prefix):
     exposure = make_exposure(130, 100, seed=6)
     out = f"{prefix}/out.zarr"
@@ -173,6 +174,7 @@ def test_resume_on_s3_after_an_interrupted_run(options, prefix):
     assert verify_zarr_store(out, storage_options=options).ok
 
 
+@pytest.mark.slow  # covered by the faster local/zarr and S3 cases; run with --runslow
 def test_a_region_changed_on_s3_is_recomputed_on_resume(options, prefix):
     exposure = make_exposure(90, 70, seed=4)
     out = f"{prefix}/out.zarr"
@@ -220,6 +222,7 @@ def test_a_live_lease_refuses_a_second_writer_and_is_exclusive(options, prefix):
                                                            resume=True).regionsWritten == 0  # fmt: skip
 
 
+@pytest.mark.slow  # covered by the faster local/zarr and S3 cases; run with --runslow
 def test_the_lease_of_a_dead_writer_expires(options, prefix):
     exposure = make_exposure(60, 50, seed=3)
     out = f"{prefix}/out.zarr"
@@ -283,6 +286,7 @@ def test_chunks_that_straddle_regions_are_refused_before_work(options, prefix, c
     assert not StoreLocation(out, options).exists()
 
 
+@pytest.mark.slow  # covered by the faster local/zarr and S3 cases; run with --runslow
 def test_sharded_output_on_s3_writes_one_object_per_region(options, prefix):
     exposure = make_exposure(90, 70, seed=9)
     out = f"{prefix}/out.zarr"

@@ -186,6 +186,7 @@ RESUME_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # the sigkill-and-resume guarantee is also tested (faster) in test_adversarial_stores; --runslow
 def test_resume_after_the_process_is_killed(stored, tmp_path):
     exposure, path = stored
     out = tmp_path / "out.zarr"
