@@ -18,6 +18,7 @@ knows about Dask or Tasks: these are pure functions of tables and ``(n, 4)`` box
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +92,7 @@ def as_table(result: Any, cell: str) -> Any:
 
 
 def _is_dataframe(value: Any) -> bool:
-    pandas = __import__("sys").modules.get("pandas")
+    pandas = sys.modules.get("pandas")  # never import pandas just to ask
     return pandas is not None and isinstance(value, pandas.DataFrame)
 
 

@@ -193,3 +193,16 @@ def check_sigma(name: str, value: Any, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}, got {value}")
     return number
+
+
+def cached_hash(psf: Psf) -> int:
+    """``hash(psf)`` computed once and kept in its ``_hash_value`` slot.
+
+    For PSFs with long keys (polynomials, profiles) that every cell's kernel caches hash.
+    """
+    try:
+        return psf._hash_value  # type: ignore[attr-defined]
+    except AttributeError:
+        value = Psf.__hash__(psf)
+        psf._set("_hash_value", value)
+        return value

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..geom import Point2I
 from ..image._image import ImageD
-from ._base import PositionLike, Psf, check_sigma
+from ._base import PositionLike, cached_hash, check_sigma
 from ._gaussian import _AnalyticPsf
 from ._shape import Quadrupole
 
@@ -210,13 +210,7 @@ class _ProfilePsf(_AnalyticPsf):
         self._set("_pixelIntegrated", bool(pixelIntegrated))
 
     def __hash__(self) -> int:
-        # Cached: every cell's kernel-image and kernel caches hash the PSF, and its key is long.
-        try:
-            return self._hash_value
-        except AttributeError:
-            value = Psf.__hash__(self)
-            self._set("_hash_value", value)
-            return value
+        return cached_hash(self)
 
     def getShear(self) -> tuple[float, float]:
         """Return the reduced shear ``(g1, g2)``."""

@@ -24,7 +24,7 @@ from numpy.polynomial import polynomial as npoly
 
 from ..geom import Box2I, Extent2I, Point2D, Point2I
 from ..image._image import ImageD
-from ._base import PositionLike, Psf, check_dimension, check_sigma, kernel_origin, nearest_pixel
+from ._base import PositionLike, Psf, cached_hash, check_dimension, check_sigma, kernel_origin, nearest_pixel
 from ._profiles import (
     PIXEL_VARIANCE,
     gaussian_profile,
@@ -186,13 +186,7 @@ class _PolynomialPsf(Psf):
         return Extent2I(self._width, self._height)
 
     def __hash__(self) -> int:
-        # Cached: every cell's kernel-image and kernel caches hash the PSF, and its key is long.
-        try:
-            return self._hash_value
-        except AttributeError:
-            value = Psf.__hash__(self)
-            self._set("_hash_value", value)
-            return value
+        return cached_hash(self)
 
     def computeBBox(self, position: PositionLike | None = None) -> Box2I:
         """Return the kernel image's bounding box, without evaluating the profile."""
