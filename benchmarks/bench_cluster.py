@@ -68,7 +68,7 @@ def map_overlap(image, cell, client):
 
 def _task(scheduler, cell: int):
     import imagemapreduce as imr
-    from imagemapreduce.mappers import GaussianSmoothMapper
+    from imagemapreduce.builtin_mappers import GaussianSmoothMapper
 
     config = imr.ImageMapReduceConfig()
     config.mapper.retarget(GaussianSmoothMapper)
@@ -80,10 +80,8 @@ def _task(scheduler, cell: int):
     config.stitchRegionSize = 512
     config.reducer.reduceOperation = "copy"
     config.scheduler = "distributed" if not isinstance(scheduler, str) else scheduler
-    task = imr.ImageMapReduceTask(config=config)
-    if not isinstance(scheduler, str):
-        task._scheduler = scheduler
-    return task
+    # a client cannot live in a config: it goes to the task itself
+    return imr.ImageMapReduceTask(config=config, scheduler=None if isinstance(scheduler, str) else scheduler)
 
 
 def zarr_run(source_path, folder, scheduler, cell, label):

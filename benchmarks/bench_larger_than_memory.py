@@ -52,7 +52,7 @@ def _lazy_exposure(size: int, chunk: int):
 
 def _task(workers: int, cell: int, border: int, region: int):
     import imagemapreduce as imr
-    from imagemapreduce.mappers import GaussianSmoothMapper
+    from imagemapreduce.builtin_mappers import GaussianSmoothMapper
 
     config = imr.ImageMapReduceConfig()
     config.mapper.retarget(GaussianSmoothMapper)

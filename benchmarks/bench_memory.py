@@ -17,7 +17,8 @@ Configurations:
 * ``serial_hold_all``: LSST's serial design: a loop maps every cell and keeps each result, then
   ``ImageReducer.run`` reduces the list.
 * ``parallel_hold_all``: the same "gather everything, then reduce" with the mapping on threads
-  (``task._runMapper`` then ``task._reduceImage``): what a naive parallel port does.
+  (a ``reduceOperation="none"`` run returns every cell's result, then ``ImageReducer.run``
+  reduces the list): what a naive parallel port does.
 
 Target: ours <= 3x the exposure + the cells in flight (2 x workers x one expanded cell's 3 planes).
 """
@@ -38,9 +39,17 @@ NAME = "memory"
 METHODS = ("ours_threads", "ours_synchronous", "ours_threads_region1024", "serial_hold_all", "parallel_hold_all")
 
 
-def make_task(cell: int, step: int, border: int, scheduler: str, workers: int, region: int | None = None):
+def make_task(
+    cell: int,
+    step: int,
+    border: int,
+    scheduler: str,
+    workers: int,
+    region: int | None = None,
+    operation: str = "average",
+):
     import imagemapreduce as imr
-    from imagemapreduce.mappers import AddAmountMapper
+    from imagemapreduce.builtin_mappers import AddAmountMapper
 
     config = imr.ImageMapReduceConfig()
     config.mapper.retarget(AddAmountMapper)
@@ -49,7 +58,7 @@ def make_task(cell: int, step: int, border: int, scheduler: str, workers: int, r
     config.gridStepX = config.gridStepY = step
     config.borderSizeX = config.borderSizeY = border
     config.adjustGridOption = "none"
-    config.reducer.reduceOperation = "average"
+    config.reducer.reduceOperation = operation
     config.scheduler = scheduler
     config.numWorkers = workers
     if region is not None:
@@ -76,10 +85,10 @@ def run_method(method: str, exposure, cell: int, step: int, border: int, workers
     if method in ("ours_threads", "ours_synchronous", "ours_threads_region1024"):
         return task.run(exposure).exposure
     if method == "parallel_hold_all":
-        results = task._runMapper(exposure)
-        return task._reduceImage(results, exposure).exposure
+        results = make_task(cell, step, border, scheduler, workers, operation="none").run(exposure).result
+        return task.reducer.run(results, exposure).exposure
     if method == "serial_hold_all":  # LSST's loop: map every cell, keep every result, then reduce
-        boxes0, boxes1 = task._generateGrid(exposure)
+        boxes0, boxes1 = task.generateGrid(exposure)
         bbox = exposure.getBBox()
         results = [task.mapper.run(exposure.subset(b0), exposure.subset(b1), bbox) for b0, b1 in zip(boxes0, boxes1)]
         return task.reducer.run(results, exposure).exposure

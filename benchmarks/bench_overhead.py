@@ -38,7 +38,7 @@ def _task(cell: int = CELL, border: int = BORDER, scheduler=None, workers=None):
     import imagemapreduce as imr
 
     config = imr.ImageMapReduceConfig()
-    from imagemapreduce.mappers import IdentityMapper
+    from imagemapreduce.builtin_mappers import IdentityMapper
 
     config.mapper.retarget(IdentityMapper)
     config.scaleByFwhm = False
@@ -157,8 +157,7 @@ def _task_graph(shape):
 
     def build():
         task.boxes0 = task.boxes1 = None  # the grid is part of what run() does
-        grid = task._currentGrid(exposure)
-        plan = task._makePlan(exposure, grid, {}, "copy")
+        plan = task.prepare(exposure, {}, "copy").plan
         graph, _, _ = stitch_graph(plan, output.dtype, bad, 1024, scheduler, output)
         return graph
 

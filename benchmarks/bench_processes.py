@@ -43,7 +43,7 @@ def run(image: np.ndarray, cell: int, workers: int) -> np.ndarray:
 
 def fresh(image: np.ndarray, cell: int, workers: int) -> np.ndarray:
     """The behaviour before pools were kept: start a new pool for this run."""
-    scheduling._shutdown_pools()
+    scheduling.shutdown_pools()
     return run(image, cell, workers)
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = C.start_payload(args, params)
     started = time.perf_counter()
     image = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    scheduling._shutdown_pools()  # a truly first run, whatever ran before in this process
+    scheduling.shutdown_pools()  # a truly first run, whatever ran before in this process
     t0 = time.perf_counter()
     reference = run(image, cell, nworkers)
     first = time.perf_counter() - t0

@@ -102,11 +102,19 @@ class PlannedCluster:
 
 def plan_for(image: np.ndarray, cell: int, border: int, cells_per_task: int | str, func=noop):
     """The engine's plan of ``map_reduce(image, func, cell_size=cell, border=border, reduce="copy")``."""
-    from imagemapreduce._arrays_args import regular_grid
     from imagemapreduce.engine.plans import ArrayPlan
+    from imagemapreduce.grid import regular_grid
 
     grid, indices = regular_grid(image.shape, (cell, cell), (cell, cell), (border, border), "none", False)
-    return ArrayPlan(func, image, grid, {}, "copy", grid_indices=indices, cells_per_task=cells_per_task)
+    return ArrayPlan(
+        func=func,
+        array=image,
+        grid=grid,
+        kwargs={},
+        operation="copy",
+        grid_indices=indices,
+        cells_per_task=cells_per_task,
+    )
 
 
 def cluster_graph(image: np.ndarray, cell: int, border: int, cells_per_task: int | str, scheduler) -> tuple:
@@ -140,12 +148,12 @@ def graph_bytes(graph: dict) -> int:
     """
     from distributed.protocol.pickle import dumps
 
-    from imagemapreduce.engine.scheduling import _holds_pixels
+    from imagemapreduce.engine.scheduling import holds_pixels
 
     sent = {}
     for key, task in graph.items():
         if isinstance(task, tuple) and task and callable(task[0]):
-            task = tuple(f"ndarray-{uuid.uuid4().hex}" if _holds_pixels(arg) else arg for arg in task)
+            task = tuple(f"ndarray-{uuid.uuid4().hex}" if holds_pixels(arg) else arg for arg in task)
         sent[key] = task
     return len(dumps(sent, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -47,14 +47,24 @@ class Setup:
     """The grid, the precomputed cell results, and the engine's region tasks for one weighting."""
 
     def __init__(self, size: int, cell: int, step: int, border: int, region: int, weights: str):
-        from imagemapreduce._arrays_args import check_weights, regular_grid
         from imagemapreduce.engine import ArrayPlan, CellOutcome
+        from imagemapreduce.grid import regular_grid
+        from imagemapreduce.weights import make_weighting
 
         self.shape = (size, size)
         image = np.random.default_rng(6).standard_normal(self.shape, dtype=np.float32)
         grid, indices = regular_grid(self.shape, (cell, cell), (step, step), (border, border), "none", False)
-        self.weighting = check_weights(weights, "average")
-        self.plan = ArrayPlan(identity, image, grid, {}, "average", grid_indices=indices, weighting=self.weighting)
+        weighting = make_weighting(weights)
+        self.weighting = None if weighting.is_uniform else weighting  # uniform weights take the plain path
+        self.plan = ArrayPlan(
+            func=identity,
+            array=image,
+            grid=grid,
+            kwargs={},
+            operation="average",
+            grid_indices=indices,
+            weighting=self.weighting,
+        )
         self.tiles = []  # (row slice, col slice, tile) in grid order
         self.outcomes = []
         for index, (x0, y0, x1, y1) in enumerate(grid.cells.tolist()):
@@ -85,10 +95,16 @@ class Setup:
                 box = Box2I(Point2I(left, top), Extent2I(right - left, bottom - top))
                 members = np.flatnonzero((x0 < right) & (x1 >= left) & (y0 < bottom) & (y1 >= top))
                 task = RegionTask(
-                    bbox=box, operation="average", dtype=output.dtype, bad_bits=0, extract=self.plan.extract,
-                    with_variance=False, home_cells=(), out=(output[top:bottom, left:right], None, None),
+                    bbox=box,
+                    operation="average",
+                    dtype=output.dtype,
+                    bad_bits=0,
+                    extract=self.plan.extract,
+                    with_variance=False,
+                    reported_cells=(),
+                    output_views=(output[top:bottom, left:right], None, None),
                     weighting=self.plan.weighting,
-                )  # fmt: skip
+                )
                 calls.append((task, None, [self.outcomes[k] for k in members.tolist()]))
         return calls
 

@@ -8,6 +8,13 @@ with an import change.
 
 The names below load on first use (module ``__getattr__``), so ``import imagemapreduce`` and
 the command line's ``--help`` start at once; ``from imagemapreduce import X`` works as usual.
+
+The modules form layers, lowest first: `geom`; `image`; `psf`; `grid`; `stitch`; `engine`;
+`io` and `xarray_support`; `zarr_run` and `catalog_run`; `mapreduce`; `psfmatch` (the PSF
+matching showcase, a subpackage); `cli`. A module imports
+nothing of a layer above its own, not even inside a function (the test suite checks it). This
+root stands above them all: it tells the image layer where its FITS and xarray conveniences'
+functions live (`_providers`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import sys
 from importlib.abc import MetaPathFinder
 from typing import TYPE_CHECKING, Any
 
+from . import _providers
+
 __version__ = "0.1.0"
 
 #: Where each public name lives, relative to this package.
@@ -26,7 +35,6 @@ _LAZY: dict[str, str] = {
     "CellFailure": ".engine",
     **dict.fromkeys(["Box2I", "Extent2D", "Extent2I", "Point2D", "Point2I"], ".geom"),
     "CellGrid": ".grid",
-    **dict.fromkeys(["PsfMatchMapper", "PsfMatchMapperConfig"], ".homogenize"),
     **dict.fromkeys(
         [
             "Exposure",
@@ -47,7 +55,6 @@ _LAZY: dict[str, str] = {
     ),  # fmt: skip
     **dict.fromkeys(["ImageMapper", "ImageMapperConfig"], ".mapper"),
     **dict.fromkeys(["ImageMapReduceConfig", "ImageMapReduceTask"], ".mapreduce"),
-    **dict.fromkeys(["measure_star_widths", "width_map"], ".measure"),
     **dict.fromkeys(["Struct", "Task", "TaskMetadata", "timeMethod"], ".pipe_base"),
     **dict.fromkeys(
         [
@@ -63,7 +70,6 @@ _LAZY: dict[str, str] = {
         ".psf",
     ),  # fmt: skip
     **dict.fromkeys(["ImageReducer", "ImageReducerConfig"], ".reducer"),
-    "simulate_exposure": ".simulate",
     **dict.fromkeys(["read_exposure", "write_exposure"], ".io.fits"),
     **dict.fromkeys(["exposure_from_xarray", "exposure_to_xarray"], ".xarray_support"),
 }
@@ -73,7 +79,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
     from .engine import CellFailure
     from .geom import Box2I, Extent2D, Extent2I, Point2D, Point2I
     from .grid import CellGrid
-    from .homogenize import PsfMatchMapper, PsfMatchMapperConfig
     from .image import (
         Exposure,
         ExposureD,
@@ -92,7 +97,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
     from .io.fits import read_exposure, write_exposure
     from .mapper import ImageMapper, ImageMapperConfig
     from .mapreduce import ImageMapReduceConfig, ImageMapReduceTask
-    from .measure import measure_star_widths, width_map
     from .pipe_base import Struct, Task, TaskMetadata, timeMethod
     from .psf import (
         CoaddPsf,
@@ -105,12 +109,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
         WindowedCoaddPsf,
     )
     from .reducer import ImageReducer, ImageReducerConfig
-    from .simulate import simulate_exposure
     from .xarray_support import exposure_from_xarray, exposure_to_xarray
+
+
+#: Subpackages reachable as attributes (``imr.psfmatch.PsfMatchMapper``) without importing them first.
+_SUBPACKAGES = frozenset({"io", "psf", "psfmatch"})
 
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module on first use and keep the name here."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -120,7 +129,14 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})
+
+
+# -- the image classes' conveniences -------------------------------------------------------------
+# ``Exposure.writeFits``, ``readFits``, ``to_xarray`` ... call functions of modules that import the
+# image classes; the image layer looks them up by name (see `_providers`) rather than import them.
+_providers.provide(f"{__name__}.io.fits", "read_exposure", "write_exposure", "read_masked_image", "write_masked_image")
+_providers.provide(f"{__name__}.xarray_support", "exposure_from_xarray", "exposure_to_xarray")
 
 
 # -- the xarray accessors ------------------------------------------------------------------------
@@ -195,14 +211,9 @@ __all__ = [
     "Task",
     "TaskMetadata",
     "timeMethod",
-    "PsfMatchMapper",
-    "PsfMatchMapperConfig",
     "VaryingGaussianPsf",
     "VaryingMoffatPsf",
     "WindowedCoaddPsf",
-    "measure_star_widths",
-    "simulate_exposure",
-    "width_map",
     "exposure_from_xarray",
     "exposure_to_xarray",
     "map_reduce",

@@ -1,4 +1,4 @@
-"""Argument checking and grid building for `imagemapreduce.map_reduce` (plain arrays).
+"""Argument checking for `imagemapreduce.map_reduce` (plain arrays); `imagemapreduce.grid` lays the grid.
 
 Everything here runs before any cell does, so a bad argument fails at once with a message that
 names the parameter and the fix, instead of deep inside a Dask worker.
@@ -12,14 +12,12 @@ from __future__ import annotations
 import inspect
 import keyword
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from .engine import is_dask_array
-from .geom import Box2I, Extent2I, Point2I
-from .grid import MAX_PIXELS, AdjustGridOption, CellGrid, cell_boxes, grid_centroids, grid_shape
-from .grid import uncovered_pixels as _uncovered_in_box
+from ._lazy import is_dask_array
+from .grid import MAX_PIXELS
 from .weights import Weighting, make_weighting
 
 __all__ = [
@@ -35,9 +33,7 @@ __all__ = [
     "fill_masked",
     "output_dtype",
     "prepare_companions",
-    "regular_grid",
     "requested_geometry",
-    "uncovered_pixels",
 ]
 
 #: LSST's ``adjustGridOption`` values.
@@ -234,41 +230,6 @@ def prepare_companions(
             )
         out[name] = value
     return out
-
-
-def regular_grid(
-    shape: tuple[int, int],
-    cell: tuple[int, int],
-    step: tuple[int, int],
-    border: tuple[int, int],
-    adjust: str,
-    force_even_sized: bool,
-) -> tuple[CellGrid, np.ndarray]:
-    """LSST's regular grid over an array of ``shape``, and each kept cell's ``(ix, iy)`` index.
-
-    Sizes are ``(x, y)``. Boxes are in array indices (pixel ``[0, 0]`` is ``(0, 0)``).
-    """
-    bbox = _array_bbox(shape)
-    option = cast(AdjustGridOption, adjust)  # checked against ADJUST_OPTIONS by the caller
-    cx, cy, cell_xy = grid_centroids(bbox, cell, step, option, fix="increase cell_size or grid_step")
-    grid = cell_boxes(bbox, cx, cy, cell_xy, border, force_even_sized)
-    ny = grid_shape(bbox, cell, step, option)[1]
-    index = np.arange(len(cx))
-    indices = np.stack([index // ny, index % ny], axis=1)  # grid order is x-major
-    return grid, indices[grid.keep]
-
-
-def _array_bbox(shape: tuple[int, int]) -> Box2I:
-    """The bbox of an array of ``shape`` (rows, cols) in array indices: pixel ``[0, 0]`` is ``(0, 0)``."""
-    return Box2I(Point2I(0, 0), Extent2I(shape[1], shape[0]))
-
-
-def uncovered_pixels(cells: np.ndarray, shape: tuple[int, int]) -> int:
-    """How many pixels of an image of ``shape`` no cell in ``cells`` (an ``(n, 4)`` array) covers.
-
-    Works on the grid compressed to the cells' edges, so it costs O(cells), not O(pixels).
-    """
-    return _uncovered_in_box(cells, _array_bbox(shape))
 
 
 def output_dtype(dtype: Any, image_dtype: np.dtype) -> np.dtype:

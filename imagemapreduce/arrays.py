@@ -32,9 +32,7 @@ from ._arrays_args import (
     fill_masked,
     output_dtype,
     prepare_companions,
-    regular_grid,
     requested_geometry,
-    uncovered_pixels,
 )
 from .catalog import CatalogCell, reduce_catalog
 from .engine import (
@@ -49,6 +47,7 @@ from .engine import (
     lazy_stitch,
 )
 from .engine.progress import progress_bar
+from .grid import array_bbox, regular_grid, uncovered_pixels
 
 __all__ = ["map_reduce"]
 
@@ -278,9 +277,18 @@ def map_reduce(
         func, geometry = CatalogCell(func, geometry), GEOMETRY_NAMES
     mapped = func if reduce in ("none", "catalog") else _AsDtype(func, out_dtype)
     plan = ArrayPlan(
-        mapped, data, grid, kwargs, reduce, companions=extra, geometry=geometry, grid_indices=indices,
-        weighting=weighting, policy=policy, cells_per_task=cells_per_task,
-    )  # fmt: skip
+        func=mapped,
+        array=data,
+        grid=grid,
+        kwargs=kwargs,
+        operation=reduce,
+        companions=extra,
+        geometry=geometry,
+        grid_indices=indices,
+        weighting=weighting,
+        policy=policy,
+        cells_per_task=cells_per_task,
+    )
     if reduce == "catalog":
         labels = [f"cell {tuple(index)}" for index in indices.tolist()]
         if lazy:
@@ -357,7 +365,7 @@ def _check_func_kwargs(func_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _warn_uncovered(cells: np.ndarray, shape: tuple[int, int], reduce: str) -> None:
-    missing = uncovered_pixels(cells, shape)
+    missing = uncovered_pixels(cells, array_bbox(shape))
     if missing:
         fill = "0" if reduce == "sum" else "NaN"
         warnings.warn(

@@ -7,6 +7,10 @@ its cells' outcomes as they finish, keeps the rows each cell owns (`imagemapredu
 and writes them with a record (`imagemapreduce.io.parquet_catalog`). A resume verifies every
 record (the job's fingerprint, the file's checksum) and runs only the cells of the parts that
 are missing or fail that check.
+
+Layers: this module sits below `imagemapreduce.mapreduce`, which calls it; it drives the task only
+through its public steps (`ImageMapReduceTask.prepare`, ``scheduling``, ``recordCells``,
+``attachFailures``) and imports the task's module for type checkers only.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import numpy as np
 
 from .catalog import CELL_NUMBER, CatalogError, candidate_owners, mapper_catalog, owned_catalog
 from .engine import execute_parts
-from .engine.cells import CellOutcome, FailedCell
+from .engine.cells import CellOutcome, CellSummary, FailedCell
 from .engine.progress import progress_bar
 from .geom import Box2I
-from .grid import CellGrid
+from .grid import CellGrid, boxes_from_array
 from .image import Exposure
 from .io.parquet_catalog import CatalogStore, PartRecord, open_catalog
 from .io.zarr_lock import lock_for
@@ -87,8 +91,6 @@ def _box(box: Box2I) -> tuple[int, int, int, int]:
 
 
 def _failure_from_json(data: dict[str, Any]) -> FailedCell:
-    from .grid import boxes_from_array
-
     bbox, expanded = boxes_from_array(np.array([data["bbox"], data["expanded"]], dtype=np.int64))
     return FailedCell(int(data["index"]), bbox, expanded, str(data["error"]))
 
@@ -101,7 +103,7 @@ def run_to_parquet(
 
     See `ImageMapReduceTask.runToParquet`.
     """
-    if task.reducer.config.reduceOperation != "catalog" or task._reducerIsCustom():
+    if task.reducer.config.reduceOperation != "catalog" or not task.hasStandardReducer():
         raise ValueError(
             "runToParquet writes a catalog, so it needs config.reducer.reduceOperation = 'catalog' and the "
             f"standard reducer; got {task.reducer.config.reduceOperation!r}. Use runToZarr for images"
@@ -109,8 +111,8 @@ def run_to_parquet(
     if overwrite and resume:
         raise ValueError("pass overwrite=True or resume=True, not both")
     store = CatalogStore(path, storage_options)
-    grid = task._currentGrid(exposure, kwargs.get("forceEvenSized", False))
-    plan = task._makePlan(exposure, grid, kwargs, "catalog")
+    prepared = task.prepare(exposure, kwargs, "catalog")
+    grid = prepared.grid
     parts = catalog_parts(grid, exposure.getBBox(), task.config.stitchRegionSize)
     fingerprint = run_fingerprint(task, exposure, grid, kwargs)
     if resume:
@@ -127,11 +129,12 @@ def run_to_parquet(
             task.log.warning("Recomputing catalog part %d: %s", number, why)
         missing = [n for n in range(len(parts)) if n not in good]
         writer = PartWriter(store, fingerprint, grid.cells, grid.expanded, parts)
-        with task._chooseScheduler() as scheduler:
-            task.metadata["scheduler"] = scheduler.describe()
+        with task.scheduling() as scheduler:
             with progress_bar(task.config.progressBar, sum(len(parts[n]) for n in missing), scheduler):
-                written = execute_parts(plan, [parts[n] for n in missing], _Numbered(writer, missing),
-                                        task.config.stitchRegionSize, scheduler)  # fmt: skip
+                written = execute_parts(
+                    prepared.plan, [parts[n] for n in missing], _Numbered(writer, missing),
+                    task.config.stitchRegionSize, scheduler,
+                )  # fmt: skip
         _check_columns(written, missing)
         records = store.records(len(parts))
         totals = {"rows": sum(r.rows for r in records), "dropped_outside_cores": sum(r.outside for r in records),
@@ -139,14 +142,17 @@ def run_to_parquet(
         store.finish(fingerprint, parts, **totals)
     finally:
         lock.release()
-    summaries = sorted((tuple(s) for r in records for s in r.summaries), key=lambda s: s[0])
+    summaries = sorted(
+        (CellSummary(int(i), float(w), float(c), str(worker)) for r in records for i, w, c, worker in r.summaries),
+        key=lambda s: s.cell,
+    )
     failures = sorted((_failure_from_json(f) for r in records for f in r.failures), key=lambda f: f.index)
-    task._recordCells([(int(s[0]), float(s[1]), float(s[2]), str(s[3])) for s in summaries], failures)
+    task.recordCells(summaries, failures)
     result = Struct(
         catalog=open_catalog(store.location), path=store.location.url, partsWritten=len(missing),
         partsReused=len(good), partsRepaired=sorted(repaired), **totals,
     )  # fmt: skip
-    return task._withFailures(result, failures)
+    return task.attachFailures(result, failures)
 
 
 @dataclass

@@ -192,17 +192,23 @@ def _psf_flux(image, variance, y, x, psf, origin) -> tuple[float, float]:
 class DetectMapperConfig(ImageMapperConfig):
     """Configuration for `DetectMapper`."""
 
-    threshold = pexConfig.Field(
+    # The annotations give each field's value type: pex_config fields are descriptors whose
+    # untyped constructors leave the value type to be stated.
+    threshold: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, default=5.0, check=lambda t: t > 0,
         doc="Detection threshold in units of the local noise (from the variance plane)",
     )  # fmt: skip
-    sigma = pexConfig.Field(dtype=float, optional=True, default=None, check=lambda s: s is None or s > 0,
-                            doc="Detection filter sigma (px); default: the PSF's at the cell centre, rounded up "
-                            "to 0.1 px, else 1.5")  # fmt: skip
-    apertureRadius = pexConfig.Field(dtype=float, optional=True, default=None,
-                                     doc="Aperture radius (px); default 3 sigma")  # fmt: skip
-    psfFlux = pexConfig.Field(dtype=bool, default=True, doc="Fit PSF fluxes with the exposure's PSF (if it has one)")
-    badMaskPlanes = pexConfig.ListField(
+    sigma: pexConfig.Field[float | None] = pexConfig.Field(
+        dtype=float, optional=True, default=None, check=lambda s: s is None or s > 0,
+        doc="Detection filter sigma (px); default: the PSF's at the cell centre, rounded up to 0.1 px, else 1.5",
+    )  # fmt: skip
+    apertureRadius: pexConfig.Field[float | None] = pexConfig.Field(
+        dtype=float, optional=True, default=None, doc="Aperture radius (px); default 3 sigma"
+    )
+    psfFlux: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool, default=True, doc="Fit PSF fluxes with the exposure's PSF (if it has one)"
+    )
+    badMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str, default=("BAD", "SAT", "NO_DATA"),
         doc="Mask planes of unusable pixels: no peak there; flagged in apertures",
     )  # fmt: skip
@@ -219,20 +225,19 @@ class DetectMapper(ImageMapper):
 
     ConfigClass = DetectMapperConfig
     _DefaultName = "imr_DetectMapper"
+    config: DetectMapperConfig
 
     def _sigma(self, exposure: Exposure | None) -> float:
         if self.config.sigma is not None:
             return float(self.config.sigma)
-        psf = exposure.getPsf() if exposure is not None else None
-        if psf is None:
+        if exposure is None or (psf := exposure.getPsf()) is None:
             return 1.5
         box = exposure.getBBox()
         centre = Point2D(box.getMinX() + (box.getWidth() - 1) / 2.0, box.getMinY() + (box.getHeight() - 1) / 2.0)
         return math.ceil(psf.computeShape(centre).getDeterminantRadius() * 10.0) / 10.0
 
     def _psf_radius(self, exposure: Exposure | None) -> int:
-        psf = exposure.getPsf() if exposure is not None and self.config.psfFlux else None
-        if psf is None:
+        if exposure is None or not self.config.psfFlux or (psf := exposure.getPsf()) is None:
             return 0
         box = exposure.getBBox()
         kernel = psf.computeKernelImage(Point2D(box.getMinX(), box.getMinY())).array

@@ -8,13 +8,19 @@ methods (`Box2I.grow`, `Box2I.shift`, `Box2I.clip`, `Box2I.include`) mutate it a
 
 from __future__ import annotations
 
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, Protocol, TypeVar, overload
 
 __all__ = ["Point2I", "Point2D", "Extent2I", "Extent2D", "Box2I"]
 
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
-def _pair(x, y):
-    """Split the constructor arguments of a point or extent: ``(x, y)``, ``(pair,)`` or ``(v,)``."""
+
+def _pair(x: Any, y: Any) -> tuple[Any, Any]:
+    """Split the constructor arguments of a point or extent: ``(x, y)``, ``(pair,)`` or ``(v,)``.
+
+    The components are left as given (any pair-like or number LSST accepts); the caller converts them.
+    """
     if y is not None:
         return x, y
     if hasattr(x, "__len__"):
@@ -23,26 +29,42 @@ def _pair(x, y):
     return x, x  # lsst.geom fills every component from a single scalar
 
 
+class _HasXY(Protocol[_T_co]):
+    """What `_PairMixin` needs of its host class: the named-tuple fields ``x`` and ``y``."""
+
+    @property
+    def x(self) -> _T_co: ...
+
+    @property
+    def y(self) -> _T_co: ...
+
+
 class _PairMixin:
-    """LSST accessors shared by points and extents."""
+    """LSST accessors shared by points and extents.
 
-    x: float
-    y: float
+    The fields come from the named tuple each class also derives from (``int`` or ``float``), so the
+    methods take their types from ``self`` rather than declaring ``x``/``y`` here, which would clash.
+    """
 
-    def getX(self):  # noqa: D102 - LSST accessor
+    def getX(self: _HasXY[_T]) -> _T:  # noqa: D102 - LSST accessor
         return self.x
 
-    def getY(self):  # noqa: D102 - LSST accessor
+    def getY(self: _HasXY[_T]) -> _T:  # noqa: D102 - LSST accessor
         return self.y
 
-    def __repr__(self) -> str:
+    def __repr__(self: _HasXY[object]) -> str:
         return f"{type(self).__name__}({self.x}, {self.y})"
 
 
 class Point2I(_PairMixin, NamedTuple("_Point2I", [("x", int), ("y", int)])):
     """An integer pixel position ``(x, y)``."""
 
-    def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Point2I:  # noqa: D102
+    @overload
+    def __new__(cls, x: int = 0, y: int | None = None) -> Point2I: ...
+    @overload
+    def __new__(cls, x: tuple[int, int]) -> Point2I: ...
+
+    def __new__(cls, x: Any = 0, y: Any = None) -> Point2I:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (int(x), int(y)))
@@ -59,7 +81,12 @@ class Point2I(_PairMixin, NamedTuple("_Point2I", [("x", int), ("y", int)])):
 class Point2D(_PairMixin, NamedTuple("_Point2D", [("x", float), ("y", float)])):
     """A floating-point position ``(x, y)``; integer pixel ``i`` has its centre at ``i``."""
 
-    def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Point2D:  # noqa: D102
+    @overload
+    def __new__(cls, x: float = 0.0, y: float | None = None) -> Point2D: ...
+    @overload
+    def __new__(cls, x: tuple[float, float]) -> Point2D: ...
+
+    def __new__(cls, x: Any = 0.0, y: Any = None) -> Point2D:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (float(x), float(y)))
@@ -76,7 +103,12 @@ class Point2D(_PairMixin, NamedTuple("_Point2D", [("x", float), ("y", float)])):
 class Extent2I(_PairMixin, NamedTuple("_Extent2I", [("x", int), ("y", int)])):
     """An integer size or offset ``(x, y)``."""
 
-    def __new__(cls, x: int | tuple[int, int] = 0, y: int | None = None) -> Extent2I:  # noqa: D102
+    @overload
+    def __new__(cls, x: int = 0, y: int | None = None) -> Extent2I: ...
+    @overload
+    def __new__(cls, x: tuple[int, int]) -> Extent2I: ...
+
+    def __new__(cls, x: Any = 0, y: Any = None) -> Extent2I:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (int(x), int(y)))
@@ -94,7 +126,12 @@ class Extent2I(_PairMixin, NamedTuple("_Extent2I", [("x", int), ("y", int)])):
 class Extent2D(_PairMixin, NamedTuple("_Extent2D", [("x", float), ("y", float)])):
     """A floating-point size or offset ``(x, y)``."""
 
-    def __new__(cls, x: float | tuple[float, float] = 0.0, y: float | None = None) -> Extent2D:  # noqa: D102
+    @overload
+    def __new__(cls, x: float = 0.0, y: float | None = None) -> Extent2D: ...
+    @overload
+    def __new__(cls, x: tuple[float, float]) -> Extent2D: ...
+
+    def __new__(cls, x: Any = 0.0, y: Any = None) -> Extent2D:  # noqa: D102
         if y is None:
             x, y = _pair(x, y)
         return tuple.__new__(cls, (float(x), float(y)))
@@ -119,6 +156,10 @@ class Box2I:
     """
 
     __slots__ = ("_x0", "_y0", "_x1", "_y1")
+    _x0: int
+    _y0: int
+    _x1: int
+    _y1: int
 
     @overload
     def __init__(self) -> None: ...

@@ -1,8 +1,8 @@
-"""Pure functions that lay the grid of cells and expanded cells over an image.
+"""Pure functions that lay the grid of cells and expanded cells over an image, and count its coverage.
 
 These implement ``ImageMapReduceTask._generateGrid`` of LSST's ``ip_diffim`` exactly, vectorised
 with numpy so that grids of 100,000 cells build in milliseconds. Nothing here knows about Tasks,
-configs or Dask; the Task and the plain-array function both call these.
+configs or Dask; the Task, the plain-array function and the stitcher all call these.
 
 Coordinates: centroids are relative to the image's bbox begin; boxes are in parent coordinates.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
-from ._gc_pause import builds_graph
-from .geom import Box2I
+from ._gc_pause import gc_paused
+from .geom import Box2I, Extent2I, Point2I
 
 __all__ = [
     "AdjustGridOption",
@@ -32,6 +32,10 @@ __all__ = [
     "grid_shape",
     "grid_centroids",
     "cell_boxes",
+    "array_bbox",
+    "regular_grid",
+    "coverage_counts",
+    "block_areas",
     "uncovered_pixels",
     "dropped_pixels",
     "boxes_from_array",
@@ -86,6 +90,10 @@ class CellGrid:
     A grid laid from centroids by `cell_boxes` also records what LSST's area rule did: `keep`,
     one bool per centroid (True where its pair was kept), and `dropped`, the dropped cells that
     cover a pixel (``(m, 4)``; each is a single pixel). Both are None for a grid made from boxes.
+
+    The arrays are fields and cost nothing to read. The same boxes as lists of `Box2I` (the Task's
+    ``boxes0`` and ``boxes1``) come from the methods `boxes0` and `boxes1`: the first call builds
+    one Python object per row, which takes a while for a big grid, so they are calls, not fields.
     """
 
     cells: np.ndarray
@@ -298,6 +306,49 @@ def cell_boxes(
     return CellGrid(cells[keep], expanded[keep], keep, dropped[_areas(dropped) > 0])
 
 
+def array_bbox(shape: tuple[int, int]) -> Box2I:
+    """The bbox of an array of ``shape`` (rows, cols) in array indices: pixel ``[0, 0]`` is ``(0, 0)``."""
+    return Box2I(Point2I(0, 0), Extent2I(shape[1], shape[0]))
+
+
+def regular_grid(
+    shape: tuple[int, int],
+    cell: tuple[int, int],
+    step: tuple[int, int],
+    border: tuple[int, int],
+    adjust: str,
+    force_even_sized: bool,
+) -> tuple[CellGrid, np.ndarray]:
+    """LSST's regular grid over an array of ``shape``, and each kept cell's ``(ix, iy)`` index.
+
+    Parameters
+    ----------
+    shape : `tuple` [`int`, `int`]
+        The array's shape, (rows, cols).
+    cell, step, border : `tuple` [`int`, `int`]
+        Cell size, grid step and border in pixels, (x, y).
+    adjust : {'spacing', 'size', 'none'}
+        LSST's ``adjustGridOption`` (checked by the caller).
+    force_even_sized : `bool`
+        Grow odd-sized boxes to even sizes, as LSST's ``forceEvenSized``.
+
+    Returns
+    -------
+    grid : `CellGrid`
+        The kept cells, in array indices (pixel ``[0, 0]`` is ``(0, 0)``).
+    indices : `numpy.ndarray`
+        ``(n, 2)``: the grid column and row of each kept cell.
+    """
+    bbox = array_bbox(shape)
+    option = cast(AdjustGridOption, adjust)  # checked against the allowed options by the caller
+    cx, cy, cell_xy = grid_centroids(bbox, cell, step, option, fix="increase cell_size or grid_step")
+    grid = cell_boxes(bbox, cx, cy, cell_xy, border, force_even_sized)
+    ny = grid_shape(bbox, cell, step, option)[1]
+    index = np.arange(len(cx))
+    indices = np.stack([index // ny, index % ny], axis=1)  # grid order is x-major
+    return grid, indices[grid.keep]
+
+
 def _check_centroids(centres: np.ndarray, name: str) -> None:
     """Refuse NaN, infinite or huge centroids (``floor(...).astype(int64)`` would turn them into garbage)."""
     bad = ~np.isfinite(centres) | (np.abs(centres) > MAX_PIXELS)
@@ -327,27 +378,57 @@ def _areas(boxes: np.ndarray) -> np.ndarray:
     return np.where((width > 0) & (height > 0), width * height, 0)
 
 
-def uncovered_pixels(cells: np.ndarray, bbox: Box2I) -> int:
-    """How many pixels of ``bbox`` no cell of ``cells`` (an ``(n, 4)`` array of non-empty boxes) covers.
+def coverage_counts(region: Box2I, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How many of ``boxes`` cover each pixel of ``region``, by coordinate compression.
 
-    Works on the grid compressed to the cells' edges, so it costs O(cells), not O(pixels).
+    Parameters
+    ----------
+    region : `Box2I`
+        The pixels to count over.
+    boxes : `numpy.ndarray`
+        An ``(n, 4)`` int array of ``(minX, minY, maxX, maxY)`` (see `boxes_to_array`), in the
+        region's coordinates. Boxes may reach outside the region or be empty.
+
+    Returns
+    -------
+    ys, xs : `numpy.ndarray`
+        Block edges (int64, parent coordinates, ends excluded), the region's begin and end included.
+    counts : `numpy.ndarray`
+        ``counts[i, j]`` boxes cover the pixels of rows ``ys[i]`` to ``ys[i + 1]`` and columns
+        ``xs[j]`` to ``xs[j + 1]``.
+
+    Notes
+    -----
+    The cost depends on the number of boxes, not on the number of pixels. Only the edges of boxes
+    that overlap the region, clipped to it, become block edges.
     """
-    if len(cells) == 0:
-        return bbox.getWidth() * bbox.getHeight()
-    # Half-open edges clipped to the bbox; a cell outside it shrinks to nothing.
-    lo_x, hi_x = (np.clip(e, bbox.getBeginX(), bbox.getEndX()) for e in (cells[:, 0], cells[:, 2] + 1))
-    lo_y, hi_y = (np.clip(e, bbox.getBeginY(), bbox.getEndY()) for e in (cells[:, 1], cells[:, 3] + 1))
-    xs = np.unique(np.concatenate([[bbox.getBeginX(), bbox.getEndX()], lo_x, hi_x]))
-    ys = np.unique(np.concatenate([[bbox.getBeginY(), bbox.getEndY()], lo_y, hi_y]))
-    j0, j1 = np.searchsorted(xs, lo_x), np.searchsorted(xs, hi_x)
-    i0, i1 = np.searchsorted(ys, lo_y), np.searchsorted(ys, hi_y)
-    # A difference array: +1 at each cell's first block, -1 past its ends; two running sums fill it in.
-    diff = np.zeros((len(ys), len(xs)), dtype=np.int64)
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    # Half-open edges clipped to the region; a box that shares no pixel with it is left out.
+    x0, x1 = np.maximum(boxes[:, 0], region.getBeginX()), np.minimum(boxes[:, 2] + 1, region.getEndX())
+    y0, y1 = np.maximum(boxes[:, 1], region.getBeginY()), np.minimum(boxes[:, 3] + 1, region.getEndY())
+    inside = (x1 > x0) & (y1 > y0)
+    x0, x1, y0, y1 = x0[inside], x1[inside], y0[inside], y1[inside]
+    xs = np.unique(np.concatenate([[region.getBeginX(), region.getEndX()], x0, x1]))
+    ys = np.unique(np.concatenate([[region.getBeginY(), region.getEndY()], y0, y1]))
+    j0, j1 = np.searchsorted(xs, x0), np.searchsorted(xs, x1)
+    i0, i1 = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
+    # A difference array: +1 at each box's first block, -1 past its ends; two running sums fill it in.
+    steps = np.zeros((len(ys), len(xs)), dtype=np.int64)
     for rows, cols, sign in ((i0, j0, 1), (i0, j1, -1), (i1, j0, -1), (i1, j1, 1)):
-        np.add.at(diff, (rows, cols), sign)
-    cover = diff.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
-    areas = np.outer(np.diff(ys), np.diff(xs))
-    return int(areas[cover == 0].sum())
+        np.add.at(steps, (rows, cols), sign)
+    counts = steps.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
+    return ys, xs, counts
+
+
+def block_areas(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The number of pixels in each block of a `coverage_counts` answer, shaped like its ``counts``."""
+    return np.outer(np.diff(ys), np.diff(xs))
+
+
+def uncovered_pixels(cells: np.ndarray, bbox: Box2I) -> int:
+    """How many pixels of ``bbox`` no cell of ``cells`` (an ``(n, 4)`` array) covers (see `coverage_counts`)."""
+    ys, xs, counts = coverage_counts(bbox, cells)
+    return int(block_areas(ys, xs)[counts == 0].sum())
 
 
 def dropped_pixels(grid: CellGrid, bbox: Box2I) -> int:
@@ -360,7 +441,7 @@ def dropped_pixels(grid: CellGrid, bbox: Box2I) -> int:
     return uncovered_pixels(grid.cells, bbox) - uncovered_pixels(np.concatenate([grid.cells, grid.dropped]), bbox)
 
 
-@builds_graph
+@gc_paused()  # many lasting boxes, no garbage (see `imagemapreduce._gc_pause`)
 def boxes_from_array(boxes: np.ndarray) -> list[Box2I]:
     """Turn an ``(n, 4)`` array of ``(minX, minY, maxX, maxY)`` into a list of `Box2I`."""
     out = []

@@ -39,7 +39,7 @@ class ImageMapper(Task, metaclass=abc.ABCMeta):
 
         `ImageMapReduceTask` calls it once per run, in the calling process, with the whole
         exposure, the cells and the run's keyword arguments. The default does nothing;
-        `~imagemapreduce.homogenize.PsfMatchMapper` checks that its target is reachable in
+        `~imagemapreduce.psfmatch.homogenize.PsfMatchMapper` checks that its target is reachable in
         every cell.
         """
 

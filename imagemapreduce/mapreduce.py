@@ -1,4 +1,10 @@
-"""`ImageMapReduceTask`: split an exposure into cells, map each on Dask, reduce the results."""
+"""`ImageMapReduceTask`: split an exposure into cells, map each on Dask, reduce the results.
+
+Layers: this module is the top of the run machinery. It builds on the engine, the grid and the
+image classes, and on `imagemapreduce.zarr_run` and `imagemapreduce.catalog_run` for the runs
+written to a store; those run modules never import this one (they get a task and its `RunPlan`),
+and this one imports them only when such a run starts, as they load zarr, fsspec and astropy.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,9 @@ import contextlib
 import inspect
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lsst.pex.config as pexConfig
 import numpy as np
@@ -16,6 +22,7 @@ import numpy as np
 from .engine import (
     TRAFFIC_KINDS,
     ExposurePlan,
+    FailedCell,
     FailurePolicy,
     SchedulerChoice,
     check_cells_per_task,
@@ -27,6 +34,7 @@ from .engine import (
 from .engine.progress import progress_bar
 from .geom import Box2I
 from .grid import (
+    AdjustGridOption,
     CellGrid,
     boxes_to_array,
     cell_boxes,
@@ -37,14 +45,14 @@ from .grid import (
     truncate_pixels,
 )
 from .image import Exposure
-from .mapper import ImageMapper
+from .mapper import ImageMapper, ImageMapperConfig
 from .pipe_base import Struct, Task, timeMethod
 from .plotting import plot_box_grid
-from .reducer import ImageReducer
+from .reducer import ImageReducer, ImageReducerConfig
 from .stitch import IMAGE_REDUCE_OPERATIONS
 from .stitch_planes import PlaneLayout
 
-__all__ = ["ImageMapReduceConfig", "ImageMapReduceTask"]
+__all__ = ["ImageMapReduceConfig", "ImageMapReduceTask", "RunPlan"]
 
 
 def _positive(value: float) -> bool:
@@ -71,33 +79,50 @@ def _finite_positive(value: float) -> bool:
 class ImageMapReduceConfig(pexConfig.Config):
     """Configuration of `ImageMapReduceTask`: LSST's fields and defaults, plus how to schedule."""
 
-    mapper = pexConfig.ConfigurableField(doc="Task to run on each subimage", target=ImageMapper)
-    reducer = pexConfig.ConfigurableField(doc="Task to combine results of mapper task", target=ImageReducer)
-    cellCentroidsX = pexConfig.ListField(
+    # The annotations give each field's value type: pex_config fields are descriptors whose
+    # untyped constructors leave the value type to be stated. An optional ListField's value may
+    # also be None, which its type cannot say.
+    mapper: pexConfig.ConfigurableField[ImageMapperConfig] = pexConfig.ConfigurableField(
+        doc="Task to run on each subimage", target=ImageMapper
+    )
+    reducer: pexConfig.ConfigurableField[ImageReducerConfig] = pexConfig.ConfigurableField(
+        doc="Task to combine results of mapper task", target=ImageReducer
+    )
+    cellCentroidsX: pexConfig.ListField[float] = pexConfig.ListField(
         dtype=float, doc="Input X centroids around which to place subimages, relative to the bbox begin. "
         "If None, use grid config options below.", optional=True, default=None,
     )  # fmt: skip
-    cellCentroidsY = pexConfig.ListField(
+    cellCentroidsY: pexConfig.ListField[float] = pexConfig.ListField(
         dtype=float, doc="Input Y centroids around which to place subimages, relative to the bbox begin. "
         "If None, use grid config options below.", optional=True, default=None,
     )  # fmt: skip
-    cellSizeX = pexConfig.Field(dtype=float, doc="Dimensions of each grid cell in x direction",
-                                default=10.0, check=_finite_positive)  # fmt: skip
-    cellSizeY = pexConfig.Field(dtype=float, doc="Dimensions of each grid cell in y direction",
-                                default=10.0, check=_finite_positive)  # fmt: skip
-    gridStepX = pexConfig.Field(dtype=float, doc="Spacing between subsequent grid cells in x direction. "
-                                "If equal to cellSizeX, then there is no overlap in the x direction.",
-                                default=10.0, check=_finite_positive)  # fmt: skip
-    gridStepY = pexConfig.Field(dtype=float, doc="Spacing between subsequent grid cells in y direction. "
-                                "If equal to cellSizeY, then there is no overlap in the y direction.",
-                                default=10.0, check=_finite_positive)  # fmt: skip
-    borderSizeX = pexConfig.Field(dtype=float, doc="Dimensions of grid cell border in +/- x direction, "
-                                  "to be used for generating `expanded` sub-exposures.",
-                                  default=5.0, check=_finite_positive)  # fmt: skip
-    borderSizeY = pexConfig.Field(dtype=float, doc="Dimensions of grid cell border in +/- y direction, "
-                                  "to be used for generating `expanded` sub-exposures.",
-                                  default=5.0, check=_finite_positive)  # fmt: skip
-    adjustGridOption = pexConfig.ChoiceField(
+    cellSizeX: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Dimensions of each grid cell in x direction", default=10.0, check=_finite_positive
+    )
+    cellSizeY: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Dimensions of each grid cell in y direction", default=10.0, check=_finite_positive
+    )
+    gridStepX: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Spacing between subsequent grid cells in x direction. "
+        "If equal to cellSizeX, then there is no overlap in the x direction.",
+        default=10.0, check=_finite_positive,
+    )  # fmt: skip
+    gridStepY: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Spacing between subsequent grid cells in y direction. "
+        "If equal to cellSizeY, then there is no overlap in the y direction.",
+        default=10.0, check=_finite_positive,
+    )  # fmt: skip
+    borderSizeX: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Dimensions of grid cell border in +/- x direction, "
+        "to be used for generating `expanded` sub-exposures.",
+        default=5.0, check=_finite_positive,
+    )  # fmt: skip
+    borderSizeY: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Dimensions of grid cell border in +/- y direction, "
+        "to be used for generating `expanded` sub-exposures.",
+        default=5.0, check=_finite_positive,
+    )  # fmt: skip
+    adjustGridOption: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str, doc="Whether and how to adjust grid to fit evenly within, and cover entire image",
         default="spacing",
         allowed={
@@ -106,59 +131,82 @@ class ImageMapReduceConfig(pexConfig.Config):
             "none": "do not adjust the grid sizes or spacing",
         },
     )  # fmt: skip
-    scaleByFwhm = pexConfig.Field(dtype=bool, doc="Scale cellSize/gridStep/borderSize/overlapSize by PSF FWHM "
-                                  "rather than pixels?", default=True)  # fmt: skip
-    returnSubImages = pexConfig.Field(dtype=bool, doc="Return the input subExposures alongside the processed "
-                                      "ones (for debugging)", default=False)  # fmt: skip
-    ignoreMaskPlanes = pexConfig.ListField(
+    scaleByFwhm: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool, doc="Scale cellSize/gridStep/borderSize/overlapSize by PSF FWHM rather than pixels?", default=True
+    )
+    returnSubImages: pexConfig.Field[bool] = pexConfig.Field(
+        dtype=bool, doc="Return the input subExposures alongside the processed ones (for debugging)", default=False
+    )
+    ignoreMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str, doc="Mask planes to ignore for sigma-clipped statistics",
         default=("INTRP", "EDGE", "DETECTED", "SAT", "CR", "BAD", "NO_DATA", "DETECTED_NEGATIVE"),
     )  # fmt: skip
     # -- not in LSST: how to run in parallel ----------------------------------------------------
-    scheduler = pexConfig.Field(
+    scheduler: pexConfig.Field[str | None] = pexConfig.Field(
         dtype=str, optional=True, default=None,
         doc="Dask scheduler: 'synchronous', 'threads', 'processes', 'distributed' (the active client), a "
         "scheduler address such as 'tcp://127.0.0.1:8786', or None for Dask's current default "
         "(an active distributed.Client if there is one, else threads).",
     )  # fmt: skip
-    numWorkers = pexConfig.Field(dtype=int, optional=True, default=None, check=_positive,
+    numWorkers: pexConfig.Field[int | None] = pexConfig.Field(dtype=int, optional=True, default=None, check=_positive,
                                  doc="Threads or processes for the local schedulers (None: one per core).")  # fmt: skip
-    maskFailures = pexConfig.Field(
+    maskFailures: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool, default=False,
         doc="If a mapper raises on a cell (after numRetries retries), finish the run anyway: the cell's pixels "
         "that no other cell covers become NaN with the badMaskPlanes (INVALID_MAPREDUCE) set, and the result's "
         "`failures` and the metadata list each failed cell. If False, the run fails naming the cell.",
     )  # fmt: skip
-    numRetries = pexConfig.Field(dtype=int, default=0, check=lambda n: n >= 0,
+    numRetries: pexConfig.Field[int] = pexConfig.Field(dtype=int, default=0, check=lambda n: n >= 0,
                                  doc="Times to retry a cell whose mapper raises (for flaky mappers)")  # fmt: skip
-    cellTimeout = pexConfig.Field(
+    cellTimeout: pexConfig.Field[float | None] = pexConfig.Field(
         dtype=float, optional=True, default=None, check=_finite_positive,
         doc="Seconds a mapper call on one cell may run (finite, > 0; None: no limit). A cell past it fails "
         "like a mapper that raised: it is retried (numRetries), then fails the run or is masked "
         "(maskFailures). Python cannot stop a thread, so the late call is abandoned, not stopped: it "
         "keeps running in the background (using a core) until it returns or its process ends.",
     )  # fmt: skip
-    cutCompanions = pexConfig.Field(
+    cutCompanions: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool, default=True,
         doc="Cut images passed to run() as keyword arguments (an Exposure, MaskedImage or Image with the "
         "exposure's bbox, e.g. template=) to each cell's expanded box before they travel to the mapper. "
         "Mappers that address them by bbox see no difference.",
     )  # fmt: skip
-    progressBar = pexConfig.Field(
+    progressBar: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool, default=False, doc="Show a progress bar on stderr (and the dashboard link on a cluster)"
     )
-    cellsPerTask = _AutoOrCountField(
+    cellsPerTask: pexConfig.Field[int | str] = _AutoOrCountField(
         dtype=str, default="auto",
         doc='Cells one Dask task runs, one after another (each still on its own, with its own retries, timing '
         'and failure): "auto" packs about 100 ms of estimated work per task on a cluster or worker processes '
         '(10 ms on threads), keeping at least 4 tasks per worker; a positive int sets the most cells per '
         'task, 1 one task per cell. Never changes the output.',
     )  # fmt: skip
-    stitchRegionSize = pexConfig.Field(
+    stitchRegionSize: pexConfig.Field[int] = pexConfig.Field(
         dtype=int, default=512, check=_positive,
         doc="Side in pixels of the output regions stitched as separate Dask tasks. Any value gives the "
         "same output bits; smaller regions use less memory per task, larger ones fewer tasks.",
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run, checked and planned by `ImageMapReduceTask.prepare` before any cell runs.
+
+    Attributes
+    ----------
+    grid : `CellGrid`
+        The run's cells and expanded cells.
+    plan : `imagemapreduce.engine.ExposurePlan`
+        What the engine runs: the mapper, the exposure, the mapper's arguments (the companion
+        images cut per cell), the failure policy and the batching.
+    operation : `str`
+        The reduce operation the plan is for (``copy``, ``sum``, ``average``, ``none``,
+        ``coaddPsf`` or ``catalog``).
+    """
+
+    grid: CellGrid
+    plan: ExposurePlan
+    operation: str
 
 
 class ImageMapReduceTask(Task):
@@ -188,6 +236,10 @@ class ImageMapReduceTask(Task):
 
     ConfigClass = ImageMapReduceConfig
     _DefaultName = "ip_diffim_imageMapReduce"
+    config: ImageMapReduceConfig
+    # made by makeSubtask in __init__
+    mapper: ImageMapper
+    reducer: ImageReducer
 
     def __init__(self, *args: Any, scheduler: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -204,7 +256,9 @@ class ImageMapReduceTask(Task):
         self.makeSubtask("reducer")
 
     # -- the grid --------------------------------------------------------------------------------
-    def _generateGrid(self, exposure: Exposure, forceEvenSized: bool = False, **kwargs: Any):
+    def _generateGrid(
+        self, exposure: Exposure, forceEvenSized: bool = False, **kwargs: Any
+    ) -> tuple[list[Box2I], list[Box2I]]:
         """Compute the cells (``boxes0``) and expanded cells (``boxes1``) for an exposure.
 
         Returns
@@ -215,9 +269,10 @@ class ImageMapReduceTask(Task):
         """
         grid = self._computeGrid(exposure, forceEvenSized)
         # The task's lists are its own (users may edit them); the grid keeps the shared ones.
-        self.boxes0, self.boxes1 = list(grid.boxes0()), list(grid.boxes1())
+        boxes0, boxes1 = list(grid.boxes0()), list(grid.boxes1())
+        self.boxes0, self.boxes1 = boxes0, boxes1
         self._gridCache = _KeptGrid(grid.boxes0(), grid.boxes1(), grid, exposure.getBBox(), bool(forceEvenSized), True)
-        return self.boxes0, self.boxes1
+        return boxes0, boxes1
 
     generateGrid = _generateGrid
 
@@ -225,11 +280,11 @@ class ImageMapReduceTask(Task):
         config = self.config
         bbox = exposure.getBBox()
         if config.cellCentroidsX is not None and len(config.cellCentroidsX) > 0:
-            cy = config.cellCentroidsY if config.cellCentroidsY is not None else []
-            if len(config.cellCentroidsX) != len(cy):
+            centroidsY = config.cellCentroidsY if config.cellCentroidsY is not None else []
+            if len(config.cellCentroidsX) != len(centroidsY):
                 raise ValueError(
                     f"cellCentroidsX and cellCentroidsY must have equal length; got "
-                    f"{len(config.cellCentroidsX)} and {len(cy)}"
+                    f"{len(config.cellCentroidsX)} and {len(centroidsY)}"
                 )
             # LSST truncates here (int()), where the regular grid below rounds.
             cell = (truncate_pixels(config.cellSizeX, "cellSizeX"), truncate_pixels(config.cellSizeY, "cellSizeY"))
@@ -237,7 +292,9 @@ class ImageMapReduceTask(Task):
                 truncate_pixels(config.borderSizeX, "borderSizeX"),
                 truncate_pixels(config.borderSizeY, "borderSizeY"),
             )
-            return cell_boxes(bbox, np.asarray(config.cellCentroidsX), np.asarray(cy), cell, border, forceEvenSized)
+            return cell_boxes(
+                bbox, np.asarray(config.cellCentroidsX), np.asarray(centroidsY), cell, border, forceEvenSized
+            )
         fwhm = None
         if config.scaleByFwhm:
             if not exposure.hasPsf():
@@ -250,7 +307,9 @@ class ImageMapReduceTask(Task):
         cell = (rescale(config.cellSizeX, fwhm, "cellSizeX"), rescale(config.cellSizeY, fwhm, "cellSizeY"))
         step = (rescale(config.gridStepX, fwhm, "gridStepX"), rescale(config.gridStepY, fwhm, "gridStepY"))
         border = (rescale(config.borderSizeX, fwhm, "borderSizeX"), rescale(config.borderSizeY, fwhm, "borderSizeY"))
-        cx, cy, cell = grid_centroids(bbox, cell, step, config.adjustGridOption)
+        # a ChoiceField: validate() keeps it to the allowed options
+        adjust = cast(AdjustGridOption, config.adjustGridOption)
+        cx, cy, cell = grid_centroids(bbox, cell, step, adjust)
         return cell_boxes(bbox, cx, cy, cell, border, forceEvenSized)
 
     def _currentGrid(self, exposure: Exposure, forceEvenSized: bool = False) -> CellGrid:
@@ -262,16 +321,17 @@ class ImageMapReduceTask(Task):
         if bbox.isEmpty():
             raise ValueError(f"the exposure is empty ({exposure.getWidth()} x {exposure.getHeight()} pixels); "
                              "there is nothing to map")  # fmt: skip
-        if self.boxes0 is None or self.boxes1 is None:
-            self._generateGrid(exposure, forceEvenSized=forceEvenSized)
-        if len(self.boxes0) != len(self.boxes1):
+        boxes0, boxes1 = self.boxes0, self.boxes1
+        if boxes0 is None or boxes1 is None:
+            boxes0, boxes1 = self._generateGrid(exposure, forceEvenSized=forceEvenSized)
+        if len(boxes0) != len(boxes1):
             raise ValueError("Bounding boxes list and expanded bounding boxes list are of different lengths")
         kept: _KeptGrid | None = getattr(self, "_gridCache", None)
-        if kept is None or not kept.holds(self.boxes0, self.boxes1):
+        if kept is None or not kept.holds(boxes0, boxes1):
             # Boxes set (or edited) by hand: used as given, as LSST does.
-            grid = CellGrid(boxes_to_array(self.boxes0), boxes_to_array(self.boxes1))
+            grid = CellGrid(boxes_to_array(boxes0), boxes_to_array(boxes1))
             _check_inside(grid, bbox)
-            self._gridCache = _KeptGrid(list(self.boxes0), list(self.boxes1), grid, bbox, bool(forceEvenSized), False)
+            self._gridCache = _KeptGrid(list(boxes0), list(boxes1), grid, bbox, bool(forceEvenSized), False)
             return grid
         if kept.generated and (kept.bbox, kept.forceEvenSized) != (bbox, bool(forceEvenSized)):
             # LSST reuses a grid laid for another bbox, which leaves most of a larger exposure NaN.
@@ -285,7 +345,7 @@ class ImageMapReduceTask(Task):
                 f"are used as given for this one, with bbox {bbox}. Set task.boxes0 = task.boxes1 = None to lay "
                 "a grid for this exposure, or assign boxes made for it",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,  # past prepare and the run method, as the runs reach this through prepare
             )
             kept.bbox = bbox
         return kept.grid
@@ -341,20 +401,18 @@ class ImageMapReduceTask(Task):
         hand are used as given, as in LSST, provided they lie inside the exposure.
         """
         self.log.info("Mapper sub-task: %s", self.mapper._DefaultName)
-        grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
+        prepared = self.prepare(exposure, kwargs)
+        grid, plan, operation = prepared.grid, prepared.plan, prepared.operation
         self.log.info("Processing %d sub-exposures", len(grid))
-        operation = self.reducer.config.reduceOperation
-        plan = self._makePlan(exposure, grid, kwargs, operation)
-        with self._chooseScheduler() as scheduler:
-            self.metadata["scheduler"] = scheduler.describe()
+        with self.scheduling() as scheduler:
             self.log.info("Reducer sub-task: %s", self.reducer._DefaultName)
-            if operation not in IMAGE_REDUCE_OPERATIONS or self._reducerIsCustom():
+            if operation not in IMAGE_REDUCE_OPERATIONS or not self.hasStandardReducer():
                 with progress_bar(self.config.progressBar, len(grid), scheduler):
                     outcomes = execute_cells(plan, scheduler, self.config.stitchRegionSize)
-                self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
+                self.recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
                 extra = {"boxes0": grid.boxes0()} if operation == "catalog" else {}
                 result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs, **extra)
-                return self._withFailures(result, [o.failure for o in outcomes if o.failure])
+                return self.attachFailures(result, [o.failure for o in outcomes if o.failure])
             unnamed = exposure.mask.getUnnamedBitMask()  # read once, for the bad planes and the cells' planes
             output, badBits = self.reducer.prepareOutput(exposure, unnamedBits=unnamed)
             layout = PlaneLayout(output.mask.getMaskPlaneDict(), unnamed)
@@ -362,14 +420,100 @@ class ImageMapReduceTask(Task):
                 report = execute_stitch(
                     plan, output, badBits, self.config.stitchRegionSize, scheduler, onRegion, layout=layout
                 )
-        self._recordCells(report.summaries, report.failures)
+        self.recordCells(report.summaries, report.failures)
         result = Struct(exposure=self.reducer.finishOutput(output, report.stats, report.components))
-        return self._withFailures(result, report.failures)
+        return self.attachFailures(result, report.failures)
+
+    # -- the steps every run shares (`run`, and `runToZarr` and `runToParquet` in their modules) --
+    def prepare(
+        self, exposure: Exposure, kwargs: Mapping[str, Any] | None = None, operation: str | None = None
+    ) -> RunPlan:
+        """Check a run and plan it, before any cell runs.
+
+        Lays (or reuses) the grid as `run` describes, refuses what the reduce could not do, warns
+        about pixels no cell covers, calls the mapper's ``prepareRun`` hook and cuts the companion
+        images: everything `run`, `runToZarr` and `runToParquet` do before they schedule.
+
+        Parameters
+        ----------
+        exposure : `Exposure`
+            The run's input.
+        kwargs : mapping, optional
+            The run's keyword arguments, as given to `run` (``doClone``, ``forceEvenSized`` and the
+            mapper's own).
+        operation : `str`, optional
+            The reduce operation to plan for; default ``config.reducer.reduceOperation``.
+
+        Returns
+        -------
+        prepared : `RunPlan`
+            The grid, the engine's plan and the operation.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As `run`, before any work starts.
+        """
+        kwargs = dict(kwargs or {})
+        operation = self.reducer.config.reduceOperation if operation is None else operation
+        grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
+        return RunPlan(grid, self._makePlan(exposure, grid, kwargs, operation), operation)
+
+    @contextlib.contextmanager
+    def scheduling(self) -> Iterator[SchedulerChoice]:
+        """The run's scheduler (``scheduler=``, else ``config.scheduler``), described in the metadata.
+
+        Yields
+        ------
+        scheduler : `imagemapreduce.engine.SchedulerChoice`
+            Open while the block runs; ``metadata["scheduler"]`` names it, and on leaving the
+            bytes it moved go into the metadata (``bytesMoved`` and its parts).
+        """
+        with self._chooseScheduler() as scheduler:
+            self.metadata["scheduler"] = scheduler.describe()
+            yield scheduler
+
+    def hasStandardReducer(self) -> bool:
+        """Whether the reducer subtask runs `ImageReducer`'s own ``run`` (the engine then stitches).
+
+        A reducer that overrides ``run`` is given the mapper results, as in LSST, so the runs that
+        stitch region by region (`runToZarr`, `runToParquet`) need the standard one.
+        """
+        return type(self.reducer).run is ImageReducer.run
+
+    def recordCells(
+        self, cells: Sequence[tuple[int, float, float, str]], failures: Sequence[FailedCell] | None = None
+    ) -> None:
+        """Put per-cell timing (and any masked failures) into the metadata, in grid order.
+
+        Parameters
+        ----------
+        cells : sequence of (`int`, `float`, `float`, `str`)
+            Each cell's grid index, wall time, CPU time and worker, in grid order.
+        failures : sequence of `imagemapreduce.engine.FailedCell`, optional
+            The cells that failed (with ``maskFailures``).
+        """
+        self.metadata["numCells"] = len(cells)
+        self.metadata["numFailedCells"] = len(failures or [])
+        self.metadata["failedCells"] = [str(f) for f in failures or []]
+        self.metadata["cellWallTime"] = [float(c[1]) for c in cells]
+        self.metadata["cellCpuTime"] = [float(c[2]) for c in cells]
+        self.metadata["cellWorker"] = [str(c[3]) for c in cells]
+        if cells:
+            self.metadata["cellWallTimeTotal"] = float(sum(c[1] for c in cells))
+
+    def attachFailures(self, result: Struct, failures: Sequence[FailedCell]) -> Struct:
+        """Return ``result`` with ``failures`` (a list, logged) when ``config.maskFailures``, else as it is."""
+        if self.config.maskFailures:
+            result.failures = list(failures)
+            for failure in failures:
+                self.log.warning("Masked failed %s", failure)
+        return result
 
     def _makePlan(self, exposure: Exposure, grid: CellGrid, kwargs: dict[str, Any], operation: str) -> ExposurePlan:
         """Everything the engine needs for one run, checked before any work starts."""
         if operation in IMAGE_REDUCE_OPERATIONS:
-            if not self._reducerIsCustom():
+            if self.hasStandardReducer():
                 _check_holds_nan(exposure, operation, self.config.maskFailures)
             _warn_dropped(grid, exposure.getBBox())
         doClone = bool(kwargs.get("doClone", False))
@@ -380,19 +524,18 @@ class ImageMapReduceTask(Task):
             del mapperKwargs[name]
         makeWeighting = getattr(self.reducer.config, "makeWeighting", None)
         return ExposurePlan(
-            self.mapper, exposure, grid, mapperKwargs, operation, doClone, self.config.returnSubImages,
-            makeWeighting() if makeWeighting is not None else None,
-            FailurePolicy(self.config.numRetries, self.config.maskFailures, self.config.cellTimeout), companions,
-            check_cells_per_task(self.config.cellsPerTask, "config.cellsPerTask"),
-        )  # fmt: skip
-
-    def _withFailures(self, result: Struct, failures: list) -> Struct:
-        """Attach the failed cells to the result when failures are masked."""
-        if self.config.maskFailures:
-            result.failures = list(failures)
-            for failure in failures:
-                self.log.warning("Masked failed %s", failure)
-        return result
+            mapper=self.mapper,
+            exposure=exposure,
+            grid=grid,
+            kwargs=mapperKwargs,
+            operation=operation,
+            do_clone=doClone,
+            return_sub_images=self.config.returnSubImages,
+            weighting=makeWeighting() if makeWeighting is not None else None,
+            policy=FailurePolicy(self.config.numRetries, self.config.maskFailures, self.config.cellTimeout),
+            companions=companions,
+            cells_per_task=check_cells_per_task(self.config.cellsPerTask, "config.cellsPerTask"),
+        )
 
     @timeMethod
     def runToZarr(
@@ -444,7 +587,7 @@ class ImageMapReduceTask(Task):
         ValueError
             The store belongs to another job (the message names what differs), or is the input.
         """
-        from .zarr_run import run_to_zarr
+        from .zarr_run import run_to_zarr  # deferred: it loads zarr, fsspec and astropy
 
         return run_to_zarr(
             self, exposure, path, overwrite=overwrite, resume=resume, storage_options=storage_options, chunks=chunks,
@@ -487,7 +630,7 @@ class ImageMapReduceTask(Task):
             ``dropped_outside_cores``, ``dropped_duplicates`` and, with ``maskFailures``,
             ``failures``.
         """
-        from .catalog_run import run_to_parquet
+        from .catalog_run import run_to_parquet  # deferred: it loads fsspec and astropy
 
         return run_to_parquet(
             self, exposure, path, overwrite=overwrite, resume=resume, storage_options=storage_options, **kwargs
@@ -498,11 +641,10 @@ class ImageMapReduceTask(Task):
 
         With ``maskFailures``, a failed cell's result is None.
         """
-        grid = self._currentGrid(exposure, kwargs.get("forceEvenSized", False))
-        plan = self._makePlan(exposure, grid, {**kwargs, "doClone": doClone}, "none")
+        plan = self.prepare(exposure, {**kwargs, "doClone": doClone}, "none").plan
         with self._chooseScheduler() as scheduler:
             outcomes = execute_cells(plan, scheduler, self.config.stitchRegionSize)
-        self._recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
+        self.recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
         return [o.result for o in outcomes]
 
     def _reduceImage(self, mapperResults: list[Struct], exposure: Exposure, **kwargs: Any) -> Struct:
@@ -524,20 +666,6 @@ class ImageMapReduceTask(Task):
         self.metadata["bytesMoved"] = traffic["total"]
         for kind in TRAFFIC_KINDS:
             self.metadata["bytes" + kind[0].upper() + kind[1:]] = traffic[kind]
-
-    def _reducerIsCustom(self) -> bool:
-        return type(self.reducer).run is not ImageReducer.run
-
-    def _recordCells(self, cells: list[tuple[int, float, float, str]], failures: list | None = None) -> None:
-        """Put per-cell timing (and any masked failures) into the metadata, in grid order."""
-        self.metadata["numCells"] = len(cells)
-        self.metadata["numFailedCells"] = len(failures or [])
-        self.metadata["failedCells"] = [str(f) for f in failures or []]
-        self.metadata["cellWallTime"] = [float(c[1]) for c in cells]
-        self.metadata["cellCpuTime"] = [float(c[2]) for c in cells]
-        self.metadata["cellWorker"] = [str(c[3]) for c in cells]
-        if cells:
-            self.metadata["cellWallTimeTotal"] = float(sum(c[1] for c in cells))
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -627,11 +755,11 @@ def _warn_dropped(grid: CellGrid, bbox: Box2I) -> None:
             "grid drops those"
             if not len(grid)
             else f"{lost} pixel{'s' if lost != 1 else ''} of the exposure's {size} bbox lie only in one-pixel cells, "
-            f"which LSST's grid drops ({len(grid.dropped)} dropped)"
+            f"which LSST's grid drops ({0 if grid.dropped is None else len(grid.dropped)} dropped)"
         )
         message = (
             f"{where}, so {outcome} there: make the cells at least 2 pixels (cellSizeX/cellSizeY, in units of "
             "the PSF FWHM when scaleByFwhm), or lay a grid that does not end in a one-pixel cell "
             "(adjustGridOption='spacing')"
         )
-    warnings.warn(message, UserWarning, stacklevel=4)
+    warnings.warn(message, UserWarning, stacklevel=5)  # from _makePlan, through prepare and the run method

@@ -8,7 +8,7 @@ from typing import Any
 import lsst.pex.config as pexConfig
 import numpy as np
 
-from .engine.sources import is_dask_array
+from ._lazy import is_dask_array
 from .geom import Box2I
 from .image import Exposure
 from .pipe_base import Struct, Task
@@ -23,7 +23,9 @@ __all__ = ["ImageReducerConfig", "ImageReducer"]
 class ImageReducerConfig(pexConfig.Config):
     """Configuration for `ImageReducer`, with LSST's fields and defaults."""
 
-    reduceOperation = pexConfig.ChoiceField(
+    # The annotations give each field's value type: pex_config fields are descriptors whose
+    # untyped constructors leave the value type to be stated.
+    reduceOperation: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str,
         doc="Operation to use for reducing subimages into new image.",
         default="average",
@@ -39,13 +41,13 @@ class ImageReducerConfig(pexConfig.Config):
             "keep each row in the one cell that owns its pixel and return one Table",
         },
     )
-    badMaskPlanes = pexConfig.ListField(
+    badMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str,
         doc="Mask planes to set for invalid pixels",
         default=("INVALID_MAPREDUCE", "BAD", "NO_DATA"),
     )
     # -- not in LSST: weighted stitching for `average` ------------------------------------------
-    weighting = pexConfig.ChoiceField(
+    weighting: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str,
         doc="How overlapping cells are weighted by `average` (see imagemapreduce.weights).",
         default="uniform",
@@ -58,15 +60,15 @@ class ImageReducerConfig(pexConfig.Config):
             "custom": "the function named by weightFunction",
         },
     )
-    gaussianWidth = pexConfig.Field(
+    gaussianWidth: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, default=0.125, check=lambda w: w > 0,
         doc="Sigma of the Gaussian taper as a fraction of the cell size",
     )  # fmt: skip
-    weightFunction = pexConfig.Field(
+    weightFunction: pexConfig.Field[str | None] = pexConfig.Field(
         dtype=str, optional=True, default=None,
         doc="For weighting='custom': 'module:function', called as function(bbox, image, variance) -> weights",
     )  # fmt: skip
-    weightedVariance = pexConfig.ChoiceField(
+    weightedVariance: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str, default="correlated",
         doc="Variance of a weighted average: overlapping cells see the same input pixels, so by default their "
         "errors are taken as correlated",
@@ -93,7 +95,10 @@ class ImageReducerConfig(pexConfig.Config):
 
     def makeWeighting(self) -> Weighting:
         """The `Weighting` these fields describe."""
-        function = _import_function(self.weightFunction) if self.weighting == "custom" else None
+        function = None
+        if self.weighting == "custom":
+            assert self.weightFunction is not None  # validate() rejects 'custom' without a weightFunction
+            function = _import_function(self.weightFunction)
         return Weighting(self.weighting, self.gaussianWidth, function, self.weightedVariance)
 
 
@@ -107,6 +112,7 @@ class ImageReducer(Task):
 
     ConfigClass = ImageReducerConfig
     _DefaultName = "ip_diffim_ImageReducer"
+    config: ImageReducerConfig
 
     def run(self, mapperResults: Sequence[Struct], exposure: Exposure, **kwargs: Any) -> Struct:
         """Reduce a list of mapper results, in grid order.
@@ -176,13 +182,19 @@ class ImageReducer(Task):
         mi = newExp.maskedImage
         weighting = self.config.makeWeighting()
         operation = self.config.reduceOperation
+        # The output's own planes, accumulated into in place.
+        output = {
+            "bbox": newExp.getBBox(),
+            "mask": mi.mask.array,
+            "dtype": newExp.dtype,
+            "image": mi.image.array,
+            "variance": mi.variance.array,
+        }
+        acc: RegionAccumulator | WeightedRegionAccumulator
         if operation == "average" and not weighting.is_uniform:
-            acc = WeightedRegionAccumulator(
-                newExp.getBBox(), mi.mask.array, newExp.dtype, weighting, mi.image.array, mi.variance.array
-            )
+            acc = WeightedRegionAccumulator(weighting=weighting, **output)
         else:
-            acc = RegionAccumulator(newExp.getBBox(), mi.mask.array, newExp.dtype, operation,
-                                    mi.image.array, mi.variance.array)  # fmt: skip
+            acc = RegionAccumulator(operation=operation, **output)
         components = []
         for item in items:
             weights = None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .geom import Box2I
+from .grid import block_areas, boxes_to_array, coverage_counts
 from .window_stitch import WindowSums
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "WeightedRegionAccumulator",
     "mark_lost",
     "all_finite",
-    "box_counts",
     "ContributionCounts",
     "covers",
 ]
@@ -91,38 +91,14 @@ def all_finite(image: np.ndarray, variance: np.ndarray | None = None) -> bool:
     return True
 
 
-def box_counts(region: Box2I, boxes: list[Box2I]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """How many of ``boxes`` cover each pixel of ``region``, by coordinate compression.
-
-    Returns ``(ys, xs, counts)``: the pixels of rows ``ys[i]`` to ``ys[i + 1]`` and columns
-    ``xs[j]`` to ``xs[j + 1]`` (parent coordinates, ends excluded) lie in ``counts[i, j]`` boxes.
-    The cost depends on the number of boxes, not on the number of pixels.
-    """
-    clipped = [b.clipped_to(region) for b in boxes]
-    # int64 even with no boxes: an empty float array would make every edge, and slices built from them, float.
-    corners = np.array(
-        [(b.getBeginX(), b.getBeginY(), b.getEndX(), b.getEndY()) for b in clipped if not b.isEmpty()], dtype=np.int64
-    ).reshape(-1, 4)
-    xs = np.unique(np.concatenate([[region.getBeginX(), region.getEndX()], corners[:, 0], corners[:, 2]]))
-    ys = np.unique(np.concatenate([[region.getBeginY(), region.getEndY()], corners[:, 1], corners[:, 3]]))
-    j0, j1 = np.searchsorted(xs, corners[:, 0]), np.searchsorted(xs, corners[:, 2])
-    i0, i1 = np.searchsorted(ys, corners[:, 1]), np.searchsorted(ys, corners[:, 3])
-    # A difference array: +1 at each box's first block, -1 past its ends; two running sums fill it in.
-    steps = np.zeros((len(ys), len(xs)), dtype=np.int64)
-    for rows, cols, sign in ((i0, j0, 1), (i0, j1, -1), (i1, j0, -1), (i1, j1, 1)):
-        np.add.at(steps, (rows, cols), sign)
-    counts = steps.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
-    return ys, xs, counts
-
-
 def covers(region: Box2I, boxes: list[Box2I]) -> bool:
     """Whether the union of ``boxes`` covers every pixel of ``region``."""
-    return bool(box_counts(region, boxes)[2].all())
+    return bool(coverage_counts(region, boxes_to_array(boxes))[2].all())
 
 
 def _stats_of_box_counts(ys: np.ndarray, xs: np.ndarray, counts: np.ndarray, zero_pixels: int) -> RegionStats:
-    """`RegionStats` of a region from its compressed counts (see `box_counts`)."""
-    areas = np.outer(np.diff(ys), np.diff(xs))
+    """`RegionStats` of a region from its compressed counts (see `coverage_counts`)."""
+    areas = block_areas(ys, xs)
     return RegionStats(
         max_count=int(counts.max()),
         min_count=int(counts.min()),
@@ -140,7 +116,7 @@ class ContributionCounts:
     """How many valid results have reached each pixel of a region.
 
     Kept as a count plane; or, while every result added is all valid (and the caller allows it),
-    as the list of their boxes, which `box_counts` turns into counts at the end without touching
+    as the list of their boxes, which `coverage_counts` turns into counts at the end without touching
     a pixel. The first result with an invalid pixel brings the count plane in.
     """
 
@@ -159,8 +135,8 @@ class ContributionCounts:
         self.plane[overlap.slices(self.bbox.getBegin())] += 1 if valid is None else valid
 
     def blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The counts as blocks (see `box_counts`); only while no plane is kept."""
-        return box_counts(self.bbox, self.boxes)
+        """The counts as blocks (see `coverage_counts`); only while no plane is kept."""
+        return coverage_counts(self.bbox, boxes_to_array(self.boxes))
 
     def as_plane(self) -> np.ndarray:
         """The count plane, made from the boxes if there is none yet (and kept from then on)."""
@@ -193,7 +169,27 @@ def mark_lost(acc: Any, bbox: Box2I, bad_bits: int) -> None:
         acc.mask[here][lost] |= bad_bits
 
 
-@dataclass
+def _output_planes(
+    image: np.ndarray | None, variance: np.ndarray | None, with_variance: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """An accumulator's output image and, with a variance plane, its variance (None without one).
+
+    The accumulators' ``__post_init__`` makes the planes that were not given, so both are there.
+    """
+    assert image is not None and (variance is not None or not with_variance)
+    return image, variance if with_variance else None
+
+
+def _input_variance(variance: np.ndarray | None, with_variance: bool) -> np.ndarray | None:
+    """A result's variance plane where the accumulator keeps one (None otherwise, whatever was given)."""
+    if not with_variance:
+        return None
+    if variance is None:
+        raise TypeError("the accumulator has a variance plane (with_variance=True), so results need one too")
+    return variance
+
+
+@dataclass(kw_only=True)
 class RegionAccumulator:
     """The output planes of one region while cells are being added.
 
@@ -259,8 +255,15 @@ class RegionAccumulator:
         """The count plane of valid contributions, where one is kept (see `ContributionCounts`)."""
         return None if self.counts is None else self.counts.plane
 
-    def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
-            weights: None = None, all_valid: bool | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        bbox: Box2I,
+        image: np.ndarray,
+        variance: np.ndarray | None,
+        mask: np.ndarray | None,
+        weights: np.ndarray | None = None,
+        all_valid: bool | None = None,
+    ) -> None:
         """Add one cell's result (planes covering ``bbox``) to the part of the region it overlaps.
 
         ``weights`` is accepted for symmetry with `WeightedRegionAccumulator` and must be None.
@@ -271,15 +274,19 @@ class RegionAccumulator:
             return
         cell = overlap.slices(bbox.getBegin())
         here = overlap.slices(self.bbox.getBegin())
+        out_image, out_variance = _output_planes(self.image, self.variance, self.with_variance)
+        in_variance = _input_variance(variance, self.with_variance)
         patch_image = image[cell]
-        patch_variance = variance[cell] if self.with_variance else None
+        patch_variance = None if in_variance is None else in_variance[cell]
         if all_valid is None:
             all_valid = all_finite(patch_image, patch_variance)
         # Where every pixel is valid, plain copies and adds give the same bits as the masked ones.
-        valid = None if all_valid else ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
-        planes = [(self.image[here], patch_image)]
-        if self.with_variance:
-            planes.append((self.variance[here], patch_variance))
+        valid = (
+            None if all_valid else ~np.isnan(patch_image if patch_variance is None else patch_image * patch_variance)
+        )
+        planes = [(out_image[here], patch_image)]
+        if out_variance is not None and patch_variance is not None:  # both there with a variance plane
+            planes.append((out_variance[here], patch_variance))
         for out, patch in planes:
             if self.operation == "copy":
                 if valid is None:
@@ -298,27 +305,30 @@ class RegionAccumulator:
 
     def sums_finite(self) -> bool:
         """Whether every pixel accumulated so far is finite (before `finish`; see `all_finite`)."""
-        return all_finite(self.image, self.variance if self.with_variance else None)
+        return all_finite(*_output_planes(self.image, self.variance, self.with_variance))
 
     def finish(self, bad_bits: int) -> RegionStats:
         """Flag NaN pixels, divide an ``average`` by its counts, and return the overlap counts."""
+        image, variance = _output_planes(self.image, self.variance, self.with_variance)
         if self.mask is not None:
-            nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
+            nan = np.isnan(image if variance is None else image * variance)
             self.mask[nan] |= bad_bits
         if self.operation != "average":
             return RegionStats()
-        if self.counts.plane is None:
-            ys, xs, counts = self.counts.blocks()
+        contributions = self.counts
+        assert contributions is not None  # an average always counts its contributions (see __post_init__)
+        if contributions.plane is None:
+            ys, xs, counts = contributions.blocks()
             if counts.size <= MAX_COUNT_BLOCKS:
                 return self._divide_by_blocks(ys, xs, counts, bad_bits)
-        weights = self.counts.as_plane().astype(np.float64)
+        weights = contributions.as_plane().astype(np.float64)
         zero = weights == 0.0
-        for plane in (self.image, self.variance) if self.with_variance else (self.image,):
+        for plane in (image,) if variance is None else (image, variance):
             np.divide(plane, weights, out=plane, where=~zero)
             plane[zero] = np.nan
         if self.mask is not None:
             self.mask[zero] |= bad_bits
-        return self.counts.stats(zero)
+        return contributions.stats(zero)
 
     def _divide_by_blocks(self, ys: np.ndarray, xs: np.ndarray, counts: np.ndarray, bad_bits: int) -> RegionStats:
         """`finish` for an average of all-valid results: divide each block of equal count by it.
@@ -326,7 +336,8 @@ class RegionAccumulator:
         The same bits as dividing by a count plane (each pixel's sum over its float64 count), for
         one small loop over blocks; a count of one changes nothing and is skipped.
         """
-        planes = (self.image, self.variance) if self.with_variance else (self.image,)
+        image, variance = _output_planes(self.image, self.variance, self.with_variance)
+        planes = (image,) if variance is None else (image, variance)
         y0, x0 = self.bbox.getBeginY(), self.bbox.getBeginX()
         zero_pixels = 0
         for i, j in zip(*np.nonzero(counts != 1)):
@@ -344,7 +355,7 @@ class RegionAccumulator:
         return _stats_of_box_counts(ys, xs, counts, int(zero_pixels))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WeightedRegionAccumulator:
     """An ``average`` with per-pixel weights (taper windows, inverse variance, a user function).
 
@@ -375,7 +386,11 @@ class WeightedRegionAccumulator:
             self.image = np.empty(shape, dtype=self.dtype)
         if self.with_variance and self.variance is None:
             self.variance = np.empty(shape, dtype=self.dtype)
-        self.windows = None
+        self.windows: WindowSums | None = None
+        # The float64 sums of a weighting that is not a window (None for a window).
+        self.sum_weights: np.ndarray | None
+        self.sum_image: np.ndarray | None
+        self.sum_variance: np.ndarray | None
         if self.weighting.is_window:
             variance = self.variance if self.with_variance else None
             self.windows = WindowSums(self.weighting, self.bbox, self.dtype, self.image, variance)
@@ -385,8 +400,20 @@ class WeightedRegionAccumulator:
         self.sum_image = np.zeros(shape)
         self.sum_variance = np.zeros(shape) if self.with_variance else None
 
-    def add(self, bbox: Box2I, image: np.ndarray, variance: np.ndarray | None, mask: np.ndarray | None,
-            weights: np.ndarray | None = None, all_valid: bool | None = None) -> None:  # fmt: skip
+    def _sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The float64 sums of weights, image and (with a variance plane) variance; not for a window."""
+        assert self.sum_weights is not None and self.sum_image is not None  # made by __post_init__
+        return self.sum_weights, self.sum_image, self.sum_variance
+
+    def add(
+        self,
+        bbox: Box2I,
+        image: np.ndarray,
+        variance: np.ndarray | None,
+        mask: np.ndarray | None,
+        weights: np.ndarray | None = None,
+        all_valid: bool | None = None,
+    ) -> None:
         """Add one cell's result; ``weights`` are its pixel weights over the whole of ``bbox``.
 
         Without ``weights``, only those of the part inside the region are worked out (a window's
@@ -400,58 +427,79 @@ class WeightedRegionAccumulator:
         cell = overlap.slices(bbox.getBegin())
         here = overlap.slices(self.bbox.getBegin())
         if self.windows is not None:
-            self._add_window(bbox, overlap, image[cell], variance[cell] if self.with_variance else None, all_valid)
+            in_variance = _input_variance(variance, self.with_variance)
+            patch_variance = None if in_variance is None else in_variance[cell]
+            self._add_window(self.windows, bbox, overlap, image[cell], patch_variance, all_valid)
         else:
             self._add_weighted(bbox, overlap, image, variance, weights, all_valid)
         if self.mask is not None and mask is not None:
             self.mask[here] |= mask[cell]
 
-    def _add_window(self, bbox: Box2I, overlap: Box2I, patch_image: np.ndarray, patch_variance: np.ndarray | None,
-                    all_valid: bool | None) -> None:  # fmt: skip
+    def _add_window(
+        self,
+        windows: WindowSums,
+        bbox: Box2I,
+        overlap: Box2I,
+        patch_image: np.ndarray,
+        patch_variance: np.ndarray | None,
+        all_valid: bool | None,
+    ) -> None:
         if all_valid is None:
             all_valid = all_finite(patch_image, patch_variance)
         valid = None
         if not all_valid:
             valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
         self.counts.add(overlap, valid)
-        self.windows.add(bbox, overlap, patch_image, patch_variance, valid)
+        windows.add(bbox, overlap, patch_image, patch_variance, valid)
 
-    def _add_weighted(self, bbox: Box2I, overlap: Box2I, image: np.ndarray, variance: np.ndarray | None,
-                      weights: np.ndarray | None, all_valid: bool | None) -> None:  # fmt: skip
+    def _add_weighted(
+        self,
+        bbox: Box2I,
+        overlap: Box2I,
+        image: np.ndarray,
+        variance: np.ndarray | None,
+        weights: np.ndarray | None,
+        all_valid: bool | None,
+    ) -> None:
         cell = overlap.slices(bbox.getBegin())
         here = overlap.slices(self.bbox.getBegin())
+        sum_weights, sum_image, sum_variance = self._sums()
         own = weights is None  # weights worked out here may be overwritten
-        w = self.weighting.pixel_weights(bbox, image, variance, overlap) if own else weights[cell]
-        patch_image, patch_variance = image[cell], variance[cell] if self.with_variance else None
+        w = self.weighting.pixel_weights(bbox, image, variance, overlap) if weights is None else weights[cell]
+        in_variance = _input_variance(variance, self.with_variance)
+        patch_image, patch_variance = image[cell], None if in_variance is None else in_variance[cell]
         if all_valid is None:
             all_valid = all_finite(patch_image, patch_variance)
         factor = w * w if self.with_variance and self.weighting.variance_formula == "independent" else w
+        # (sum_variance and patch_variance are both there exactly with a variance plane)
         if all_valid:
             # No pixel to leave out: the products below are the masked path's, without its temporaries.
-            self.sum_weights[here] += w
-            if self.with_variance:
-                self.sum_variance[here] += factor * patch_variance
-            self.sum_image[here] += np.multiply(w, patch_image, out=w if own else None)
+            sum_weights[here] += w
+            if sum_variance is not None and patch_variance is not None:
+                sum_variance[here] += factor * patch_variance
+            sum_image[here] += np.multiply(w, patch_image, out=w if own else None)
             self.counts.add(overlap, None)
         else:
             patch_image = patch_image.astype(np.float64)
-            patch_variance = patch_variance.astype(np.float64) if self.with_variance else None
-            valid = ~np.isnan(patch_image * patch_variance if self.with_variance else patch_image)
-            self.sum_weights[here] += np.where(valid, w, 0.0)
-            self.sum_image[here] += np.where(valid, w * patch_image, 0.0)
-            if self.with_variance:
-                self.sum_variance[here] += np.where(valid, factor * patch_variance, 0.0)
+            patch_variance = None if patch_variance is None else patch_variance.astype(np.float64)
+            valid = ~np.isnan(patch_image if patch_variance is None else patch_image * patch_variance)
+            sum_weights[here] += np.where(valid, w, 0.0)
+            sum_image[here] += np.where(valid, w * patch_image, 0.0)
+            if sum_variance is not None and patch_variance is not None:
+                sum_variance[here] += np.where(valid, factor * patch_variance, 0.0)
             self.counts.add(overlap, valid)
 
     def sums_finite(self) -> bool:
         """Whether every weighted sum accumulated so far is finite (see `all_finite`)."""
         if self.windows is not None:
             return self.windows.run(self.counts.plane)
-        return all_finite(self.sum_image, self.sum_variance)
+        _, sum_image, sum_variance = self._sums()
+        return all_finite(sum_image, sum_variance)
 
     def finish(self, bad_bits: int) -> RegionStats:
         """Divide by the summed weights; flag pixels with none."""
-        planes = (self.image, self.variance) if self.with_variance else (self.image,)
+        image, variance = _output_planes(self.image, self.variance, self.with_variance)
+        planes = (image,) if variance is None else (image, variance)
         if self.windows is not None:
             self.windows.run(self.counts.plane)
             zero = self.windows.zero
@@ -461,20 +509,22 @@ class WeightedRegionAccumulator:
             for plane in planes:
                 plane[zero] = np.nan
         if self.mask is not None:
-            nan = np.isnan(self.image * self.variance if self.with_variance else self.image)
+            nan = np.isnan(image if variance is None else image * variance)
             self.mask[nan if zero is None else nan | zero] |= bad_bits
         return self.counts.stats(zero)
 
     def _divide(self) -> np.ndarray:
         """The float64 sums divided by the summed weights into the output; the pixels with no weight."""
-        zero = self.sum_weights == 0.0
+        sum_weights, sum_image, sum_variance = self._sums()
+        image, variance = _output_planes(self.image, self.variance, self.with_variance)
+        zero = sum_weights == 0.0
         some = ~zero
         with np.errstate(divide="ignore", invalid="ignore"):
             # float64 quotients, rounded once into the output's type
-            np.divide(self.sum_image, self.sum_weights, out=self.image, where=some)
-            if self.with_variance:
-                norm = self.sum_weights**2 if self.weighting.variance_formula == "independent" else self.sum_weights
-                np.divide(self.sum_variance, norm, out=self.variance, where=some)
+            np.divide(sum_image, sum_weights, out=image, where=some)
+            if variance is not None and sum_variance is not None:  # both there with a variance plane
+                norm = sum_weights**2 if self.weighting.variance_formula == "independent" else sum_weights
+                np.divide(sum_variance, norm, out=variance, where=some)
         return zero
 
     @property

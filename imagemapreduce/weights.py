@@ -196,7 +196,10 @@ class Weighting:
             # Zero, negative or NaN variance carries no usable weight.
             return np.where(np.isfinite(weights) & (weights > 0), weights, 0.0)
         if self.kind == "custom":
-            return _checked_weights(self.function, self.function(bbox, image, variance), bbox, image.shape)
+            function = self.function
+            # __post_init__ refuses a custom weighting without a callable; this narrows the type.
+            assert function is not None
+            return _checked_weights(function, function(bbox, image, variance), bbox, image.shape)
         return np.ones(image.shape)
 
     def psf_weight(self, weights: np.ndarray) -> float:

@@ -128,8 +128,9 @@ class WindowSums:
         #: Pixels whose weights sum to zero (set by `run`; None where there are none).
         self.zero: np.ndarray | None = None
 
-    def add(self, bbox: Box2I, overlap: Box2I, image: np.ndarray, variance: np.ndarray | None,
-            valid: np.ndarray | None) -> None:  # fmt: skip
+    def add(
+        self, bbox: Box2I, overlap: Box2I, image: np.ndarray, variance: np.ndarray | None, valid: np.ndarray | None
+    ) -> None:
         """Record a result's part over ``overlap`` (``image``, ``variance``: its planes there).
 
         ``valid``: which of its pixels count (None: all). Nothing is summed before `run`.
@@ -238,8 +239,16 @@ class WindowSums:
                         sums[b0:b1] = band
         return finite
 
-    def _add_run(self, active: list, cols: tuple[int, int], b0: int, bands: list, columns: list,
-                 scratch: np.ndarray, weights: np.ndarray | None) -> None:  # fmt: skip
+    def _add_run(
+        self,
+        active: list,
+        cols: tuple[int, int],
+        b0: int,
+        bands: list,
+        columns: list,
+        scratch: np.ndarray,
+        weights: np.ndarray | None,
+    ) -> None:
         """Add parts that share their columns through a contiguous copy of those columns of the bands.
 
         The same additions, pixel by pixel and in the same order, as adding each part to the
@@ -260,8 +269,16 @@ class WindowSums:
             if band is not None:
                 band[here] = view
 
-    def _add_rows(self, part: _Part, r0: int, r1: int, origin: tuple[int, int], planes: list, scratch: np.ndarray,
-                  weights: np.ndarray | None) -> None:  # fmt: skip
+    def _add_rows(
+        self,
+        part: _Part,
+        r0: int,
+        r1: int,
+        origin: tuple[int, int],
+        planes: list,
+        scratch: np.ndarray,
+        weights: np.ndarray | None,
+    ) -> None:
         """Add the rows ``r0`` to ``r1`` (region rows) of one part to ``planes``, whose pixel (0, 0) is ``origin``."""
         rows = slice(r0 - part.rows[0], r1 - part.rows[0])
         here = (slice(r0 - origin[0], r1 - origin[0]), slice(part.cols[0] - origin[1], part.cols[1] - origin[1]))
@@ -272,6 +289,8 @@ class WindowSums:
         np.multiply(window, part.image[rows], out=product)
         np.add(image[here], product, out=image[here], where=where)
         if variance is not None:
+            # a region with a variance plane is given every result's variance (see `add`)
+            assert part.variance_factor is not None and part.variance is not None
             np.multiply(part.variance_factor[rows], part.variance[rows], out=product)
             np.add(variance[here], product, out=variance[here], where=where)
         if weights is not None:
@@ -284,6 +303,7 @@ class WindowSums:
         for out, band, rows, cols in zip(self.out, bands, (row_image, row_variance), (col_image, col_variance)):
             if band is None:
                 continue
+            assert out is not None  # a plane has a band exactly when it is there
             # in place in the contiguous band, then one copy: arithmetic on strided views is slow
             np.multiply(band, _factor_plane(rows[b0:b1].tobytes(), cols.tobytes(), self.dtype.str), out=band)
             out[b0:b1] = band
@@ -303,6 +323,7 @@ class WindowSums:
         for k, (out, sums) in enumerate(zip(self.out, self.sums)):
             if sums is None:
                 continue
+            assert out is not None  # a plane has sums exactly when it is there
             by_lines = sums * (row_factors[k] * col_factors[k])  # as `_normalise_band` does
             direct = np.divide(sums, weights if k == 0 else norm, out=np.zeros(self.shape), where=some)
             np.copyto(out, np.where(product, by_lines, direct.astype(self.dtype)))

@@ -8,6 +8,10 @@ run that fails before writing any region leaves no store behind; and the input i
 store being replaced. All of it holds on object storage too (``s3://`` and other fsspec URLs,
 see `imagemapreduce.io.locations`): the workers that run the region tasks write the store
 themselves, each reopening it from its URL and storage options.
+
+Layers: this module sits below `imagemapreduce.mapreduce`, which calls it; it drives the task only
+through its public steps (`ImageMapReduceTask.prepare`, ``scheduling``, ``recordCells``,
+``attachFailures``) and imports the task's module for type checkers only.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def run_to_zarr(
     none), which must divide ``stitchRegionSize``.
     """
     operation = task.reducer.config.reduceOperation
-    if operation not in IMAGE_REDUCE_OPERATIONS or task._reducerIsCustom():
+    if operation not in IMAGE_REDUCE_OPERATIONS or not task.hasStandardReducer():
         raise ValueError(
             f"runToZarr writes an exposure, so it needs reduceOperation copy, sum or average and the "
             f"standard reducer; got {operation!r}. Use run() for the others"
@@ -57,8 +61,8 @@ def run_to_zarr(
         location, exposure.getBBox(), task.config.stitchRegionSize, chunks=chunks, shards=shards
     )  # checks the chunks against the regions before any work
     refuse_own_input(location, exposure, *kwargs.values())
-    grid = task._currentGrid(exposure, kwargs.get("forceEvenSized", False))
-    plan = task._makePlan(exposure, grid, kwargs, operation)
+    prepared = task.prepare(exposure, kwargs, operation)
+    grid = prepared.grid
     unnamed = exposure.mask.getUnnamedBitMask()  # kept unnamed: never given to a plane
     output, badBits = task.reducer.prepareOutput(_planeless(exposure), unnamedBits=unnamed)
     layout = PlaneLayout(output.mask.getMaskPlaneDict(), unnamed)
@@ -73,16 +77,15 @@ def run_to_zarr(
         else:
             writer.create(exposure.dtype, output.mask.getMaskPlaneDict(), fingerprint, overwrite)
             created, skip, repaired = True, set(), {}
-        with task._chooseScheduler() as scheduler:
-            task.metadata["scheduler"] = scheduler.describe()
+        with task.scheduling() as scheduler:
             with progress_bar(task.config.progressBar, len(grid), scheduler) as onRegion:
                 report = execute_to_store(
-                    plan, writer, exposure.dtype, badBits, task.config.stitchRegionSize, scheduler, skip, onRegion,
-                    layout=layout,
+                    prepared.plan, writer, exposure.dtype, badBits, task.config.stitchRegionSize, scheduler, skip,
+                    onRegion, layout=layout,
                 )  # fmt: skip
         stored, unstorable = _report_from_store(writer)
         writer.settle_mask_planes(*stored.mask_planes(layout))
-        task._recordCells(stored.summaries, stored.failures)
+        task.recordCells(stored.summaries, stored.failures)
         writer.finish(_output_psf(task, output, stored, unstorable))
     except BaseException:
         if created and not writer.flagged_regions():
@@ -95,7 +98,7 @@ def run_to_zarr(
         exposure=open_zarr_exposure(location), path=location.url, regionsWritten=report.region_count,
         regionsReused=len(skip), regionsRepaired=sorted(repaired),
     )  # fmt: skip
-    return task._withFailures(result, stored.failures)
+    return task.attachFailures(result, stored.failures)
 
 
 def _report_from_store(writer: ZarrRegionWriter) -> tuple[StitchReport, list[str]]:

@@ -20,18 +20,19 @@ from lsst_reference import reference_map, reference_reduce
 
 import imagemapreduce as imr
 from imagemapreduce import Box2I, Extent2I, Point2I, map_reduce
-from imagemapreduce._arrays_args import regular_grid
 from imagemapreduce.cli import main
 from imagemapreduce.grid import (
     MAX_GRID_CELLS,
     GridTooLargeError,
+    boxes_to_array,
     cell_boxes,
+    coverage_counts,
     grid_centroids,
     grid_shape,
+    regular_grid,
     rescale,
 )
 from imagemapreduce.pipe_base import Struct
-from imagemapreduce.stitch import box_counts
 
 NAN_PIXELS = "lie in no cell and will be NaN"
 GAP = dict(cell_size=4, grid_step=10, border=1)  # 4-pixel cells every 10 pixels: gaps between them
@@ -120,7 +121,7 @@ def numpy_reference(shape, cells, func, reduce):
 
 def test_box_counts_of_no_boxes_is_one_zero_block_with_integer_edges():
     region = Box2I(Point2I(3, 4), Extent2I(5, 2))
-    ys, xs, counts = box_counts(region, [])
+    ys, xs, counts = coverage_counts(region, boxes_to_array([]))
     assert ys.dtype.kind == xs.dtype.kind == "i"
     assert ys.tolist() == [4, 6] and xs.tolist() == [3, 8] and counts.tolist() == [[0]]
 

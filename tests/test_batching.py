@@ -13,9 +13,9 @@ from test_zarr import config_for as zarr_config_for
 
 import imagemapreduce as imr
 from imagemapreduce import map_reduce
+from imagemapreduce.builtin_mappers import GaussianSmoothMapper
 from imagemapreduce.engine import auto_cells_per_task, check_cells_per_task, choose_scheduler, stitch_graph
 from imagemapreduce.engine.batches import TASKS_PER_WORKER, pack_cells
-from imagemapreduce.mappers import GaussianSmoothMapper
 
 PACKINGS = [1, 3, 16, "auto"]
 

@@ -69,7 +69,7 @@ def test_rounding_is_half_up():
 
 
 def _grid(shape, cell, step, border=0):
-    from imagemapreduce._arrays_args import regular_grid
+    from imagemapreduce.grid import regular_grid
 
     return regular_grid(shape, (cell, cell), (step, step), (border, border), "none", False)
 
@@ -154,7 +154,7 @@ def test_a_cell_that_returns_no_table_fails_naming_the_cell():
 def _star_field(width=300, height=260, seed=4, xy0=(0, 0)):
     """A background-free star field with Poisson and read noise, its variance, and a Gaussian PSF."""
     psf = GaussianPsf(25, 25, SIGMA)
-    exposure, _ = imr.simulate_exposure(
+    exposure, _ = imr.psfmatch.simulate_exposure(
         width, height, psf=psf, n_stars=90, seed=seed, sky=0.0, flux_range=(400.0, 2e4), n_saturated=0,
         bad_column=False, xy0=xy0,
     )  # fmt: skip

@@ -36,7 +36,7 @@ class CountingDetectMapper(DetectMapper):
 
 @pytest.fixture(scope="module")
 def exposure():
-    exposure, _ = imr.simulate_exposure(
+    exposure, _ = imr.psfmatch.simulate_exposure(
         384, 320, psf=GaussianPsf(25, 25, 1.5), n_stars=150, seed=5, sky=0.0, flux_range=(400.0, 2e4),
         n_saturated=0, bad_column=False, xy0=(100, 40),
     )  # fmt: skip

@@ -21,7 +21,7 @@ from imagemapreduce.cli import main
 from imagemapreduce.cli._options import CliError, set_config_field
 from imagemapreduce.io.fits import write_exposure
 from imagemapreduce.io.zarr_store import open_zarr_exposure
-from imagemapreduce.simulate import simulate_exposure
+from imagemapreduce.psfmatch.simulate import simulate_exposure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -109,7 +109,7 @@ def test_run_fits_to_fits_equals_smoothing_the_whole_image(image_file, tmp_path,
 
 def test_run_with_a_module_class_mapper(image_file, tmp_path, capsys):
     out = tmp_path / "added.fits"
-    status = main(["run", str(image_file), str(out), "--mapper", "imagemapreduce.mappers:AddAmountMapper",
+    status = main(["run", str(image_file), str(out), "--mapper", "imagemapreduce.builtin_mappers:AddAmountMapper",
                    "--mapper-option", "addAmount=2.5", "--reduce", "copy", "--no-progress",
                    "--scheduler", "synchronous"])  # fmt: skip
     captured = capsys.readouterr()
@@ -117,7 +117,7 @@ def test_run_with_a_module_class_mapper(image_file, tmp_path, capsys):
     assert captured.err == ""  # no progress bar, no warnings
     before, after = imr.ExposureF.readFits(str(image_file)), imr.ExposureF.readFits(str(out))
     np.testing.assert_allclose(after.image.array, before.image.array + 2.5, rtol=1e-6)
-    assert "imagemapreduce.mappers:AddAmountMapper (addAmount=2.5)" in captured.out
+    assert "imagemapreduce.builtin_mappers:AddAmountMapper (addAmount=2.5)" in captured.out
 
 
 def test_run_to_zarr_then_resume(image_file, tmp_path, capsys):
@@ -186,7 +186,7 @@ def test_warnings_and_verbose_logs_reach_stderr(image_file, tmp_path, capsys):
 BAD_ARGUMENTS = {
     "unknown mapper": (["--mapper", "nosuch"], "unknown mapper 'nosuch'"),
     "missing module": (["--mapper", "no_such_module_xyz:Mapper"], "cannot import module"),
-    "missing class": (["--mapper", "imagemapreduce.mappers:Nope"], "has no 'Nope'"),
+    "missing class": (["--mapper", "imagemapreduce.builtin_mappers:Nope"], "has no 'Nope'"),
     "not a mapper": (["--mapper", "imagemapreduce.geom:Box2I"], "not an ImageMapper"),
     "bad size": (["--mapper", "identity", "--cell-size", "big"], "argument --cell-size"),
     "negative size": (["--mapper", "identity", "--border", "-3"], "argument --border"),
@@ -365,12 +365,12 @@ def test_short_border_warns_and_auto_border_matches_the_whole_image(image_file, 
 
 
 def test_builtin_mappers_declare_their_reach():
-    from imagemapreduce.mappers import GaussianSmoothMapper, MedianFilterMapper
+    from imagemapreduce.builtin_mappers import GaussianSmoothMapper, MedianFilterMapper
 
     gaussian = GaussianSmoothMapper(config=GaussianSmoothMapper.ConfigClass(sigma=1.5, truncate=3.0))
     assert gaussian.reach() == 5  # scipy.ndimage's radius, int(truncate * sigma + 0.5)
     assert MedianFilterMapper(config=MedianFilterMapper.ConfigClass(size=7)).reach() == 3
-    psf_mapper = imr.PsfMatchMapper(config=imr.PsfMatchMapperConfig(kernelSize=11))
+    psf_mapper = imr.psfmatch.PsfMatchMapper(config=imr.psfmatch.PsfMatchMapperConfig(kernelSize=11))
     assert psf_mapper.reach() == 5
 
 
@@ -421,7 +421,7 @@ def test_help_loads_no_heavy_module_and_is_quick():
 
 
 def test_help_defaults_match_the_code():
-    from imagemapreduce import demo
+    from imagemapreduce.psfmatch import demo
     from imagemapreduce.cli import _options, _parser
     from imagemapreduce.engine.scheduling import SCHEDULER_NAMES
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import imagemapreduce as imr
-from imagemapreduce.demo import format_summary, run_demo
+from imagemapreduce.psfmatch.demo import format_summary, run_demo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZE = 256  # small enough for a test: 64 cells, a few seconds

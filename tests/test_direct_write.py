@@ -48,6 +48,14 @@ def _image(shape=(130, 150)):
     return np.random.default_rng(3).normal(size=shape).astype(np.float32)
 
 
+def _plan(func, image, grid, operation, **options):
+    return ArrayPlan(func=func, array=image, grid=grid, kwargs={}, operation=operation, **options)
+
+
+def _cell_task(func, box0, box1, operation, out):
+    return ArrayCellTask(func=func, index=0, box0=box0, box1=box1, operation=operation, kwargs={}, out=out)
+
+
 def _run_everywhere(plan, shape, region):
     outputs, reports = {}, {}
     for name in SCHEDULERS:
@@ -72,10 +80,10 @@ def test_cell_writes_a_finite_core_and_hands_back_a_nan_one():
     out = np.zeros((4, 4), np.float32)
     box0 = imr.Box2I(imr.Point2I(1, 1), imr.Extent2I(4, 4))
     box1 = imr.Box2I(imr.Point2I(0, 0), imr.Extent2I(6, 6))
-    task = ArrayCellTask(lambda a: a + 1, 0, box0, box1, "copy", {}, out=out)
+    task = _cell_task(lambda a: a + 1, box0, box1, "copy", out)
     outcome = run_array_cell(task, np.ones((6, 6), np.float32))
-    assert outcome.result == WRITTEN and np.all(out == 2)
-    task = ArrayCellTask(lambda a: a * np.nan, 0, box0, box1, "copy", {}, out=np.zeros((4, 4), np.float32))
+    assert outcome.result is WRITTEN and np.all(out == 2)
+    task = _cell_task(lambda a: a * np.nan, box0, box1, "copy", np.zeros((4, 4), np.float32))
     assert np.all(np.isnan(run_array_cell(task, np.ones((6, 6), np.float32)).result))
 
 
@@ -84,8 +92,8 @@ def test_sum_and_average_write_zero_plus_the_value(operation):
     out = np.full((2, 2), 7.0, np.float32)
     box = imr.Box2I(imr.Point2I(0, 0), imr.Extent2I(2, 2))
     negative_zero = np.array([[-0.0, 1.5], [-2.0, 0.0]], np.float32)
-    task = ArrayCellTask(lambda a: negative_zero, 0, box, box, operation, {}, out=out)
-    assert run_array_cell(task, np.zeros((2, 2), np.float32)).result == WRITTEN
+    task = _cell_task(lambda a: negative_zero, box, box, operation, out)
+    assert run_array_cell(task, np.zeros((2, 2), np.float32)).result is WRITTEN
     np.testing.assert_array_equal(out, negative_zero)
     # copy keeps the sign of zero; the stitcher's 0 + x turns -0.0 into +0.0
     assert bool(np.signbit(out[0, 0])) is (operation == "copy")
@@ -95,7 +103,7 @@ def test_sum_and_average_write_zero_plus_the_value(operation):
 @pytest.mark.parametrize("region", [17, 64, 512])
 def test_direct_writes_give_the_same_bits_as_region_stitching(operation, region):
     image, grid = _image(), _grid()
-    plan = ArrayPlan(holes, image, grid, {}, operation, geometry=("cell_box",))
+    plan = _plan(holes, image, grid, operation, geometry=("cell_box",))
     assert plan.writes_directly()
     outputs, reports = _run_everywhere(plan, image.shape, region)
     expected = image * 2
@@ -108,7 +116,7 @@ def test_direct_writes_give_the_same_bits_as_region_stitching(operation, region)
         np.testing.assert_array_equal(out, expected)
         assert out.tobytes() == reference.tobytes(), f"{name}: not the region stitcher's bits"
         report = reports[name]
-        assert [s[0] for s in report.summaries] == list(range(len(grid)))
+        assert [s.cell for s in report.summaries] == list(range(len(grid)))
         assert report.stats == reports["processes"].stats
         assert [c[1] for c in report.components] == grid.boxes0()
     if operation == "average":
@@ -120,9 +128,7 @@ def test_direct_writes_give_the_same_bits_as_region_stitching(operation, region)
 @pytest.mark.parametrize("operation", ["copy", "sum", "average"])
 def test_a_masked_failure_on_the_direct_path(operation):
     image, grid = _image(), _grid()
-    plan = ArrayPlan(
-        fails_once, image, grid, {}, operation, geometry=("cell_box",), policy=FailurePolicy(mask_failures=True)
-    )
+    plan = _plan(fails_once, image, grid, operation, geometry=("cell_box",), policy=FailurePolicy(mask_failures=True))
     outputs, reports = _run_everywhere(plan, image.shape, 64)
     expected = image + 1
     expected[40:80, 40:80] = np.nan
@@ -138,11 +144,11 @@ def test_a_masked_failure_on_the_direct_path(operation):
 
 def test_only_tilings_of_unweighted_stitches_write_directly():
     image = _image()
-    assert ArrayPlan(holes, image, _grid(), {}, "copy").writes_directly()
-    assert not ArrayPlan(holes, image, _grid(step=30), {}, "copy").writes_directly()  # overlapping
-    assert not ArrayPlan(holes, image, _grid(cell=30, step=40), {}, "copy").writes_directly()  # gaps
-    assert not ArrayPlan(holes, image, _grid(), {}, "none").writes_directly()
-    weighted = ArrayPlan(holes, image, _grid(), {}, "average", weighting=make_weighting("cosine"))
+    assert _plan(holes, image, _grid(), "copy").writes_directly()
+    assert not _plan(holes, image, _grid(step=30), "copy").writes_directly()  # overlapping
+    assert not _plan(holes, image, _grid(cell=30, step=40), "copy").writes_directly()  # gaps
+    assert not _plan(holes, image, _grid(), "none").writes_directly()
+    weighted = _plan(holes, image, _grid(), "average", weighting=make_weighting("cosine"))
     assert not weighted.writes_directly()
 
 

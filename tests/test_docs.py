@@ -240,12 +240,67 @@ def test_benchmark_renderer_reads_the_summary_of_run_all(imr_docs):
         assert expected in text, expected
 
 
+def _tables(nodes_list) -> list[tuple[str, list[str], list[list[str]]]]:
+    """``(caption, header, rows)`` of each table among the rendered nodes, as the reader sees them."""
+    from docutils import nodes
+
+    out = []
+    for node in nodes_list:
+        for table in node.findall(nodes.table):
+            titles = [child.astext() for child in table.children if isinstance(child, nodes.title)]
+            header = [[entry.astext() for entry in row.children] for row in next(table.findall(nodes.thead))]
+            rows = [[entry.astext() for entry in row.children] for row in next(table.findall(nodes.tbody))]
+            out.append((titles[0] if titles else "", header[0], rows))
+    return out
+
+
+def test_benchmark_renderer_tables_hold_the_numbers(imr_docs):
+    payload = {
+        "mode": "full",
+        "timings": {"slow": {"median_s": 3.0, "min_s": 2.5, "max_s": 4.0, "times_s": [2.5, 3.0, 4.0]},
+                    "fast": {"median_s": 1.5, "min_s": 1.0, "max_s": 2.0, "times_s": [1.0, 2.0]}},
+        "ratios": {"speedup": 2.0, "per": {"cell_us": 0.0001}},
+        "targets": [
+            {"name": "speedup", "value": 2.0, "target": 1.8, "comparison": ">=", "unit": "x", "met": True},
+            {"name": "memory", "value": 5.0, "target": 3.0, "comparison": "<=", "unit": "GB", "met": False},
+            {"name": "tasks", "value": 7, "target": 0, "comparison": "info", "unit": "", "met": None},
+        ],
+    }  # fmt: skip
+    tables = _tables(imr_docs.render_result(payload))
+    assert tables == [
+        ("targets", ["measure", "value", "target", "status", "what"], [
+            ["speedup", "2", ">= 1.8", "met", ""],
+            ["memory", "5 GB", "<= 3", "NOT MET", ""],
+            ["tasks", "7", "", "info", ""],
+        ]),
+        ("timings", ["contender", "median (s)", "min (s)", "max (s)", "runs", "x fastest"], [
+            ["slow", "3", "2.5", "4", "3", "2"],
+            ["fast", "1.5", "1", "2", "2", "1"],
+        ]),
+        ("ratios and derived numbers", ["name", "value"], [["speedup", "2"], ["per.cell_us", "1.000e-04"]]),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "data",
-    [[{"a": 1, "b": {"c": 2.5}}, {"a": 2}], {"x": 1, "rows": [{"a": 1}]}, [1, 2, 3], "text", {}],
-)
-def test_benchmark_renderer_accepts_any_json(imr_docs, data):
-    imr_docs.render_result(data, "other", None)
+    ("data", "tables", "literal"),
+    [
+        ([{"a": 1, "b": {"c": 2.5}}, {"a": 2}], [("", ["a", "b.c"], [["1", "2.5"], ["2", ""]])], None),
+        ({"x": 1, "rows": [{"a": 1}]}, [("rows", ["a"], [["1"]]), ("other results", ["name", "value"], [["x", "1"]])],
+         None),
+        ([1, 2, 3], [], "[\n  1,\n  2,\n  3\n]"),
+        ("text", [], '"text"'),
+        ({}, [], None),
+    ],
+)  # fmt: skip
+def test_benchmark_renderer_shows_other_layouts_generically(imr_docs, data, tables, literal):
+    from docutils import nodes
+
+    rendered = imr_docs.render_result(data, "other", None)
+    assert _tables(rendered) == tables
+    blocks = [node.astext() for node in rendered if isinstance(node, nodes.literal_block)]
+    assert blocks == ([literal] if literal is not None else [])
+    if not tables and literal is None:
+        assert rendered == []  # no results: nothing on the page
 
 
 @pytest.mark.parametrize(

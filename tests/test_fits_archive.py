@@ -18,9 +18,9 @@ from astropy.io import fits
 from test_fits import make_exposure, real
 
 import imagemapreduce as imr
+from imagemapreduce.builtin_mappers import IdentityMapper
 from imagemapreduce.geom import Box2I, Extent2I, Point2D
 from imagemapreduce.io.fits import FitsFormatError, read_exposure, write_exposure
-from imagemapreduce.mappers import IdentityMapper
 from imagemapreduce.psf import CoaddPsf, DoubleGaussianPsf, GaussianPsf, WindowedCoaddPsf
 from imagemapreduce.weights import Weighting
 

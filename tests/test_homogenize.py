@@ -17,16 +17,16 @@ from scipy import ndimage
 
 import imagemapreduce as imr
 from imagemapreduce.geom import Box2I, Extent2I, Point2D, Point2I
-from imagemapreduce.homogenize import (
+from imagemapreduce.psf import CoaddPsf, GaussianPsf
+from imagemapreduce.psfmatch.homogenize import (
     PsfMatchMapper,
     matching_kernel_1d,
     matching_sigma,
     max_psf_sigma,
     psf_sigma,
 )
-from imagemapreduce.measure import MEASUREMENT_DTYPE, measure_star_widths, width_map
-from imagemapreduce.psf import CoaddPsf, GaussianPsf
-from imagemapreduce.simulate import simulate_exposure
+from imagemapreduce.psfmatch.measure import MEASUREMENT_DTYPE, measure_star_widths, width_map
+from imagemapreduce.psfmatch.simulate import simulate_exposure
 
 SIZE = 512
 GRID = dict(scaleByFwhm=False, cellSizeX=64, cellSizeY=64, gridStepX=32, gridStepY=32,

@@ -13,7 +13,7 @@ from conftest import make_exposure
 from scipy import ndimage
 
 import imagemapreduce as imr
-from imagemapreduce.mappers import (
+from imagemapreduce.builtin_mappers import (
     BackgroundSubtractMapper,
     MedianFilterMapper,
     sigma_clipped_median,

@@ -23,7 +23,7 @@ from conftest import make_exposure
 from lsst_reference import reference_map, reference_reduce
 
 import imagemapreduce as imr
-from imagemapreduce.mappers import AddAmountMapper, IdentityMapper
+from imagemapreduce.builtin_mappers import AddAmountMapper, IdentityMapper
 
 
 def make_task(mapper, operation="average", scheduler="synchronous", region=1024, **fields):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imagemapreduce as imr
-from imagemapreduce.mappers import IdentityMapper
+from imagemapreduce.builtin_mappers import IdentityMapper
 
 grids = st.fixed_dictionaries(
     {

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from imagemapreduce.geom import Box2I, Extent2I, Point2D, Point2I
-from imagemapreduce.homogenize import cell_kernel_image
 from imagemapreduce.psf import (
     CallablePsf,
     EllipticalGaussianPsf,
@@ -25,6 +24,7 @@ from imagemapreduce.psf import (
     psf_from_dict,
     psf_to_dict,
 )
+from imagemapreduce.psfmatch.homogenize import cell_kernel_image
 
 BBOX = Box2I(Point2I(0, 0), Extent2I(201, 101))  # u = (x - 100) / 100, v = (y - 50) / 50
 
@@ -227,3 +227,35 @@ def test_cell_kernel_images_are_computed_once_per_cell():
         image = cell_kernel_image(psf, Point2D(31.5, 95.5))
     assert CALLS == [(31.5, 95.5)]
     assert not image.flags.writeable
+
+
+@pytest.mark.parametrize("profile", ["moffat", "kolmogorov"])
+def test_relaxed_adaptive_moments_agree_and_need_fewer_iterations(profile):
+    from imagemapreduce.psfmatch.simulate import field_psf
+
+    bbox = Box2I(Point2I(0, 0), Extent2I(512, 512))
+    psf = field_psf(bbox, profile, 2.5, 4.5, beta=2.5, g_max=0.04)
+    stamp = psf.computeKernelImage(Point2D(480.0, 40.0)).array
+    centre = (stamp.shape[1] // 2, stamp.shape[0] // 2)
+    plain, _ = adaptive_moments(stamp, centre)
+    relaxed, _ = adaptive_moments(stamp, centre, relaxation=2.0, max_iter=14)
+    for a, b in zip(plain.getMatrix().ravel(), relaxed.getMatrix().ravel(), strict=True):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-8)
+    # The plain iteration needs more than 14 steps on the same stamp.
+    with pytest.raises(ValueError, match="did not converge in 14 iterations"):
+        adaptive_moments(stamp, centre, max_iter=14)
+    with pytest.raises(ValueError, match="relaxation must be in"):
+        adaptive_moments(stamp, centre, relaxation=2.5)
+
+
+def test_the_cell_survey_matches_compute_shape():
+    from imagemapreduce.psfmatch.homogenize import survey_psf
+    from imagemapreduce.psfmatch.simulate import field_psf
+
+    bbox = Box2I(Point2I(0, 0), Extent2I(512, 512))
+    psf = field_psf(bbox, "moffat", 2.5, 4.5, beta=3.5, g_max=0.04)
+    boxes = [Box2I(Point2I(x, y), Extent2I(64, 64)) for y in range(0, 512, 128) for x in range(0, 512, 96)]
+    survey = survey_psf(psf, boxes=boxes)
+    for box, (ixx, iyy, ixy) in zip(boxes, survey.moments, strict=True):
+        shape = psf.computeShape(box.getCenter())
+        assert (ixx, iyy, ixy) == pytest.approx((shape.getIxx(), shape.getIyy(), shape.getIxy()), rel=1e-6, abs=1e-8)

@@ -16,7 +16,8 @@ from scipy import ndimage
 
 import imagemapreduce as imr
 from imagemapreduce.geom import Box2I, Extent2I, Point2D, Point2I
-from imagemapreduce.homogenize import (
+from imagemapreduce.psf import CallablePsf, EllipticalGaussianPsf, GaussianPsf, MoffatPsf, adaptive_moments
+from imagemapreduce.psfmatch.homogenize import (
     PsfMatchMapper,
     TargetTooNarrowError,
     choose_target,
@@ -24,9 +25,8 @@ from imagemapreduce.homogenize import (
     solve_matching_kernel,
     survey_psf,
 )
-from imagemapreduce.measure import measure_star_widths
-from imagemapreduce.psf import CallablePsf, EllipticalGaussianPsf, GaussianPsf, MoffatPsf, adaptive_moments
-from imagemapreduce.simulate import field_psf, simulate_exposure
+from imagemapreduce.psfmatch.measure import measure_star_widths
+from imagemapreduce.psfmatch.simulate import field_psf, simulate_exposure
 
 SIZE = 384
 BBOX = Box2I(Point2I(0, 0), Extent2I(SIZE, SIZE))
@@ -243,7 +243,7 @@ def test_default_target_is_the_widest_psf_plus_the_margin(caplog):
         for y in xs:
             shape, _ = adaptive_moments(psf.computeKernelImage(Point2D(x, y)).array)
             widest = max(widest, float(np.sqrt(np.linalg.eigvalsh(shape.getMatrix())[1])))
-    with caplog.at_level(logging.INFO, logger="imagemapreduce.homogenize"):
+    with caplog.at_level(logging.INFO, logger="imagemapreduce.psfmatch.homogenize"):
         target = PsfMatchMapper(config=PsfMatchMapper.ConfigClass(targetMargin=0.02)).resolveTarget(psf, BBOX)
     assert target.computeShape().getDeterminantRadius() == pytest.approx(1.02 * widest, rel=1e-3)
     assert "target chosen" in caplog.text and "2% margin" in caplog.text

@@ -377,7 +377,7 @@ def test_parquet_catalog_on_s3_resumes_and_reads_back(options, prefix):
     from imagemapreduce.io import open_catalog, read_catalog
     from imagemapreduce.psf import GaussianPsf
 
-    exposure, _ = imr.simulate_exposure(192, 160, psf=GaussianPsf(25, 25, 1.5), n_stars=50, seed=2, sky=0.0,
+    exposure, _ = imr.psfmatch.simulate_exposure(192, 160, psf=GaussianPsf(25, 25, 1.5), n_stars=50, seed=2, sky=0.0,
                                         n_saturated=0, bad_column=False)  # fmt: skip
     config = imr.ImageMapReduceConfig()
     config.mapper.retarget(DetectMapper)

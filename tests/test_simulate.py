@@ -1,4 +1,4 @@
-"""Tests for imagemapreduce.simulate: the varying-PSF star-field simulator."""
+"""Tests for imagemapreduce.psfmatch.simulate: the varying-PSF star-field simulator."""
 
 # ruff: noqa: D103 - test functions are named for what they check
 
@@ -11,10 +11,10 @@ import pytest
 
 from imagemapreduce.geom import Box2I, Extent2I, Point2I
 from imagemapreduce.grid import FWHM_PER_SIGMA
-from imagemapreduce.measure import measure_star_widths
 from imagemapreduce.psf import GaussianPsf, moments_to_shear
 from imagemapreduce.psf._varying import VaryingGaussianPsf
-from imagemapreduce.simulate import STAR_DTYPE, default_varying_psf, field_psf, simulate_exposure
+from imagemapreduce.psfmatch.measure import measure_star_widths
+from imagemapreduce.psfmatch.simulate import STAR_DTYPE, default_varying_psf, field_psf, simulate_exposure
 
 SIZE = 256
 KW = dict(n_stars=60, seed=11, xy0=(30, -40))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import gc
 import pickle
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
+from dask.core import get_dependencies
 
 import imagemapreduce as imr
 from imagemapreduce._gc_pause import builds_graph, gc_paused
-from imagemapreduce.engine.sources import ArrayCut, PlaneSource, assemble_box, materialize
+from imagemapreduce.engine.sources import ArrayCut, PlaneSource, materialize
 
 BOXES = np.array([[0, 0, 9, 4], [10, 0, 19, 4], [3, 2, 12, 11]])  # (minX, minY, maxX, maxY)
 
@@ -44,14 +46,16 @@ def test_an_array_cut_pickles_as_its_pixels_alone():
     np.testing.assert_array_equal(pickle.loads(payload), np.zeros((10, 10)))
 
 
-def test_dask_planes_give_block_tasks_for_each_box():
+def test_dask_planes_give_tasks_reading_only_the_blocks_of_each_box():
     image = _image()
     source = PlaneSource(da.from_array(image, chunks=(5, 7)), imr.Point2I(0, 0))
-    for box, (func, spec, keys) in zip(BOXES, source.cell_cuts(BOXES)):
-        blocks = [source.array.blocks[k[1], k[2]].compute() for k in keys]
-        x0, y0, x1, y1 = box
-        np.testing.assert_array_equal(func(spec, blocks), image[y0 : y1 + 1, x0 : x1 + 1])
-        assert func is assemble_box
+    graph = source.graph()
+    keys = [("cut", number) for number in range(len(BOXES))]
+    graph.update(zip(keys, source.cell_cuts(BOXES)))
+    for (x0, y0, x1, y1), key, cut in zip(BOXES, keys, dask.get(graph, keys)):
+        np.testing.assert_array_equal(cut, image[y0 : y1 + 1, x0 : x1 + 1])
+        blocks = {(i, j) for i in range(y0 // 5, y1 // 5 + 1) for j in range(x0 // 7, x1 // 7 + 1)}
+        assert get_dependencies(graph, key) == {(source.array.name, i, j) for i, j in blocks}
 
 
 def test_gc_paused_restores_the_collector_and_nests():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import imagemapreduce as imr
-from imagemapreduce.stitch import MAX_COUNT_BLOCKS, RegionAccumulator, WeightedRegionAccumulator, box_counts, covers
+from imagemapreduce.grid import boxes_to_array, coverage_counts
+from imagemapreduce.stitch import MAX_COUNT_BLOCKS, RegionAccumulator, WeightedRegionAccumulator, covers
 from imagemapreduce.weights import make_weighting
 
 REGION = imr.Box2I(imr.Point2I(10, 20), imr.Extent2I(60, 40))  # x 10..69, y 20..59
@@ -42,7 +43,7 @@ def _brute_counts(region, boxes):
 @pytest.mark.parametrize("seed", range(5))
 def test_box_counts_match_counting_pixel_by_pixel(seed):
     boxes = _random_boxes(np.random.default_rng(seed), 12)
-    ys, xs, counts = box_counts(REGION, boxes)
+    ys, xs, counts = coverage_counts(REGION, boxes_to_array(boxes))
     assert (ys[0], ys[-1], xs[0], xs[-1]) == (20, 60, 10, 70)
     full = np.repeat(np.repeat(counts, np.diff(ys), axis=0), np.diff(xs), axis=1)
     np.testing.assert_array_equal(full, _brute_counts(REGION, boxes))
@@ -72,9 +73,13 @@ def _pieces(rng, boxes, nan_at=None):
 def _average(pieces, per_pixel_counts, with_variance=True, mask=True):
     shape = (REGION.getHeight(), REGION.getWidth())
     acc = RegionAccumulator(
-        REGION, np.zeros(shape, np.int32) if mask else None, np.float32, "average",
-        with_variance=with_variance, per_pixel_counts=per_pixel_counts,
-    )  # fmt: skip
+        bbox=REGION,
+        mask=np.zeros(shape, np.int32) if mask else None,
+        dtype=np.float32,
+        operation="average",
+        with_variance=with_variance,
+        per_pixel_counts=per_pixel_counts,
+    )
     for box, image, variance, m in pieces:
         acc.add(box, image, variance if with_variance else None, m if mask else None)
     stats = acc.finish(BAD)
@@ -102,7 +107,7 @@ def test_average_from_box_counts_equals_the_count_plane(boxes, with_variance):
     rng = np.random.default_rng(1)
     if boxes == "many small boxes":
         boxes = _random_boxes(rng, 80, size=(2, 7))
-        assert box_counts(REGION, boxes)[2].size > MAX_COUNT_BLOCKS  # the rasterised fallback
+        assert coverage_counts(REGION, boxes_to_array(boxes))[2].size > MAX_COUNT_BLOCKS  # the rasterised fallback
     pieces = _pieces(rng, boxes)
     fast, fast_stats = _average(pieces, per_pixel_counts=False, with_variance=with_variance)
     exact, exact_stats = _average(pieces, per_pixel_counts=True, with_variance=with_variance)
@@ -135,7 +140,11 @@ def test_weighted_average_skips_the_masking_with_the_same_bits(kind, formula):
     for all_valid, per_pixel_counts in ((True, False), (False, True)):
         shape = (REGION.getHeight(), REGION.getWidth())
         acc = WeightedRegionAccumulator(
-            REGION, np.zeros(shape, np.int32), np.float32, weighting, per_pixel_counts=per_pixel_counts
+            bbox=REGION,
+            mask=np.zeros(shape, np.int32),
+            dtype=np.float32,
+            weighting=weighting,
+            per_pixel_counts=per_pixel_counts,
         )
         for box, image, variance, mask in pieces:
             acc.add(box, image, variance, mask, None, all_valid)
@@ -169,7 +178,9 @@ def test_weights_handed_in_are_not_overwritten():
     image, variance = np.ones((20, 30), np.float32), np.ones((20, 30), np.float32)
     weights = weighting.pixel_weights(box, image, variance)
     before = weights.copy()
-    acc = WeightedRegionAccumulator(REGION, None, np.float32, weighting, per_pixel_counts=False)
+    acc = WeightedRegionAccumulator(
+        bbox=REGION, mask=None, dtype=np.float32, weighting=weighting, per_pixel_counts=False
+    )
     acc.add(box, image * 3, variance, None, weights, True)
     acc.finish(BAD)
     np.testing.assert_array_equal(weights, before)
@@ -191,14 +202,14 @@ def _stitch_window(region, pieces, weighting, careful):
     shape = (region.getHeight(), region.getWidth())
     if not careful:
         acc = WeightedRegionAccumulator(
-            region, np.zeros(shape, np.int32), np.float32, weighting, per_pixel_counts=False
+            bbox=region, mask=np.zeros(shape, np.int32), dtype=np.float32, weighting=weighting, per_pixel_counts=False
         )
         for box, image, variance, mask in pieces:
             acc.add(box, image, variance, mask, None, True)
         if acc.sums_finite():
             acc.finish(BAD)
             return acc
-    acc = WeightedRegionAccumulator(region, np.zeros(shape, np.int32), np.float32, weighting)
+    acc = WeightedRegionAccumulator(bbox=region, mask=np.zeros(shape, np.int32), dtype=np.float32, weighting=weighting)
     for box, image, variance, mask in pieces:
         acc.add(box, image, variance, mask, None, None)
     acc.finish(BAD)

@@ -12,9 +12,9 @@ import pytest
 from scipy.interpolate import CubicSpline
 
 import imagemapreduce as imr
+from imagemapreduce.builtin_mappers import IdentityMapper
 from imagemapreduce.geom import Box2I, Extent2I, Point2D, Point2I
 from imagemapreduce.grid import FWHM_PER_SIGMA, psf_fwhm
-from imagemapreduce.mappers import IdentityMapper
 from imagemapreduce.psf import CoaddPsf, Quadrupole, adaptive_moments
 from imagemapreduce.psf._varying import VaryingGaussianPsf, VaryingMoffatPsf
 

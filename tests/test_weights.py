@@ -120,7 +120,7 @@ def test_inverse_variance_matches_numpy_reference():
 
 
 def test_independent_variance_formula():
-    from imagemapreduce.mappers import IdentityMapper
+    from imagemapreduce.builtin_mappers import IdentityMapper
 
     exposure = make_exposure(64, 64, seed=6)
     exposure.variance.array[...] = 2.0

@@ -20,7 +20,15 @@ import numpy as np
 
 from ..image import Exposure
 from ..mapreduce import ImageMapReduceTask
-from ._commands import LOGGER_NAME, _check_plot_file, _make_grid, _run_config, read_input, warn_short_border
+from ._commands import (
+    LOGGER_NAME,
+    _check_plot_file,
+    _make_grid,
+    _run_config,
+    grid_boxes,
+    read_input,
+    warn_short_border,
+)
 from ._options import CliError, resolve_mapper
 
 __all__ = ["bench_command", "worker_counts", "speedup_rows"]
@@ -57,13 +65,15 @@ def bench_command(args: argparse.Namespace) -> int:
     args.scheduler_file, args.weights, args.weight_function, args.reduce = None, "uniform", None, "average"
     args.progress, args.mask_failures, args.cell_timeout, args.region_size, args.config = False, False, None, None, []
     cluster = "://" in args.scheduler
-    largest = args.workers or (None if cluster else os.cpu_count() or 1)
     runs = []
     with _connect(args.scheduler) as client:
-        if cluster:
+        if cluster:  # a running cluster: at most its own worker count, and only that one
             available = len(client.scheduler_info()["workers"])
-            largest = min(largest or available, available)
-        counts = [largest] if cluster else worker_counts(largest)
+            largest: int = min(args.workers or available, available)
+            counts = [largest]
+        else:
+            largest = args.workers or os.cpu_count() or 1
+            counts = worker_counts(largest)
         for n in counts:
             runs.append(_time_count(args, mapper, exposure, n, client))
     result = {
@@ -118,7 +128,8 @@ def _workers(args: argparse.Namespace, n: int, client: Any) -> Iterator[tuple[An
 
 
 def _time_count(args: argparse.Namespace, mapper: type, exposure: Exposure, n: int, client: Any) -> dict[str, Any]:
-    times, task = [], None
+    times: list[float] = []
+    task: ImageMapReduceTask | None = None
     with _workers(args, n, client) as (chosen, name):
         for _ in range(args.repeat):
             config = _run_config(_with(args, scheduler=name, workers=n if name else None), mapper, exposure)
@@ -129,9 +140,11 @@ def _time_count(args: argparse.Namespace, mapper: type, exposure: Exposure, n: i
             start = time.perf_counter()
             task.run(exposure)
             times.append(time.perf_counter() - start)
+    if task is None:  # the parser takes --repeat as a positive integer
+        raise CliError("--repeat must be at least 1")
     best = min(times)
     cell_seconds = float(np.sum(task.metadata.get("cellWallTime", [])))
-    cells = len(task.boxes0)
+    cells = len(grid_boxes(task)[0])
     moved = task.metadata.get("bytesMoved", None)
     return {
         "workers": n, "seconds": times, "bestSeconds": best, "cells": cells,
@@ -165,7 +178,7 @@ def _time_map_overlap(args: argparse.Namespace, mapper: type, exposure: Exposure
     depth = instance.reach(exposure)
     image = np.asarray(exposure.image.array, dtype=np.float64)
     chunks = (int(config.cellSizeY), int(config.cellSizeX))
-    times = []
+    times: list[float] = []
     for _ in range(args.repeat):
         lazy = da.from_array(image, chunks=chunks).map_overlap(func, depth=depth, boundary="nearest", **kwargs)
         start = time.perf_counter()

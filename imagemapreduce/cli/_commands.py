@@ -227,7 +227,7 @@ def read_input(path_text: str, lazy: bool = False, hdu: int | str | None = None)
     if path.is_dir() or path.suffix.lower() == ".zarr":
         return open_zarr_input(path, path_text, hdu)
     try:
-        return read_exposure(path, lazy=lazy, **({} if hdu is None else {"hdu": hdu}))
+        return read_exposure(path, lazy=lazy, hdu=hdu)
     except FitsFormatError as exc:
         raise CliError(str(exc)) from None
     except (ValueError, OSError) as exc:
@@ -236,7 +236,7 @@ def read_input(path_text: str, lazy: bool = False, hdu: int | str | None = None)
 
 def _check_psf(mapper: type[ImageMapper], exposure: Exposure, path: str) -> None:
     """Refuse PSF matching of an image without a PSF before any work, rather than fail on every cell."""
-    from ..homogenize import PsfMatchMapper
+    from ..psfmatch.homogenize import PsfMatchMapper
 
     if issubclass(mapper, PsfMatchMapper) and not exposure.hasPsf():
         raise CliError(f"{mapper.__name__} needs an exposure with a PSF, and {path!r} has none (FITS files "
@@ -375,7 +375,7 @@ def _run_summary(args: argparse.Namespace, task: ImageMapReduceTask, exposure: E
 
 def grid_command(args: argparse.Namespace) -> int:
     """Print the grid for an image (or a synthetic size) and optionally plot it."""
-    from ..mappers import IdentityMapper
+    from ..builtin_mappers import IdentityMapper
 
     if (args.input is None) == (args.size is None):
         raise CliError("give an INPUT image or --size WxH (one of them)")
@@ -501,7 +501,7 @@ def _plot_grid(task: ImageMapReduceTask, bbox: Box2I, path: str, skip: int) -> N
 
 def demo_command(args: argparse.Namespace) -> int:
     """Run the PSF-homogenisation showcase and print its summary."""
-    from ..demo import format_summary, run_demo
+    from ..psfmatch.demo import format_summary, run_demo
 
     folder = Path(args.output_dir)
     if folder.exists() and not folder.is_dir():

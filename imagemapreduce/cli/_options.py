@@ -42,11 +42,11 @@ class CliError(Exception):
 
 #: Built-in mappers by name: (module, class). Imported only when chosen, to keep start-up quick.
 BUILTIN_MAPPERS: dict[str, tuple[str, str]] = {
-    "gaussian": ("imagemapreduce.mappers", "GaussianSmoothMapper"),
-    "median": ("imagemapreduce.mappers", "MedianFilterMapper"),
-    "background": ("imagemapreduce.mappers", "BackgroundSubtractMapper"),
-    "identity": ("imagemapreduce.mappers", "IdentityMapper"),
-    "psfmatch": ("imagemapreduce.homogenize", "PsfMatchMapper"),
+    "gaussian": ("imagemapreduce.builtin_mappers", "GaussianSmoothMapper"),
+    "median": ("imagemapreduce.builtin_mappers", "MedianFilterMapper"),
+    "background": ("imagemapreduce.builtin_mappers", "BackgroundSubtractMapper"),
+    "identity": ("imagemapreduce.builtin_mappers", "IdentityMapper"),
+    "psfmatch": ("imagemapreduce.psfmatch.homogenize", "PsfMatchMapper"),
     "detect": ("imagemapreduce.detect", "DetectMapper"),
 }
 

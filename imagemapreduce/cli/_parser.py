@@ -23,7 +23,7 @@ __all__ = ["UsageError", "build_parser"]
 PROG = "imagemapreduce"
 
 # Defaults shown in the help, written out so that --help loads neither pex_config nor the demo
-# (a test checks them against ImageMapReduceConfig.stitchRegionSize and imagemapreduce.demo).
+# (a test checks them against ImageMapReduceConfig.stitchRegionSize and imagemapreduce.psfmatch.demo).
 DEFAULT_REGION_SIZE = 512
 DEMO_DEFAULT_SIZE = 1024
 DEMO_MIN_SIZE = 128

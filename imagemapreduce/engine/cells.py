@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "FailedCell",
     "FailurePolicy",
     "WRITTEN",
+    "CellSummary",
     "CellOutcome",
     "CellTask",
     "ArrayCellTask",
@@ -75,6 +77,17 @@ class Piece(NamedTuple):
     planes: dict[str, int] | None = None
 
 
+class CellSummary(NamedTuple):
+    """One cell's timing: small enough to travel with a region's answer."""
+
+    #: The cell's grid index (named so as not to hide the tuple method ``index``).
+    cell: int
+    wall_time: float
+    cpu_time: float
+    #: Who ran the cell (see `_worker_name`).
+    worker: str
+
+
 @dataclass
 class CellOutcome:
     """What one cell task returns: the result and how long it took."""
@@ -87,9 +100,9 @@ class CellOutcome:
     worker: str
     failure: FailedCell | None = None
 
-    def summary(self) -> tuple[int, float, float, str]:
-        """(index, wall time, CPU time, worker): small enough to travel with a region's answer."""
-        return (self.index, self.wall_time, self.cpu_time, self.worker)
+    def summary(self) -> CellSummary:
+        """The cell's grid index, wall time, CPU time and worker."""
+        return CellSummary(self.index, self.wall_time, self.cpu_time, self.worker)
 
 
 def _worker_name() -> str:
@@ -183,7 +196,7 @@ def _failed_outcome(
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CellTask:
     """One cell of an exposure map-reduce; kept in one object so Dask does not walk its contents."""
 
@@ -278,7 +291,7 @@ def exposure_piece(outcome: CellOutcome) -> Piece:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ArrayCellTask:
     """One cell of a plain-array map-reduce: a function of the expanded cell's array."""
 
@@ -296,8 +309,14 @@ class ArrayCellTask:
     out: np.ndarray | None = None
 
 
-#: The result of a cell that wrote its core straight into the output.
-WRITTEN = "written into the output"
+class _Written(Enum):
+    """The one value of `WRITTEN` (an enum member: the same object after pickling, never an array)."""
+
+    WRITTEN = "written into the output"
+
+
+#: The result of a cell that wrote its core straight into the output (compare with ``is``).
+WRITTEN = _Written.WRITTEN
 
 
 def cell_array(cell: Any) -> Any:
@@ -305,10 +324,10 @@ def cell_array(cell: Any) -> Any:
 
     A cell cut from a larger in-memory image is a strided view whose rows lie a whole image
     width apart; filters that walk columns (``scipy.ndimage`` along axis 0, for one) then touch
-    a new page for every pixel. One compact copy of the expanded cell costs less than that
-    (Gaussian filtering of 544-px cells of an 8192-px image: 11 % faster, copy included), and it
-    is what a worker process receives anyway. Anything that is not a numpy array (or a cut of
-    one, made into its pixels here) is passed as it is.
+    a new page for every pixel. One compact copy of the expanded cell costs less than that (see
+    ``benchmarks/bench_map_overlap.py``: views against contiguous copies), and it is what a
+    worker process receives anyway. Anything that is not a numpy array (or a cut of one, made
+    into its pixels here) is passed as it is.
     """
     cell = materialize(cell)
     if not isinstance(cell, np.ndarray):

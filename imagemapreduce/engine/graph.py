@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from dask.sizeof import sizeof
@@ -33,7 +33,7 @@ from ..stitch import RegionAccumulator, RegionStats, WeightedRegionAccumulator, 
 from ..stitch_planes import NewPlane, PlaneLayout, bit_moves, conform_piece_mask, merge_new_planes, region_planes
 from ..weights import Weighting
 from .batches import auto_cells_per_task, pack_cells
-from .cells import WRITTEN, CellOutcome, FailedCell, Piece
+from .cells import WRITTEN, CellOutcome, CellSummary, FailedCell, Piece
 from .plans import ArrayPlan, ExposurePlan
 from .scheduling import SchedulerChoice
 from .sizes import OBJECT_BYTES, nbytes_of
@@ -52,13 +52,10 @@ __all__ = [
     "settle_mask_planes",
 ]
 
-Summary = tuple[int, float, float, str]
-
-
 Plan = ExposurePlan | ArrayPlan
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RegionTask:
     """One output region: its box, how to stitch, and either where to write or the input mask."""
 
@@ -68,8 +65,12 @@ class RegionTask:
     bad_bits: int
     extract: Callable[[CellOutcome], Piece]
     with_variance: bool
-    home_cells: tuple[int, ...]
-    out: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None
+    #: The cells (grid indices) whose summaries, PSF components and failures the region reports:
+    #: those whose result box starts in it, so that each cell is reported by one region only.
+    reported_cells: tuple[int, ...]
+    #: Views of the output's (image, mask, variance) under the region, written in place (shared
+    #: memory); None: the region returns its planes instead.
+    output_views: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None
     weighting: Weighting | None = None
     writer: Any = None
     index: tuple[int, int] = (0, 0)
@@ -83,27 +84,49 @@ class RegionTask:
         """Whether this is a non-uniform ``average`` (stitched by the weighted accumulator)."""
         return self.operation == "average" and self.weighting is not None and not self.weighting.is_uniform
 
-    def accumulator(self, image, mask, variance, track_count: bool = False, prefilled: bool = False,
-                    per_pixel_counts: bool = True):  # fmt: skip
+    def accumulator(
+        self,
+        image: np.ndarray | None,
+        mask: np.ndarray | None,
+        variance: np.ndarray | None,
+        *,
+        track_count: bool = False,
+        prefilled: bool = False,
+        per_pixel_counts: bool = True,
+    ) -> RegionAccumulator | WeightedRegionAccumulator:
         """LSST's exact accumulator, or the weighted one for a non-uniform ``average``."""
         if self.weighted:
             return WeightedRegionAccumulator(
-                self.bbox, mask, self.dtype, self.weighting, image, variance, self.with_variance,
-                per_pixel_counts or track_count,
-            )  # fmt: skip
+                bbox=self.bbox,
+                mask=mask,
+                dtype=self.dtype,
+                weighting=self.weighting,
+                image=image,
+                variance=variance,
+                with_variance=self.with_variance,
+                per_pixel_counts=per_pixel_counts or track_count,
+            )
         return RegionAccumulator(
-            self.bbox, mask, self.dtype, self.operation, image, variance, self.with_variance, track_count, prefilled,
-            per_pixel_counts,
-        )  # fmt: skip
+            bbox=self.bbox,
+            mask=mask,
+            dtype=self.dtype,
+            operation=self.operation,
+            image=image,
+            variance=variance,
+            with_variance=self.with_variance,
+            track_count=track_count,
+            prefilled=prefilled,
+            per_pixel_counts=per_pixel_counts,
+        )
 
 
 @dataclass
 class StitchOutcome:
-    """What a region task returns: overlap statistics, home cells' summaries, arrays when not shared."""
+    """What a region task returns: overlap statistics, its reported cells' summaries, arrays when not shared."""
 
     bbox: Box2I
     stats: RegionStats
-    summaries: list[Summary] = field(default_factory=list)
+    summaries: list[CellSummary] = field(default_factory=list)
     psf_components: list[tuple[Any, Box2I, float]] = field(default_factory=list)
     planes: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
     failures: list[FailedCell] = field(default_factory=list)
@@ -119,8 +142,8 @@ def _stitch_outcome_bytes(outcome: StitchOutcome) -> int:
 
 def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Sequence[CellOutcome]) -> StitchOutcome:
     """Stitch, in grid order, the cells that overlap one region."""
-    if task.out is not None:  # shared memory: the output is a clone of the input, mask included
-        image, mask, variance = task.out
+    if task.output_views is not None:  # shared memory: the output is a clone of the input, mask included
+        image, mask, variance = task.output_views
     else:
         image, variance = None, None
         mask = None if input_mask is None else np.array(input_mask, dtype=np.int32, copy=True)
@@ -129,23 +152,32 @@ def stitch_region(task: RegionTask, input_mask: np.ndarray | None, outcomes: Seq
     done, new_planes = _conform_masks(task.layout, done)
     weights = [_data_weights(task, piece) for _, piece in done]
     acc = _accumulate(task, [p for _, p in done], weights, (image, mask, variance), bool(failed))
-    home = set(task.home_cells)
+    reported_cells = set(task.reported_cells)
     summaries, components = [], []
     for (outcome, piece), w in zip(done, weights):
-        if outcome.index in home:
+        if outcome.index in reported_cells:
             summaries.append(outcome.summary())
-            components.append((piece.psf, piece.bbox, 1.0 if w is None else task.weighting.psf_weight(w)))
-    summaries += [o.summary() for o in outcomes if o.failure is not None and o.index in home]
+            components.append((piece.psf, piece.bbox, 1.0 if w is None else _psf_weight(task, w)))
+    summaries += [o.summary() for o in outcomes if o.failure is not None and o.index in reported_cells]
     stats = acc.finish(task.bad_bits)
     for failure in failed:
         mark_lost(acc, failure.bbox, task.bad_bits)
-    planes = None if task.out is not None else (acc.image, acc.mask, acc.variance)
-    reported = [f for f in failed if f.index in home]
-    outcome = StitchOutcome(task.bbox, stats, summaries, components, planes, reported, new_planes)
+    planes = None
+    if task.output_views is None:
+        assert acc.image is not None  # the accumulator made its image (its __post_init__)
+        planes = (acc.image, acc.mask, acc.variance)
+    reported_failures = [f for f in failed if f.index in reported_cells]
+    stitched = StitchOutcome(task.bbox, stats, summaries, components, planes, reported_failures, new_planes)
     if task.writer is not None:  # the writer records the region's report with its pixels
-        task.writer.write(task.index, outcome)
-        outcome.planes = None
-    return outcome
+        task.writer.write(task.index, stitched)
+        stitched.planes = None
+    return stitched
+
+
+def _psf_weight(task: RegionTask, weights: np.ndarray) -> float:
+    """The CoaddPsf weight of a piece with data weights (only a weighted task has those)."""
+    assert task.weighting is not None  # `_data_weights` gives weights only with a weighting
+    return task.weighting.psf_weight(weights)
 
 
 def _conform_masks(
@@ -165,7 +197,7 @@ def _data_weights(task: RegionTask, piece: Piece) -> np.ndarray | None:
     Windows depend on position only: the accumulator works them out on the part of each piece
     inside the region, and their PSF weight is 1.
     """
-    if not task.weighted or task.weighting.is_window:
+    if not task.weighted or task.weighting is None or task.weighting.is_window:  # weighted: there is one
         return None
     return task.weighting.pixel_weights(piece.bbox, piece.image, piece.variance)
 
@@ -185,7 +217,7 @@ def _accumulate(
     if task.operation in ("sum", "average") and not lost:
         acc = task.accumulator(image, mask, variance, per_pixel_counts=False)
         for piece, w in zip(pieces, weights):
-            acc.add(piece.bbox, piece.image, piece.variance, piece.mask, w, True)
+            acc.add(piece.bbox, piece.image, piece.variance, piece.mask, w, all_valid=True)
         if acc.sums_finite():
             return acc
     valid = [all_finite(*_overlap_planes(piece, task.bbox)) for piece in pieces]
@@ -193,9 +225,11 @@ def _accumulate(
     # results are known to cover all of it.
     prefilled = task.operation == "copy" and all(valid) and covers(task.bbox, [p.bbox for p in pieces])
     # With every result valid and none lost, an average's counts follow from the boxes alone.
-    acc = task.accumulator(image, mask, variance, lost, prefilled, per_pixel_counts=lost or not all(valid))
+    acc = task.accumulator(
+        image, mask, variance, track_count=lost, prefilled=prefilled, per_pixel_counts=lost or not all(valid)
+    )
     for piece, w, all_valid in zip(pieces, weights, valid):
-        acc.add(piece.bbox, piece.image, piece.variance, piece.mask, w, all_valid)
+        acc.add(piece.bbox, piece.image, piece.variance, piece.mask, w, all_valid=all_valid)
     return acc
 
 
@@ -301,11 +335,12 @@ def cell_layer(
     """
     if cells is None:
         cells = np.arange(len(plan.grid))
-    per_task = plan.cells_per_task
-    if per_task == "auto":
+    if plan.cells_per_task == "auto":
         kind = scheduler.kind if scheduler is not None else "threads"
         workers = scheduler.worker_count() if scheduler is not None else 1
         per_task = auto_cells_per_task(plan.grid.expanded[cells], workers, kind)
+    else:
+        per_task = cast(int, plan.cells_per_task)  # "auto" or a positive int (check_cells_per_task)
     origin = plan.bbox.getBegin()
     batches, tile = pack_cells(plan.grid.cells, cells, (origin.x, origin.y), region_size, per_task, largest_tile)
     batch_of = np.full(len(plan.grid), -1, dtype=np.int64)
@@ -357,7 +392,8 @@ def _stitch_graph(
     region_size: int,
     dtype: Any,
     bad_bits: int,
-    output: Exposure | np.ndarray | None,
+    *,
+    output: Exposure | np.ndarray | None = None,
     writer: Any = None,
     regions: list[tuple[int, int]] | None = None,
     layout: PlaneLayout | None = None,
@@ -378,7 +414,7 @@ def _stitch_graph(
     if layout is None:
         layout = default_layout(plan, bad_bits, output)
     bbox = plan.bbox
-    members, home = membership if membership is not None else region_membership(plan, region_size)
+    members, reported = membership if membership is not None else region_membership(plan, region_size)
     rows = region_boxes(bbox, region_size)
     if regions is None:
         regions = [(i, j) for i, row in enumerate(rows) for j in range(len(row))]
@@ -390,18 +426,31 @@ def _stitch_graph(
         groups.setdefault((i // per_side, j // per_side), []).append((i, j))
     sizes = np.fromiter(map(len, cells.batches), dtype=np.int64, count=len(cells.batches))
     empty = np.zeros(0, dtype=np.int64)
-    keys, where = [], {}
+    keys: list[tuple[str, int, int]] = []
+    where: dict[tuple[int, int], tuple[Any, int]] = {}
     for (gi, gj), group in groups.items():
         tasks, wanted = [], []
         for i, j in group:
             region = rows[i][j]
             mine = members.get((i, j), empty)
             wanted.append(mine)
-            tasks.append(RegionTask(
-                region, plan.operation, dtype, bad_bits, plan.extract, plan.with_variance,
-                tuple(home.get((i, j), empty).tolist()), _output_views(output, region, bbox.getBegin()),
-                plan.weighting, writer, (i, j), layout, frozenset(mine.tolist()),
-            ))  # fmt: skip
+            tasks.append(
+                RegionTask(
+                    bbox=region,
+                    operation=plan.operation,
+                    dtype=dtype,
+                    bad_bits=bad_bits,
+                    extract=plan.extract,
+                    with_variance=plan.with_variance,
+                    reported_cells=tuple(reported.get((i, j), empty).tolist()),
+                    output_views=_output_views(output, region, bbox.getBegin()),
+                    weighting=plan.weighting,
+                    writer=writer,
+                    index=(i, j),
+                    layout=layout,
+                    cells=frozenset(mine.tolist()),
+                )
+            )
         union = _union(task.bbox for task in tasks)
         key = (region_name, gi, gj)
         needed = np.unique(np.concatenate(wanted)) if wanted else empty
@@ -485,7 +534,7 @@ def execute_cells(plan: Plan, scheduler: SchedulerChoice, region_size: int = 512
 
     ``region_size`` only aligns the batches (as a stitched run would pack them).
     """
-    scheduler.check_importable(plan.code())
+    scheduler.check_importable(plan.objects_to_import())
     name, _ = _tokens()
     layer = cell_layer(plan, name, region_size, scheduler)
     return flat_outcomes(scheduler.get(layer.graph, layer.keys, layer.keys))
@@ -509,7 +558,7 @@ def stitch_graph(
     layer = cell_layer(plan, cell_name, region_size, scheduler)
     shares = scheduler is None or scheduler.shares_memory
     regions, keys, _, _ = _stitch_graph(
-        plan, layer, region_name, region_size, dtype, bad_bits, output, layout=layout, picks=not shares
+        plan, layer, region_name, region_size, dtype, bad_bits, output=output, layout=layout, picks=not shares
     )
     return {**layer.graph, **regions}, keys, layer
 
@@ -533,7 +582,7 @@ def execute_stitch(
     ``layout`` gives the output mask's planes before any cell runs (`default_layout` when None);
     at the end the output mask has those and every plane a cell's result added.
     """
-    scheduler.check_importable(plan.code())
+    scheduler.check_importable(plan.objects_to_import())
     # Regions write in place only where tasks share our memory and the output already holds the
     # input's mask (a lazy input's mask is read region by region instead).
     shared = output if scheduler.shares_memory and not plan.lazy else None
@@ -603,10 +652,18 @@ def _execute_direct(
     parts = []
     for i, j in dirty:
         region = rows[i][j]
+        # Reports nothing: every cell's summary and failure is already in the report.
         task = RegionTask(
-            region, plan.operation, output.dtype, bad_bits, plan.extract, plan.with_variance, (),
-            _output_views(output, region, plan.bbox.getBegin()), plan.weighting,
-        )  # fmt: skip
+            bbox=region,
+            operation=plan.operation,
+            dtype=output.dtype,
+            bad_bits=bad_bits,
+            extract=plan.extract,
+            with_variance=plan.with_variance,
+            reported_cells=(),
+            output_views=_output_views(output, region, plan.bbox.getBegin()),
+            weighting=plan.weighting,
+        )
         cells = [_read_back(outcomes[k], output, plan.bbox.getBegin()) for k in members[(i, j)].tolist()]
         parts.append(stitch_region(task, None, cells).stats)
     if plan.operation == "average":  # every other pixel has exactly one contribution
@@ -618,7 +675,7 @@ def _execute_direct(
 
 
 def _wrote(outcome: CellOutcome) -> bool:
-    return isinstance(outcome.result, str) and outcome.result == WRITTEN
+    return outcome.result is WRITTEN
 
 
 def _read_back(outcome: CellOutcome, output: np.ndarray, origin: Point2I) -> CellOutcome:
@@ -641,7 +698,7 @@ class StitchReport:
     """
 
     stats: RegionStats = field(default_factory=RegionStats)
-    summaries: list[Summary] = field(default_factory=list)
+    summaries: list[CellSummary] = field(default_factory=list)
     components: list[tuple[Any, Box2I, float]] = field(default_factory=list)
     failures: list[FailedCell] = field(default_factory=list)
     #: Each region that saw new mask planes: its box and its `StitchOutcome.new_planes`.
@@ -686,6 +743,7 @@ class StitchReport:
 
 
 def _copy_region(output: Exposure | np.ndarray, outcome: StitchOutcome, origin: Point2I) -> None:
+    assert outcome.planes is not None  # a region stitched without a shared output returns its planes
     image, mask, variance = outcome.planes
     if isinstance(output, Exposure):
         view = output.subset(outcome.bbox)
@@ -730,7 +788,7 @@ def execute_to_store(
     cells run, and a run stopped halfway has written about half the regions. The few cells whose expanded box
     crosses a strip edge run once for each side (same bits).
     """
-    scheduler.check_importable(plan.code())
+    scheduler.check_importable(plan.objects_to_import())
     cell_name, region_name = _tokens()
     membership = region_membership(plan, region_size)
     rows = region_boxes(plan.bbox, region_size)
@@ -743,9 +801,18 @@ def execute_to_store(
         cells = needed_cells(membership[0], strip)
         layer = cell_layer(plan, f"{cell_name}-{number}", region_size, scheduler, cells, largest_tile=tile)
         regions, keys, _, _ = _stitch_graph(
-            plan, layer, f"{region_name}-{number}", region_size, dtype, bad_bits, None, writer, strip, layout,
-            picks=not scheduler.shares_memory, membership=membership,
-        )  # fmt: skip
+            plan,
+            layer,
+            f"{region_name}-{number}",
+            region_size,
+            dtype,
+            bad_bits,
+            writer=writer,
+            regions=strip,
+            layout=layout,
+            picks=not scheduler.shares_memory,
+            membership=membership,
+        )
         for answers in scheduler.iterate({**layer.graph, **regions}, keys, layer.keys):
             for outcome in answers:
                 report.add(outcome)
@@ -773,8 +840,10 @@ def _default_scheduler() -> SchedulerChoice | None:
         return None
 
 
-def _plane_of(answers: list[StitchOutcome], position: int, index: int) -> np.ndarray:
-    return answers[position].planes[index]
+def _plane_of(answers: list[StitchOutcome], position: int, index: int) -> np.ndarray | None:
+    planes = answers[position].planes
+    assert planes is not None  # regions of a lazy stitch return their planes
+    return planes[index]
 
 
 def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tuple[Any, Any, Any]:
@@ -787,7 +856,7 @@ def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tupl
 
     cell_name, region_name = _tokens()
     layer = cell_layer(plan, cell_name, region_size, _default_scheduler())
-    regions, _, rows, where = _stitch_graph(plan, layer, region_name, region_size, dtype, bad_bits, None)
+    regions, _, rows, where = _stitch_graph(plan, layer, region_name, region_size, dtype, bad_bits)
     graph = {**layer.graph, **regions}
     chunks = (tuple(row[0].getHeight() for row in rows), tuple(b.getWidth() for b in rows[0]))
     wanted = [(0, dtype)]
@@ -798,13 +867,15 @@ def lazy_stitch(plan: Plan, dtype: Any, bad_bits: int, region_size: int) -> tupl
     out: list[Any] = [None, None, None]
     for index, plane_dtype in wanted:
         name = f"imr-plane{index}-{region_name}"
-        layer = {(name, i, j): (_plane_of, key, position, index) for (i, j), (key, position) in where.items()}
-        hlg = HighLevelGraph.from_collections(name, {**graph, **layer}, dependencies=())
+        plane_layer: dict[Any, Any] = {
+            (name, i, j): (_plane_of, key, position, index) for (i, j), (key, position) in where.items()
+        }
+        hlg = HighLevelGraph.from_collections(name, {**graph, **plane_layer}, dependencies=())
         out[index] = da.Array(hlg, name, chunks=chunks, dtype=plane_dtype)
     return out[0], out[1], out[2]
 
 
-def lazy_catalog(plan: Plan, region_size: int, labels: Sequence[str]) -> Any:
+def lazy_catalog(plan: ArrayPlan, region_size: int, labels: Sequence[str]) -> Any:
     """The catalog of a run as a lazy ``dask.dataframe.DataFrame``, one partition per batch of cells.
 
     Each partition holds the rows its batch's cells own (`imagemapreduce.catalog`): a batch is
@@ -821,14 +892,13 @@ def lazy_catalog(plan: Plan, region_size: int, labels: Sequence[str]) -> Any:
     layer = cell_layer(plan, cell_name, region_size, _default_scheduler())
     cores, expanded = plan.grid.cells, plan.grid.expanded
     indices = plan.grid_indices
+    assert indices is not None  # a catalog of arrays numbers its cells (map_reduce_arrays sets them)
     parts: dict[Any, Any] = {}
     for number, members in enumerate(layer.batches):
         near = candidate_owners(cores, expanded[members])
         batch_labels = {int(i): labels[int(i)] for i in members}
         batch_indices = {int(i): tuple(indices[int(i)]) for i in members}
-        parts[(part_name, number)] = (
-            catalog_partition, (cell_name, number), cores, near, batch_indices, batch_labels
-        )  # fmt: skip
+        parts[(part_name, number)] = (catalog_partition, (cell_name, number), cores, near, batch_indices, batch_labels)
     graph = HighLevelGraph.from_collections(part_name, {**layer.graph, **parts}, dependencies=())
     delayed = [Delayed((part_name, number), graph, layer=part_name) for number in range(len(layer.batches))]
     return dd.from_delayed(delayed, verify_meta=False)
@@ -859,7 +929,7 @@ def catalog_partition(
 
 def execute_parts(
     plan: Plan,
-    parts: Sequence[np.ndarray],
+    parts: Sequence[Sequence[int] | np.ndarray],
     write: Callable[..., Any],
     region_size: int,
     scheduler: SchedulerChoice,
@@ -870,7 +940,7 @@ def execute_parts(
     worker on a cluster), gets the part's cell outcomes in grid order, and returns something small
     (a record), which comes back in the order of ``parts``. Cells that no part names do not run.
     """
-    scheduler.check_importable(plan.code())
+    scheduler.check_importable(plan.objects_to_import())
     if not len(parts):
         return []
     cell_name, part_name = _tokens()
@@ -881,8 +951,8 @@ def execute_parts(
     for number, cells in enumerate(parts):
         batches = sorted({int(b) for b in layer.batch_of[np.asarray(cells, dtype=np.int64)]})
         key = (part_name, number)
-        graph[key] = (_write_part, write, number, frozenset(int(c) for c in cells),
-                      *[(cell_name, b) for b in batches])  # fmt: skip
+        inputs = [(cell_name, b) for b in batches]
+        graph[key] = (_write_part, write, number, frozenset(int(c) for c in cells), *inputs)
         keys.append(key)
     return scheduler.get(graph, keys, layer.keys)
 

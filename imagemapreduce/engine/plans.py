@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from .cells import (
 from .sources import CompanionSource, ExposureSource, PlaneSource, local_corners
 
 __all__ = ["ExposurePlan", "ArrayPlan", "cells_disjoint"]
+
+#: The boxes of a batch's template task, None until each batch fills in its cells' (`CellBatch.tasks`).
+_UNSET_BOX = cast(Box2I, None)
 
 
 def cells_disjoint(boxes: np.ndarray) -> bool:
@@ -60,8 +63,9 @@ def _batches(
     The unions come back as an ``(n, 4)`` array too, one row per batch.
 
     Built for all batches at once: the members' boxes are gathered in one fancy index, each
-    batch's rows are a view of that, and the unions come from one ``reduceat`` per corner. Per
-    batch numpy calls on tiny arrays would cost about 20 us each, most of a million-task graph.
+    batch's rows are a view of that, and the unions come from one ``reduceat`` per corner: numpy
+    calls per batch, on tiny arrays, would be most of the cost of a million-task graph (see
+    ``benchmarks/bench_scale.py``).
     """
     sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
     if not len(batches) or not sizes.all():  # reduceat needs non-empty groups
@@ -108,12 +112,17 @@ def _box(corners: tuple[int, int, int, int]) -> Box2I:
     return Box2I(Point2I(corners[0], corners[1]), Point2I(corners[2], corners[3]))
 
 
+def _with_weight_function(obj: Any, weighting: Weighting | None) -> list[Any]:
+    """``obj`` and the weighting's user function, if it has one."""
+    return [obj] + ([weighting.function] if weighting and weighting.function else [])
+
+
 def _cores_of(output: np.ndarray, cells: np.ndarray, origin: Point2I) -> list[np.ndarray]:
     """The view of ``output`` under each cell (``(n, 4)`` boxes, parent coordinates)."""
     return [output[y0 : y1 + 1, x0 : x1 + 1] for x0, y0, x1, y1 in local_corners(cells, origin)]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExposurePlan:
     """A map-reduce of an `Exposure` by an `ImageMapper`, independent of how it is scheduled."""
 
@@ -149,10 +158,20 @@ class ExposurePlan:
         graph = source.graph()
         for companion in companions:
             graph.update(companion.graph())
+        # The cell's own fields (index, boxes) are filled in by each batch (`CellBatch.tasks`).
         template = CellTask(
-            self.mapper, -1, None, None, self.exposure.getBBox(), self.do_clone, self.return_sub_images,
-            self.operation, self.kwargs, self.policy, tuple(self.companions),
-        )  # fmt: skip
+            mapper=self.mapper,
+            index=-1,
+            box0=_UNSET_BOX,
+            box1=_UNSET_BOX,
+            full_bbox=self.exposure.getBBox(),
+            do_clone=self.do_clone,
+            return_sub_images=self.return_sub_images,
+            operation=self.operation,
+            kwargs=self.kwargs,
+            policy=self.policy,
+            companion_names=tuple(self.companions),
+        )
         for number, batch in enumerate(_batches(run_cell, template, self.grid, batches)[0]):
             box = _box(batch.box)
             graph[(name, number)] = (run_batch, batch, source.cut(box), *(c.cut(box) for c in companions))
@@ -163,9 +182,9 @@ class ExposurePlan:
         """The bounding box of the input (and output)."""
         return self.exposure.getBBox()
 
-    def code(self) -> list[Any]:
-        """The objects whose code the workers must be able to import."""
-        return [self.mapper] + ([self.weighting.function] if self.weighting and self.weighting.function else [])
+    def objects_to_import(self) -> list[Any]:
+        """The user's objects (mapper, weight function) whose code the workers must be able to import."""
+        return _with_weight_function(self.mapper, self.weighting)
 
     def input_mask(self) -> PlaneSource | None:
         """The input mask, which every output region starts from."""
@@ -177,7 +196,7 @@ class ExposurePlan:
         return ExposureSource(self.exposure).lazy
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ArrayPlan:
     """A map-reduce of plain 2-d arrays (numpy or Dask) by a function of the expanded cell."""
 
@@ -215,9 +234,16 @@ class ArrayPlan:
         for source in sources:
             graph.update(source.graph())
         template = ArrayCellTask(
-            self.func, -1, None, None, self.operation, self.kwargs, self.geometry, None, tuple(self.companions),
-            self.policy,
-        )  # fmt: skip
+            func=self.func,
+            index=-1,
+            box0=_UNSET_BOX,
+            box1=_UNSET_BOX,
+            operation=self.operation,
+            kwargs=self.kwargs,
+            geometry=self.geometry,
+            companion_names=tuple(self.companions),
+            policy=self.policy,
+        )
         cell_batches, boxes = _batches(run_array_cell, template, self.grid, batches, self.grid_indices)
         if direct_out is not None:
             for batch in cell_batches:
@@ -245,15 +271,17 @@ class ArrayPlan:
             return False
         cells, bbox = self.grid.cells, self.bbox
         inside = (
-            cells[:, 0].min() >= bbox.getMinX() and cells[:, 1].min() >= bbox.getMinY()
-            and cells[:, 2].max() <= bbox.getMaxX() and cells[:, 3].max() <= bbox.getMaxY()
-        )  # fmt: skip
+            cells[:, 0].min() >= bbox.getMinX()
+            and cells[:, 1].min() >= bbox.getMinY()
+            and cells[:, 2].max() <= bbox.getMaxX()
+            and cells[:, 3].max() <= bbox.getMaxY()
+        )
         areas = (cells[:, 2] - cells[:, 0] + 1) * (cells[:, 3] - cells[:, 1] + 1)
         return bool(inside) and int(areas.sum()) == bbox.getArea() and self.cores_disjoint()
 
-    def code(self) -> list[Any]:
-        """The objects whose code the workers must be able to import."""
-        return [self.func] + ([self.weighting.function] if self.weighting and self.weighting.function else [])
+    def objects_to_import(self) -> list[Any]:
+        """The user's objects (function, weight function) whose code the workers must be able to import."""
+        return _with_weight_function(self.func, self.weighting)
 
     @property
     def bbox(self) -> Box2I:

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -144,7 +144,9 @@ class SchedulerChoice:
             f"{len(remaining)} tasks were lost with their workers {resubmits + 1} times; is the cluster stable?"
         )
 
-    def _submit(self, graph: dict, remaining: list, attempt: int, neighbours: list | None) -> Iterator[tuple[Any, Any]]:
+    def _submit(
+        self, graph: dict, remaining: list, attempt: int, neighbours: list | None
+    ) -> Generator[tuple[Any, Any], None, list]:
         """Submit ``remaining`` once, yield ``(key, value)`` as they finish, return the keys lost."""
         from distributed import as_completed
 
@@ -192,7 +194,7 @@ class SchedulerChoice:
         for key, task in graph.items():
             if isinstance(task, tuple) and task and callable(task[0]):
                 for position, arg in enumerate(task[1:], start=1):
-                    if _holds_pixels(arg):
+                    if holds_pixels(arg):
                         literals.append(arg)
                         where.append((key, position))
         if not literals:
@@ -260,8 +262,9 @@ class SchedulerChoice:
             for worker, answer in self.client.run(function, *args, workers=workers, on_error="return").items():
                 if isinstance(answer, OSError):  # distributed's CommClosedError, a refused connection
                     lost[worker], died = answer, True
-                    _LOG.warning("Dask worker %s died during the pre-flight check (%s); checking the others",
-                                 worker, answer)  # fmt: skip
+                    _LOG.warning(
+                        "Dask worker %s died during the pre-flight check (%s); checking the others", worker, answer
+                    )
                 elif isinstance(answer, BaseException):  # the worker could not even run the check
                     raise answer
                 else:
@@ -325,8 +328,9 @@ def _get_on_own_processes(graph: dict, keys: list, num_workers: int | None) -> l
     if os.environ.get("PYTHONHASHSEED") in (None, "0"):
         os.environ["PYTHONHASHSEED"] = "6640"
     workers = num_workers or dask.config.get("num_workers", None) or CPU_COUNT
-    pool, key = _shared_pool(workers, dask.multiprocessing.get_context(),
-                             dask.config.get("multiprocessing.initializer", None))  # fmt: skip
+    pool, key = _shared_pool(
+        workers, dask.multiprocessing.get_context(), dask.config.get("multiprocessing.initializer", None)
+    )
     try:
         result = dask.multiprocessing.get(graph, keys, pool=pool)
     except BaseException:
@@ -349,7 +353,7 @@ def _shared_pool(workers: int, context: Any, user_initializer: Any) -> tuple[Pro
     """The kept pool for these settings and its key, made on first use or when the kept one is broken.
 
     The key is ``None`` (and the pool new, for one run) when the user's initializer cannot be
-    hashed. The first pool made registers `_shutdown_pools` to run at interpreter exit.
+    hashed. The first pool made registers `shutdown_pools` to run at interpreter exit.
     """
     key: tuple[Any, ...] | None = (workers, context, user_initializer)
     try:
@@ -358,7 +362,7 @@ def _shared_pool(workers: int, context: Any, user_initializer: Any) -> tuple[Pro
         key = None
     with _POOLS_LOCK:
         pool = _POOLS.get(key) if key is not None else None
-        if pool is not None and getattr(pool, "_broken", False):  # a worker died while the pool was idle
+        if key is not None and pool is not None and getattr(pool, "_broken", False):  # a worker died while idle
             _POOLS.pop(key, None)
             _terminate(pool)
             pool = None
@@ -368,7 +372,7 @@ def _shared_pool(workers: int, context: Any, user_initializer: Any) -> tuple[Pro
             )
             if key is not None:
                 if not _POOLS:
-                    atexit.register(_shutdown_pools)
+                    atexit.register(shutdown_pools)
                 _POOLS[key] = pool
     return pool, key
 
@@ -380,8 +384,12 @@ def _drop_pool(key: Any, pool: ProcessPoolExecutor) -> None:
             del _POOLS[key]
 
 
-def _shutdown_pools() -> None:
-    """Shut every kept pool down (at interpreter exit); their workers are idle, so this is quick."""
+def shutdown_pools() -> None:
+    """Shut every kept process pool down; their workers are idle, so this is quick.
+
+    Runs at interpreter exit. Calling it earlier is safe: the next ``"processes"`` run starts a
+    new pool, so a benchmark can time a first run after it.
+    """
     with _POOLS_LOCK:
         pools = list(_POOLS.values())
         _POOLS.clear()
@@ -474,8 +482,19 @@ def _renamed(graph: dict, attempt: int) -> dict:
     return {_rename_key(key, attempt): walk(task) for key, task in graph.items()}
 
 
-def _holds_pixels(arg: Any) -> bool:
-    """Whether a task argument is pixel data (an array or an image container), not a task or key."""
+def holds_pixels(arg: Any) -> bool:
+    """Whether a graph task's argument is pixel data, which a cluster gets scattered to it.
+
+    Parameters
+    ----------
+    arg : object
+        One argument of a task in the engine's graph.
+
+    Returns
+    -------
+    holds : `bool`
+        True for an array or an image container (or a deferred cut of one), False for a task or key.
+    """
     import numpy as np
 
     from ..image import Exposure, Image, MaskedImage

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._lazy import is_dask_array
 from ..geom import Box2I, Point2I
 from ..image import Exposure, Image, Mask, MaskedImage
 
@@ -31,11 +32,6 @@ __all__ = [
     "is_dask_array",
     "assemble_box",
 ]
-
-
-def is_dask_array(array: Any) -> bool:
-    """Whether ``array`` is a Dask array (without importing dask.array when it is not)."""
-    return type(array).__module__.startswith("dask.array") and hasattr(array, "__dask_graph__")
 
 
 def local_corners(boxes: np.ndarray, origin: Point2I) -> list[list[int]]:
@@ -170,6 +166,7 @@ def read_only(image: Any) -> Any:
 
     Anything else is returned as it is.
     """
+    planes: tuple[Image | Mask, ...]
     if isinstance(image, (Exposure, MaskedImage)):
         planes = (image.image, image.mask, image.variance)
     elif isinstance(image, Image):

@@ -6,6 +6,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from .._providers import provided
 from ..geom import Box2I, Extent2I, Point2I
 from ._image import FactoryAttribute, Image, bbox_from_args, check_subbox
 from ._mask import Mask
@@ -60,7 +61,7 @@ class Exposure:
     (dtype('float32'), Extent2I(4, 3), 0.5)
     """
 
-    _default_dtype = np.dtype(np.float32)
+    _default_dtype: np.dtype = np.dtype(np.float32)
 
     def __init__(
         self,
@@ -262,29 +263,22 @@ class Exposure:
     psf = property(getPsf, setPsf)
     wcs = property(getWcs, setWcs)
 
-    # -- files ------------------------------------------------------------------------------------
+    # -- files and xarray: functions of higher layers, looked up by name (see `_providers`) -------
     def writeFits(self, path: Any, *, overwrite: bool = False, **kwargs: Any) -> None:
         """Write in the LSST stack's FITS layout; see `imagemapreduce.io.fits.write_exposure`."""
-        from ..io.fits import write_exposure
-
-        write_exposure(self, path, overwrite=overwrite, **kwargs)
+        provided("write_exposure")(self, path, overwrite=overwrite, **kwargs)
 
     @classmethod
     def readFits(cls, path: Any, **kwargs: Any) -> Self:
         """Read an LSST-written or plain FITS file; see `imagemapreduce.io.fits.read_exposure`."""
-        from ..io.fits import read_exposure
+        return provided("read_exposure")(path, cls=cls, **kwargs)
 
-        return read_exposure(path, cls=cls, **kwargs)
-
-    # -- xarray ----------------------------------------------------------------------------------
     def to_xarray(self) -> Any:
         """Return the planes as an `xarray.Dataset` in parent pixel coordinates (no copy).
 
         See `imagemapreduce.xarray_support.exposure_to_xarray`.
         """
-        from ..xarray_support import exposure_to_xarray  # deferred: xarray_support imports this module
-
-        return exposure_to_xarray(self)
+        return provided("exposure_to_xarray")(self)
 
     @classmethod
     def from_xarray(cls, ds: Any) -> Self:
@@ -292,9 +286,7 @@ class Exposure:
 
         See `imagemapreduce.xarray_support.exposure_from_xarray`.
         """
-        from ..xarray_support import exposure_from_xarray
-
-        return exposure_from_xarray(ds, cls)
+        return provided("exposure_from_xarray")(ds, cls)
 
     # -- copies and views ------------------------------------------------------------------------
     def clone(self) -> Self:

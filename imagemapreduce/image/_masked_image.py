@@ -7,6 +7,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from .._providers import provided
 from ..geom import Box2I, Point2I
 from ._image import FactoryAttribute, Image, bbox_from_args, check_same_dimensions, check_subbox
 from ._mask import Mask
@@ -29,7 +30,7 @@ class MaskedImage:
         Copy the pixels of the given planes or view.
     """
 
-    _default_dtype = np.dtype(np.float32)
+    _default_dtype: np.dtype = np.dtype(np.float32)
 
     def __init__(
         self,
@@ -148,19 +149,15 @@ class MaskedImage:
             raise TypeError(f"index a MaskedImage with a Box2I, not {type(bbox).__name__}")
         return self.subset(bbox)
 
-    # -- files ------------------------------------------------------------------------------------
+    # -- files: functions of a higher layer, looked up by name (see `_providers`) -----------------
     def writeFits(self, path: Any, *, overwrite: bool = False, **kwargs: Any) -> None:
         """Write as afw's MaskedImage.writeFits; see `imagemapreduce.io.fits.write_masked_image`."""
-        from ..io.fits import write_masked_image
-
-        write_masked_image(self, path, overwrite=overwrite, **kwargs)
+        provided("write_masked_image")(self, path, overwrite=overwrite, **kwargs)
 
     @classmethod
     def readFits(cls, path: Any, **kwargs: Any) -> Self:
         """Read the planes of a FITS file; see `imagemapreduce.io.fits.read_masked_image`."""
-        from ..io.fits import read_masked_image
-
-        return read_masked_image(path, cls=cls, **kwargs)
+        return provided("read_masked_image")(path, cls=cls, **kwargs)
 
     # -- arithmetic, in place, with afw's rules for variance and mask ------------------------------
     def __iadd__(self, other: Any) -> Self:

@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["StoreLocation", "is_url", "read_exposure_url"]
 
@@ -25,6 +25,8 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _LOCAL_PROTOCOLS = ("file", "local")
 #: The marker objects of a zarr group (v3, v2).
 GROUP_MARKERS = ("zarr.json", ".zgroup")
+#: The modes `zarr.open_group` accepts.
+ZarrMode = Literal["r", "r+", "a", "w", "w-"]
 
 
 def is_url(where: Any) -> bool:
@@ -54,6 +56,8 @@ class StoreLocation:
             where = where.url if where.local is None else where.local
         options = dict(storage_options or {})
         self.local: Path | None = None
+        self.url: str
+        self.storage_options: dict[str, Any]
         if is_url(where) and _protocol(where) not in _LOCAL_PROTOCOLS:
             self.url = where.rstrip("/")
         else:
@@ -147,7 +151,7 @@ class StoreLocation:
         )
 
     # -- zarr -----------------------------------------------------------------------------------------
-    def open_group(self, mode: str) -> Any:
+    def open_group(self, mode: ZarrMode) -> Any:
         """Open the zarr group at the location (``mode`` as for `zarr.open_group`)."""
         import zarr
 

@@ -120,7 +120,7 @@ class RegionRecord:
 
 def parse_record(text: Any, where: str) -> RegionRecord:
     """Check and rebuild a region's record; `ZarrFormatError` naming ``where`` if it is malformed."""
-    from ..engine.cells import FailedCell
+    from ..engine.cells import CellSummary, FailedCell
     from ..engine.graph import StitchOutcome
     from ..stitch import RegionStats
     from ..stitch_planes import NewPlane
@@ -133,7 +133,7 @@ def parse_record(text: Any, where: str) -> RegionRecord:
         components = [
             (psfs[slot] if slot >= 0 else None, _box(box), float(weight)) for slot, box, weight in doc["components"]
         ]
-        summaries = [(int(i), float(w), float(c), str(worker)) for i, w, c, worker in doc["summaries"]]
+        summaries = [CellSummary(int(i), float(w), float(c), str(worker)) for i, w, c, worker in doc["summaries"]]
         failures = [FailedCell(int(i), _box(b), _box(e), str(err)) for i, b, e, err in doc["failures"]]
         stats = RegionStats(*(int(v) for v in doc["stats"]))
         new_planes = {str(name): NewPlane((int(first[0]), int(first[1])), int(bit))

@@ -243,7 +243,7 @@ def _check_planes(group: Any, path: Any) -> None:
 
 
 def open_zarr_exposure(
-    url: str | Path, *, storage_options: dict[str, Any] | None = None, allow_incomplete: bool = False,
+    url: str | Path | StoreLocation, *, storage_options: dict[str, Any] | None = None, allow_incomplete: bool = False,
     chunks: Any = None, cls: Any = None,
 ) -> Any:  # fmt: skip
     """Open a zarr store as an `Exposure` whose planes are lazy Dask arrays (nothing is read yet).

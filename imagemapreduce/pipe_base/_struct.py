@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Struct"]
 
@@ -37,6 +37,12 @@ class Struct:
     def __init__(self, **keyArgs: Any) -> None:
         for name, val in keyArgs.items():
             self.__safeAdd(name, val)
+
+    if TYPE_CHECKING:
+        # Fields are set per instance, by name, so a type checker cannot know them: it reads any
+        # field as `Any`. Only for type checkers: at run time a missing field still raises
+        # AttributeError (and `hasattr`, which __safeAdd relies on, still answers False).
+        def __getattr__(self, name: str) -> Any: ...
 
     def __setattr__(self, name: str, value: Any) -> None:
         # LSST only checks names on construction and in mergeItems; refusing

@@ -143,7 +143,9 @@ class CallablePsf(Psf):
         """Return the size of the kernel images (evaluating the function once if it has not run yet)."""
         if self._dimensions is None:
             self._evaluate(self.getAveragePosition())
-        return Extent2I(self._dimensions)
+        dims = self._dimensions
+        assert dims is not None  # the evaluation above recorded the kernel's size
+        return Extent2I(dims)
 
     def getAveragePosition(self) -> Point2D:
         """Return ``averagePosition``, default ``(0, 0)``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -122,7 +122,7 @@ class CoaddPsf(Psf):
     @classmethod
     def _from_arrays(
         cls, psfs: tuple[Psf, ...], psf_index: np.ndarray, bboxes: np.ndarray, weights: np.ndarray
-    ) -> CoaddPsf:
+    ) -> Self:
         self = cls.__new__(cls)
         self._init_arrays(tuple(psfs), np.array(psf_index), np.array(bboxes), np.array(weights))
         return self

@@ -109,13 +109,15 @@ def _flag(doc: dict, name: str, where: str, default: bool) -> bool:
     return value
 
 
-def _varying_extras(doc: dict, where: str, pixel_default: bool) -> tuple:
+def _varying_extras(
+    doc: dict, where: str, pixel_default: bool
+) -> tuple[float | list[list[float]], float | list[list[float]], bool]:
     g1 = _coefficients(doc, "g1", where) if "g1" in doc else 0.0
     g2 = _coefficients(doc, "g2", where) if "g2" in doc else 0.0
     return g1, g2, _flag(doc, "pixelIntegrated", where, pixel_default)
 
 
-def _varying_common(doc: dict, where: str) -> tuple:
+def _varying_common(doc: dict, where: str) -> tuple[int, int, list[list[float]], Box2I]:
     return (
         _integer(doc, "width", where), _integer(doc, "height", where),
         _coefficients(doc, "coefficients", where), _box(doc.get("bbox"), f"{where}: bbox"),

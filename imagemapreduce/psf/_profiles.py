@@ -110,9 +110,13 @@ def kolmogorov_k0(fwhm: Any) -> Any:
     return _kolmogorov_fwhm_k0() / fwhm
 
 
+@functools.cache
 def _quadrature() -> tuple[np.ndarray, np.ndarray]:
+    # Computed once: leggauss solves an eigenproblem, which cost more than the stamp it serves.
     nodes, weights = np.polynomial.legendre.leggauss(_QUADRATURE_POINTS)
-    return 0.5 * nodes, 0.5 * weights  # over [-1/2, 1/2], weights summing to 1
+    nodes, weights = 0.5 * nodes, 0.5 * weights  # over [-1/2, 1/2], weights summing to 1
+    nodes.flags.writeable = weights.flags.writeable = False
+    return nodes, weights
 
 
 def _subpixel_grid(x: np.ndarray, y: np.ndarray, pixel_integrated: bool) -> tuple[np.ndarray, np.ndarray, Any]:

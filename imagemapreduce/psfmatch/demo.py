@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from .geom import Box2I, Extent2I, Point2I
+from ..geom import Box2I, Extent2I, Point2I
+from ..image import Exposure, ExposureF
+from ..io.fits import write_exposure
+from ..mapreduce import ImageMapReduceConfig, ImageMapReduceTask
+from ..psf import GaussianPsf
 from .homogenize import PsfMatchMapper
-from .image import Exposure, ExposureF
-from .io.fits import write_exposure
-from .mapreduce import ImageMapReduceConfig, ImageMapReduceTask
 from .measure import measure_star_widths, width_map
-from .psf import GaussianPsf
 from .simulate import field_psf, simulate_exposure
 
 __all__ = [
@@ -152,7 +152,8 @@ def run_demo(
         output = task.run(exposure).exposure
     # The target the mapper chose (the smallest round Gaussian every cell reaches, plus a margin),
     # and its width as the stars' widths are measured: adaptive moments of its pixel image.
-    target_psf = task.mapper.resolveTarget(exposure.getPsf(), exposure.getBBox())
+    mapper = _psf_match_mapper(task)
+    target_psf = mapper.resolveTarget(exposure.getPsf(), exposure.getBBox())
     target = float(target_psf.computeShape().getDeterminantRadius())
     with clock("measure"):
         before, after = _measure(exposure, output, stars)
@@ -286,7 +287,7 @@ def _summary(
         "stars_simulated": n_stars,
         "psf_model": f"Moffat beta {MOFFAT_BETA}, pixel-integrated, |g| up to {G_MAX}",
         "psf_fwhm_range": [FWHM_CENTRE, FWHM_CORNER],
-        "method": task.mapper.config.method,
+        "method": _psf_match_mapper(task).config.method,
         "target_sigma": round(target, 6),
         "cells": len(_boxes(task)[0]),
         "cell_size": CELL_SIZE,
@@ -377,7 +378,7 @@ def _draw_residual(fig: Any, ax: Any, residual: np.ndarray, box: Box2I, bbox: Bo
     """The residual (output minus the ideal) in ``box``, with the cell edges marked: a seam would follow them."""
     from matplotlib.colors import Normalize
 
-    from .plotting import plot_box_grid
+    from ..plotting import plot_box_grid
 
     pixels = residual[box.slices(bbox.getBegin())]
     finite = pixels[np.isfinite(pixels)]
@@ -438,7 +439,7 @@ def _show_image(ax: Any, exposure: Exposure, box: Box2I, norm: Any, title: str) 
 
 def _draw_grid(ax: Any, exposure: Exposure, task: ImageMapReduceTask, crop: Box2I, norm: Any) -> None:
     """Draw the input with a tiling subset of the cells, one cell and its expanded cell, and the crop."""
-    from .plotting import plot_box_grid
+    from ..plotting import plot_box_grid
 
     bbox = exposure.getBBox()
     # A figure panel shows a few hundred pixels across: subsample big images rather than render them whole.
@@ -457,6 +458,14 @@ def _draw_grid(ax: Any, exposure: Exposure, task: ImageMapReduceTask, crop: Box2
     ax.set_title(f"grid: {len(boxes0)} cells, every other drawn")
     ax.set_xlabel("x (px)")
     ax.set_ylabel("y (px)")
+
+
+def _psf_match_mapper(task: ImageMapReduceTask) -> PsfMatchMapper:
+    """Return the task's mapper, which `make_demo_task` made a `PsfMatchMapper`."""
+    mapper = task.mapper
+    if not isinstance(mapper, PsfMatchMapper):
+        raise TypeError(f"the demo's task maps with PsfMatchMapper, not {type(mapper).__name__}")
+    return mapper
 
 
 def _boxes(task: ImageMapReduceTask) -> tuple[list[Box2I], list[Box2I]]:

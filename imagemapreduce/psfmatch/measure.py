@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .geom import Box2I
-from .image import Exposure
-from .psf import adaptive_moments, moments_to_shear
+from ..geom import Box2I
+from ..image import Exposure
+from ..psf import adaptive_moments, moments_to_shear
 
 __all__ = ["MEASUREMENT_DTYPE", "DEFAULT_BAD_PLANES", "measure_star_widths", "width_map"]
 

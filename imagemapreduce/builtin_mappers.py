@@ -48,7 +48,9 @@ class IdentityMapper(ImageMapper):
 class AddAmountMapperConfig(ImageMapperConfig):
     """Configuration for `AddAmountMapper`."""
 
-    addAmount = pexConfig.Field(dtype=float, doc="Amount to add to the image", default=3.0)
+    # The annotations give each field's value type: pex_config fields are descriptors whose
+    # untyped constructors leave the value type to be stated.
+    addAmount: pexConfig.Field[float] = pexConfig.Field(dtype=float, doc="Amount to add to the image", default=3.0)
 
 
 class AddAmountMapper(ImageMapper):
@@ -59,6 +61,7 @@ class AddAmountMapper(ImageMapper):
 
     ConfigClass = AddAmountMapperConfig
     _DefaultName = "imr_AddAmountMapper"
+    config: AddAmountMapperConfig
 
     def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Return a copy of the cell with ``addAmount`` added to its image."""
@@ -70,8 +73,12 @@ class AddAmountMapper(ImageMapper):
 class GaussianSmoothMapperConfig(ImageMapperConfig):
     """Configuration for `GaussianSmoothMapper`."""
 
-    sigma = pexConfig.Field(dtype=float, doc="Gaussian sigma in pixels", default=2.0, check=lambda s: s > 0)
-    truncate = pexConfig.Field(dtype=float, doc="Kernel radius in sigmas", default=4.0, check=lambda s: s > 0)
+    sigma: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Gaussian sigma in pixels", default=2.0, check=lambda s: s > 0
+    )
+    truncate: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, doc="Kernel radius in sigmas", default=4.0, check=lambda s: s > 0
+    )
 
 
 class GaussianSmoothMapper(ImageMapper):
@@ -84,6 +91,7 @@ class GaussianSmoothMapper(ImageMapper):
 
     ConfigClass = GaussianSmoothMapperConfig
     _DefaultName = "imr_GaussianSmoothMapper"
+    config: GaussianSmoothMapperConfig
 
     def reach(self, exposure: Exposure | None = None) -> int:
         """Return how far in pixels an output pixel sees: the kernel radius, ``truncate * sigma``.
@@ -113,11 +121,11 @@ class GaussianSmoothMapper(ImageMapper):
 class MedianFilterMapperConfig(ImageMapperConfig):
     """Configuration for `MedianFilterMapper`."""
 
-    size = pexConfig.Field(
+    size: pexConfig.Field[int] = pexConfig.Field(
         dtype=int, default=3, check=lambda n: n >= 1 and n % 2 == 1,
         doc="Side of the square median window in pixels (odd, so the window is centred on its pixel)",
     )  # fmt: skip
-    mode = pexConfig.ChoiceField(
+    mode: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str, default="nearest",
         doc="How the window is filled beyond the image's edges (scipy.ndimage modes)",
         allowed=EDGE_MODES,
@@ -140,6 +148,7 @@ class MedianFilterMapper(ImageMapper):
 
     ConfigClass = MedianFilterMapperConfig
     _DefaultName = "imr_MedianFilterMapper"
+    config: MedianFilterMapperConfig
 
     def reach(self, exposure: Exposure | None = None) -> int:
         """Return how far in pixels an output pixel sees: half the window, ``size // 2``."""
@@ -198,15 +207,17 @@ def sigma_clipped_median(values: np.ndarray, nSigma: float = 3.0, maxIters: int 
 class BackgroundSubtractMapperConfig(ImageMapperConfig):
     """Configuration for `BackgroundSubtractMapper`."""
 
-    ignoreMaskPlanes = pexConfig.ListField(
+    ignoreMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str, doc="Mask planes whose pixels are left out of the background estimate (planes the "
         "mask does not have are skipped)",
         default=("INTRP", "EDGE", "DETECTED", "SAT", "CR", "BAD", "NO_DATA", "DETECTED_NEGATIVE"),
     )  # fmt: skip
-    nSigma = pexConfig.Field(dtype=float, default=3.0, check=lambda s: s > 0,
-                             doc="Sigma-clipping threshold in standard deviations")  # fmt: skip
-    maxIters = pexConfig.Field(dtype=int, default=5, check=lambda n: n >= 0,
-                               doc="Most sigma-clipping iterations (0: the plain median)")  # fmt: skip
+    nSigma: pexConfig.Field[float] = pexConfig.Field(
+        dtype=float, default=3.0, check=lambda s: s > 0, doc="Sigma-clipping threshold in standard deviations"
+    )
+    maxIters: pexConfig.Field[int] = pexConfig.Field(
+        dtype=int, default=5, check=lambda n: n >= 0, doc="Most sigma-clipping iterations (0: the plain median)"
+    )
 
 
 class BackgroundSubtractMapper(ImageMapper):
@@ -228,6 +239,7 @@ class BackgroundSubtractMapper(ImageMapper):
 
     ConfigClass = BackgroundSubtractMapperConfig
     _DefaultName = "imr_BackgroundSubtractMapper"
+    config: BackgroundSubtractMapperConfig
 
     def run(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, **kwargs: Any) -> Struct:
         """Return the cell minus its background."""

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .geom import Box2I, Extent2I, Point2D, Point2I
-from .image import ExposureF
-from .psf import Psf
-from .psf._varying import VaryingGaussianPsf, VaryingKolmogorovPsf, VaryingMoffatPsf
+from ..geom import Box2I, Extent2I, Point2D, Point2I
+from ..image import ExposureF
+from ..psf import Psf
+from ..psf._varying import VaryingGaussianPsf, VaryingKolmogorovPsf, VaryingMoffatPsf
 
 __all__ = ["STAR_DTYPE", "PROFILES", "default_varying_psf", "field_psf", "simulate_exposure"]
 
@@ -107,7 +107,8 @@ def field_psf(
     half = 0.5 * (f1 - f0) * scale
     width = [[f0 * scale, 0.0, half], [0.0, 0.0, 0.0], [half, 0.0, 0.0]]
     g = g_max / math.sqrt(2.0)
-    shear = {"g1_coeffs": [[0.0], [g]], "g2_coeffs": [[0.0, g]], "pixelIntegrated": pixelIntegrated}
+    # The keyword arguments every varying profile shares (their values differ in type).
+    shear: dict[str, Any] = {"g1_coeffs": [[0.0], [g]], "g2_coeffs": [[0.0, g]], "pixelIntegrated": pixelIntegrated}
     if profile == "gaussian":
         return VaryingGaussianPsf(size, size, width, bbox, **shear)
     if profile == "moffat":

@@ -25,18 +25,18 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 import lsst.pex.config as pexConfig
 import numpy as np
 
-from .geom import Box2I, Point2D
-from .image import Exposure
-from .mapper import ImageMapper, ImageMapperConfig
-from .mappers import EDGE_MODES
-from .pipe_base import Struct
-from .psf import EllipticalGaussianPsf, GaussianPsf, Psf
-from .psf._profiles import FWHM_PER_SIGMA, PIXEL_VARIANCE
+from ..builtin_mappers import EDGE_MODES
+from ..geom import Box2I, Point2D
+from ..image import Exposure
+from ..mapper import ImageMapper, ImageMapperConfig
+from ..pipe_base import Struct
+from ..psf import EllipticalGaussianPsf, GaussianPsf, Psf, adaptive_moments
+from ..psf._profiles import FWHM_PER_SIGMA, PIXEL_VARIANCE
 
 __all__ = [
     "PsfMatchMapperConfig",
@@ -81,7 +81,7 @@ def _max_psf_sigma_cached(psf: Psf, box: tuple[int, int, int, int], points: int)
     if analytic and not (getattr(psf, "isElliptical", bool)() or getattr(psf, "isPixelIntegrated", bool)()):
         # An analytic sigma is cheap: search a fine grid, the corners and edges included.
         fine_x, fine_y = np.linspace(x0, x1, 129), np.linspace(y0, y1, 129)
-        return float(np.max(psf.sigma_at(*np.meshgrid(fine_x, fine_y))))
+        return float(np.max(cast(Any, psf).sigma_at(*np.meshgrid(fine_x, fine_y))))  # checked by hasattr
     return max(psf_sigma(psf, Point2D(float(x), float(y))) for x in xs for y in ys)
 
 
@@ -144,8 +144,25 @@ def matching_kernel_1d(sigma: float, radius: int) -> np.ndarray:
     return kernel(brentq(excess, 1e-3, upper, xtol=1e-14, rtol=1e-14))
 
 
-def _correlate(array: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
-    """Correlate along both axes with a symmetric 1-d kernel (separable 2-d convolution)."""
+def correlate_separable(array: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
+    """Correlate along both axes with a symmetric 1-d kernel (separable 2-d convolution).
+
+    The Gaussian method's convolution step, on one plane.
+
+    Parameters
+    ----------
+    array : `numpy.ndarray`
+        The 2-d plane.
+    kernel : `numpy.ndarray`
+        The symmetric 1-d kernel (`matching_kernel_1d`; its square for a variance plane).
+    mode : `str`
+        The edge mode, as `scipy.ndimage.correlate1d` takes it.
+
+    Returns
+    -------
+    out : `numpy.ndarray`
+        The correlated plane, of ``array``'s shape.
+    """
     from scipy import ndimage
 
     out = ndimage.correlate1d(array, kernel, axis=0, mode=mode)
@@ -169,7 +186,11 @@ def _grow_bits(mask: np.ndarray, bits: list[int], radius: int) -> np.ndarray:
 # -- the exact method: kernels solved from kernel images ----------------------------------------
 
 #: numpy.pad modes equivalent to the scipy.ndimage edge modes of `EDGE_MODES`.
-_PAD_MODES = {"nearest": "edge", "reflect": "symmetric", "mirror": "reflect"}
+_PAD_MODES: dict[str, Literal["edge", "symmetric", "reflect"]] = {
+    "nearest": "edge",
+    "reflect": "symmetric",
+    "mirror": "reflect",
+}
 #: Kernel images and solved kernels kept per process (cells of a 2048^2 image on a 32 px step: 4096).
 _CACHE_SIZE = 4096
 
@@ -475,7 +496,8 @@ def _convolve_planes(arrays: Sequence[np.ndarray], kernels: Sequence[np.ndarray]
     radius_y, radius_x = kernels[0].shape[0] // 2, kernels[0].shape[1] // 2
     pad = ((radius_y, radius_y), (radius_x, radius_x))
     height, width = arrays[0].shape
-    padded, bads = [], []
+    padded: list[np.ndarray] = []
+    bads: list[np.ndarray | None] = []
     for array in arrays:
         data = np.asarray(array, dtype=np.float64)
         bad = ~np.isfinite(data)
@@ -488,10 +510,10 @@ def _convolve_planes(arrays: Sequence[np.ndarray], kernels: Sequence[np.ndarray]
     product = fft.rfft2(stack, shape) * fft.rfft2(np.stack(kernels), shape)
     full = fft.irfft2(product, shape)
     outs = []
-    for plane, bad in zip(full, bads, strict=True):
+    for plane, plane_bad in zip(full, bads, strict=True):
         out = plane[2 * radius_y : 2 * radius_y + height, 2 * radius_x : 2 * radius_x + width]
-        if bad is not None:
-            spread = ndimage.maximum_filter(np.pad(bad, pad, mode=_PAD_MODES[edge_mode]), size=kernels[0].shape,
+        if plane_bad is not None:
+            spread = ndimage.maximum_filter(np.pad(plane_bad, pad, mode=_PAD_MODES[edge_mode]), size=kernels[0].shape,
                                             mode="constant", cval=False)  # fmt: skip
             out = np.where(spread[radius_y : radius_y + height, radius_x : radius_x + width], np.nan, out)
         outs.append(out)
@@ -527,14 +549,37 @@ class PsfSurvey:
         return int(np.argmax(self.major_radii()))
 
 
+#: Convergence of the survey's moments, relaxed steps (a PSF's kernel image is noise-free and
+#: nearly Gaussian, where the plain step halves the error): the moments come out within about 1e-7
+#: of `adaptive_moments`' default, far below what `check_target` resolves (1e-4 of the trace), in
+#: a third of the iterations.
+_SURVEY_TOLERANCE = 1e-7
+_SURVEY_RELAXATION = 2.0
+
+
 @functools.lru_cache(maxsize=64)
 def _survey_cached(psf: Psf, points: tuple[tuple[float, float], ...], labels: tuple[str, ...]) -> PsfSurvey:
-    moments = np.array([_moments(psf, x, y) for x, y in points])
+    moments = np.empty((len(points), 3))
+    previous = None
+    for index, (x, y) in enumerate(points):
+        moments[index] = previous = _moments(psf, x, y, previous)
     return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
 
 
-def _moments(psf: Psf, x: float, y: float) -> tuple[float, float, float]:
-    shape = psf.computeShape(Point2D(x, y))
+def _moments(psf: Psf, x: float, y: float, start: tuple[float, float, float] | None) -> tuple[float, float, float]:
+    """`Psf.computeShape` at ``(x, y)``: the adaptive moments of the kernel image unless the PSF knows better.
+
+    The image comes from the per-position cache that the cells' kernel solves read, so a survey
+    of every cell evaluates each PSF once for the whole run; the iteration starts from the
+    neighbouring point's moments (``start``) and takes relaxed steps.
+    """
+    if type(psf).computeShape is not Psf.computeShape:  # an analytic shape: as cheap as it is exact
+        shape = psf.computeShape(Point2D(x, y))
+        return shape.getIxx(), shape.getIyy(), shape.getIxy()
+    image = cell_kernel_image(psf, Point2D(x, y))
+    height, width = image.shape
+    centre = (width // 2, height // 2)
+    shape, _ = adaptive_moments(image, centre, start=start, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
     return shape.getIxx(), shape.getIyy(), shape.getIxy()
 
 
@@ -666,7 +711,9 @@ def check_target(target: Psf, survey: PsfSurvey, *, tolerance: float = 1e-4) -> 
 class PsfMatchMapperConfig(ImageMapperConfig):
     """Configuration for `PsfMatchMapper`."""
 
-    method = pexConfig.ChoiceField(
+    # The annotations give each field's value type: pex_config fields are descriptors whose
+    # untyped constructors leave the value type to be stated.
+    method: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str, default="exact",
         doc="How each cell's matching kernel is made.",
         allowed={
@@ -675,70 +722,70 @@ class PsfMatchMapperConfig(ImageMapperConfig):
             "exact for Gaussian PSFs only",
         },
     )  # fmt: skip
-    targetSigma = pexConfig.Field(
+    targetSigma: pexConfig.Field[float | None] = pexConfig.Field(
         dtype=float, optional=True, default=None, check=lambda s: s > 0,
         doc="Sigma of the round Gaussian target PSF, pixels (exact: the profile's, before pixel integration "
         "when targetPixelIntegrated). None: see targetFwhm. A target, targetFwhm or targetSigma keyword to "
         "ImageMapReduceTask.run overrides the config.",
     )  # fmt: skip
-    targetFwhm = pexConfig.Field(
+    targetFwhm: pexConfig.Field[float | None] = pexConfig.Field(
         dtype=float, optional=True, default=None, check=lambda s: s > 0,
         doc="FWHM of the round Gaussian target PSF, pixels; exclusive with targetSigma. With neither: "
         "exact: the smallest round Gaussian every part of the field reaches without deconvolution, widened "
         "by targetMargin; gaussian: the largest PSF sigma over the exposure.",
     )  # fmt: skip
-    targetMargin = pexConfig.Field(
+    targetMargin: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, default=0.01, check=lambda m: 0 <= m < 1,
         doc="Exact method, default target: how much wider (fraction of the radius) than the widest PSF.",
     )  # fmt: skip
-    targetPixelIntegrated = pexConfig.Field(
+    targetPixelIntegrated: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool, default=True,
         doc="Exact method: a target given as a sigma or FWHM (or chosen) is integrated over the pixels, as "
         "stars on a detector are. False: sampled at pixel centres, as afw's GaussianPsf.",
     )  # fmt: skip
-    targetSearchPoints = pexConfig.Field(
+    targetSearchPoints: pexConfig.Field[int] = pexConfig.Field(
         dtype=int, default=9, check=lambda n: n >= 2,
         doc="Grid points per axis on which the PSF is surveyed to choose and check the target "
         "(the gaussian method searches PSFs with an analytic sigma_at on a fine grid instead).",
     )  # fmt: skip
-    kernelSolver = pexConfig.ChoiceField(
+    kernelSolver: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str, default="leastSquares", allowed=KERNEL_SOLVERS,
         doc="Exact method: how the matching kernel is solved (solve_matching_kernel).",
     )  # fmt: skip
-    regularization = pexConfig.Field(
+    regularization: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, default=1e-10, check=lambda r: r > 0,
         doc="Exact method: the Tikhonov (least squares) or Wiener term of the solve, relative to the PSF's power.",
     )  # fmt: skip
-    kernelTolerance = pexConfig.Field(
+    kernelTolerance: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, default=5e-3, check=lambda t: 0 < t < 1,
         doc="Exact method, kernelSize None: the kernel is the smallest square whose match (the PSF convolved "
         "with it) has an rms misfit ``|PSF * K - target| / |target|`` within this.",
     )  # fmt: skip
-    maxKernelRadius = pexConfig.Field(
+    maxKernelRadius: pexConfig.Field[int | None] = pexConfig.Field(
         dtype=int, optional=True, default=None, check=lambda n: n >= 1,
         doc="Exact method, kernelSize None: the largest radius the solve may choose. None: 12 (least squares) "
         "or the solve grid's (Wiener).",
     )  # fmt: skip
-    kernelTruncate = pexConfig.Field(
+    kernelTruncate: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, default=4.0, check=lambda t: t >= 2,
         doc="Gaussian method: radius of the matching kernel in kernel sigmas, when kernelSize is None.",
     )  # fmt: skip
-    kernelSize = pexConfig.Field(
+    kernelSize: pexConfig.Field[int | None] = pexConfig.Field(
         dtype=int, optional=True, default=None, check=lambda n: n >= 3 and n % 2 == 1,
         doc="Full width of the matching kernel in pixels (odd). None: gaussian, 2 * ceil(kernelTruncate * "
         "sigma) + 1; exact, from kernelTolerance.",
     )  # fmt: skip
-    maskGrowBits = pexConfig.ListField(
+    maskGrowBits: pexConfig.ListField[str] = pexConfig.ListField(
         dtype=str, default=("BAD", "SAT"),
         doc="Mask planes spread by the kernel radius, since the convolution smears those pixels into "
         "their neighbours. Planes the mask does not have are skipped.",
     )  # fmt: skip
-    edgeMode = pexConfig.ChoiceField(
+    edgeMode: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
         dtype=str, default="nearest",
         doc="How the convolution extends the expanded cell beyond its edges (scipy.ndimage modes).",
         allowed=EDGE_MODES,
     )  # fmt: skip
-    outputPsfSize = pexConfig.Field(
+    outputPsfSize: pexConfig.Field[int | None] = pexConfig.Field(
         dtype=int, optional=True, default=None, check=lambda n: n >= 3,
         doc="Width and height of the target PSF (exact) or of the GaussianPsf attached to each output cell "
         "(gaussian). None: exact, the larger of 2 * ceil(6 * sigma) + 1 and the PSF's kernel size; "
@@ -780,8 +827,18 @@ def _resolve_exact_cached(psf: Psf, box: tuple[int, int, int, int], spec: tuple,
     return target, chosen
 
 
+def clear_caches() -> None:
+    """Forget every cached PSF image, survey, target and kernel of this process.
+
+    The mapper keeps them per process, so later cells and runs on the same PSF reuse them;
+    after this call the next run pays for all of them again (as a first run does).
+    """
+    for cached in (_kernel_image_cached, _solve_cached, _survey_cached, _resolve_exact_cached, _max_psf_sigma_cached):
+        cached.cache_clear()
+
+
 def _box(box: tuple[int, int, int, int]) -> Box2I:
-    from .geom import Point2I
+    from ..geom import Point2I
 
     return Box2I(Point2I(box[0], box[1]), Point2I(box[2], box[3]))
 
@@ -827,6 +884,7 @@ class PsfMatchMapper(ImageMapper):
 
     ConfigClass = PsfMatchMapperConfig
     _DefaultName = "imr_PsfMatchMapper"
+    config: PsfMatchMapperConfig
 
     # -- targets ------------------------------------------------------------------------------------
     def _targetSpec(self, kwargs: dict[str, Any]) -> tuple[str, Any]:
@@ -926,8 +984,7 @@ class PsfMatchMapper(ImageMapper):
         """
         if self.config.kernelSize is not None:
             return self.config.kernelSize // 2
-        psf = exposure.getPsf() if exposure is not None else None
-        if psf is None:
+        if exposure is None or (psf := exposure.getPsf()) is None:
             return None
         bbox = exposure.getBBox()
         n = self.config.targetSearchPoints
@@ -936,9 +993,9 @@ class PsfMatchMapper(ImageMapper):
         if self.config.method == "exact":
             target = self.resolveTarget(psf, bbox)
             return max(self.solveKernel(psf, target, Point2D(float(x), float(y))).radius for x in xs for y in ys)
-        target = self.resolveTargetSigma(psf, bbox)
+        target_sigma = self.resolveTargetSigma(psf, bbox)
         narrowest = min(psf_sigma(psf, Point2D(float(x), float(y))) for x in xs for y in ys)
-        return self.kernelRadius(matching_sigma(narrowest, target))
+        return self.kernelRadius(matching_sigma(narrowest, target_sigma))
 
     def kernelRadius(self, sigma: float) -> int:
         """Return the gaussian method's kernel half-width in pixels for a kernel of ``sigma`` (0: no kernel)."""
@@ -1026,8 +1083,8 @@ class PsfMatchMapper(ImageMapper):
         if radius > 0:
             kernel = matching_kernel_1d(kernelSigma, radius)
             mode = self.config.edgeMode
-            image = _correlate(mi.image.array.astype(np.float64), kernel, mode)[core]
-            variance = _correlate(mi.variance.array.astype(np.float64), kernel**2, mode)[core]
+            image = correlate_separable(mi.image.array.astype(np.float64), kernel, mode)[core]
+            variance = correlate_separable(mi.variance.array.astype(np.float64), kernel**2, mode)[core]
             mask = _grow_bits(mi.mask.array, self._growBits(mi.mask), radius)[core]
         else:
             image, variance, mask = mi.image.array[core], mi.variance.array[core], mi.mask.array[core]
