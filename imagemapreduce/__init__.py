@@ -52,7 +52,7 @@ _LAZY: dict[str, str] = {
             "MaskX",
         ],
         ".image",
-    ),  # fmt: skip
+    ),
     **dict.fromkeys(["ImageMapper", "ImageMapperConfig"], ".mapper"),
     **dict.fromkeys(["ImageMapReduceConfig", "ImageMapReduceTask"], ".mapreduce"),
     **dict.fromkeys(["Struct", "Task", "TaskMetadata", "timeMethod"], ".pipe_base"),
@@ -68,7 +68,7 @@ _LAZY: dict[str, str] = {
             "WindowedCoaddPsf",
         ],
         ".psf",
-    ),  # fmt: skip
+    ),
     **dict.fromkeys(["ImageReducer", "ImageReducerConfig"], ".reducer"),
     **dict.fromkeys(["read_exposure", "write_exposure"], ".io.fits"),
     **dict.fromkeys(["exposure_from_xarray", "exposure_to_xarray"], ".xarray_support"),
@@ -89,7 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
         ImageI,
         ImageU,
         Mask,
-        MaskedImage,  # fmt: skip
+        MaskedImage,
         MaskedImageD,
         MaskedImageF,
         MaskX,
@@ -105,7 +105,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
         Psf,
         Quadrupole,
         VaryingGaussianPsf,
-        VaryingMoffatPsf,  # fmt: skip
+        VaryingMoffatPsf,
         WindowedCoaddPsf,
     )
     from .reducer import ImageReducer, ImageReducerConfig

@@ -99,8 +99,9 @@ def check_image_array(data: Any, name: str = "image") -> Any:
         try:
             data = np.asarray(data)
         except Exception as exc:  # noqa: BLE001 - any conversion failure is the same user error
-            raise TypeError(f"{name} must be a numpy array, a Dask array or an xarray.DataArray; got "
-                            f"{type(data).__name__} ({exc})") from None  # fmt: skip
+            raise TypeError(
+                f"{name} must be a numpy array, a Dask array or an xarray.DataArray; got {type(data).__name__} ({exc})"
+            ) from None
     if data.ndim != 2:
         raise ValueError(
             f"{name} must be 2-d (rows, cols), got shape {tuple(data.shape)}; map one plane at a time "

@@ -390,5 +390,6 @@ def _like(template: Any, result: Any) -> Any:
         return result
     import xarray as xr
 
-    return xr.DataArray(result, coords=template.coords, dims=template.dims, name=template.name,
-                        attrs=dict(template.attrs))  # fmt: skip
+    return xr.DataArray(
+        result, coords=template.coords, dims=template.dims, name=template.name, attrs=dict(template.attrs)
+    )

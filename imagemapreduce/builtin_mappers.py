@@ -122,14 +122,17 @@ class MedianFilterMapperConfig(ImageMapperConfig):
     """Configuration for `MedianFilterMapper`."""
 
     size: pexConfig.Field[int] = pexConfig.Field(
-        dtype=int, default=3, check=lambda n: n >= 1 and n % 2 == 1,
+        dtype=int,
+        default=3,
+        check=lambda n: n >= 1 and n % 2 == 1,
         doc="Side of the square median window in pixels (odd, so the window is centred on its pixel)",
-    )  # fmt: skip
+    )
     mode: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
-        dtype=str, default="nearest",
+        dtype=str,
+        default="nearest",
         doc="How the window is filled beyond the image's edges (scipy.ndimage modes)",
         allowed=EDGE_MODES,
-    )  # fmt: skip
+    )
 
 
 class MedianFilterMapper(ImageMapper):
@@ -208,10 +211,11 @@ class BackgroundSubtractMapperConfig(ImageMapperConfig):
     """Configuration for `BackgroundSubtractMapper`."""
 
     ignoreMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
-        dtype=str, doc="Mask planes whose pixels are left out of the background estimate (planes the "
+        dtype=str,
+        doc="Mask planes whose pixels are left out of the background estimate (planes the "
         "mask does not have are skipped)",
         default=("INTRP", "EDGE", "DETECTED", "SAT", "CR", "BAD", "NO_DATA", "DETECTED_NEGATIVE"),
-    )  # fmt: skip
+    )
     nSigma: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, default=3.0, check=lambda s: s > 0, doc="Sigma-clipping threshold in standard deviations"
     )
@@ -246,8 +250,10 @@ class BackgroundSubtractMapper(ImageMapper):
         values = self.usablePixels(expandedSubExposure)
         out = subExposure.clone()
         if values.size == 0:
-            self.log.warning("Cell %s: no unmasked finite pixel to measure the background on; it is set "
-                             "to NaN", subExposure.getBBox())  # fmt: skip
+            self.log.warning(
+                "Cell %s: no unmasked finite pixel to measure the background on; it is set to NaN",
+                subExposure.getBBox(),
+            )
             out.image.array[...] = np.nan
             return Struct(subExposure=out, background=math.nan, numPixels=0)
         background, count = sigma_clipped_median(values, self.config.nSigma, self.config.maxIters)

@@ -165,9 +165,11 @@ class CellOwnership:
     def _nearest(self, candidates: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
         c = self.cores[candidates]  # (m, 4)
         inside = (
-            (px[:, None] >= c[None, :, 0]) & (px[:, None] <= c[None, :, 2])
-            & (py[:, None] >= c[None, :, 1]) & (py[:, None] <= c[None, :, 3])
-        )  # fmt: skip
+            (px[:, None] >= c[None, :, 0])
+            & (px[:, None] <= c[None, :, 2])
+            & (py[:, None] >= c[None, :, 1])
+            & (py[:, None] <= c[None, :, 3])
+        )
         # Twice the distance to the centre, squared, in integers: exact, so ties are real ties.
         dx = 2 * px[:, None] - (c[None, :, 0] + c[None, :, 2])
         dy = 2 * py[:, None] - (c[None, :, 1] + c[None, :, 3])
@@ -318,9 +320,12 @@ def shifted(table: Any, dx: float, dy: float) -> Any:
 
 
 def reduce_catalog(
-    results: Sequence[Any], cores: np.ndarray, grid_indices: np.ndarray, labels: Sequence[str],
+    results: Sequence[Any],
+    cores: np.ndarray,
+    grid_indices: np.ndarray,
+    labels: Sequence[str],
     column: str = GRID_INDEX,
-) -> Any:  # fmt: skip
+) -> Any:
     """The catalog of a run: each cell's table (full-image ``x``, ``y``) kept where the cell owns it.
 
     Parameters

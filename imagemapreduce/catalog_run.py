@@ -71,19 +71,31 @@ class PartWriter:
                 cells.append((outcome.index, label, mapper_catalog(outcome.result, label), outcome.index))
         catalog = owned_catalog(cells, self.cores, near, CELL_NUMBER)
         record = PartRecord(
-            number, self.fingerprint, "", 0, int(catalog.meta["dropped_outside_cores"]),
-            int(catalog.meta["dropped_duplicates"]), [list(o.summary()) for o in outcomes],
+            number,
+            self.fingerprint,
+            "",
+            0,
+            int(catalog.meta["dropped_outside_cores"]),
+            int(catalog.meta["dropped_duplicates"]),
+            [list(o.summary()) for o in outcomes],
             [_failure_json(o.failure) for o in outcomes if o.failure is not None],
-        )  # fmt: skip
+        )
         catalog.meta = {}
         record = self.store.write_part(number, catalog, record)
-        return {"record": record, "columns": [[name, catalog[name].dtype.str] for name in catalog.colnames],
-                "rows": len(catalog)}  # fmt: skip
+        return {
+            "record": record,
+            "columns": [[name, catalog[name].dtype.str] for name in catalog.colnames],
+            "rows": len(catalog),
+        }
 
 
 def _failure_json(failure: FailedCell) -> dict[str, Any]:
-    return {"index": failure.index, "bbox": list(_box(failure.bbox)), "expanded": list(_box(failure.expandedBBox)),
-            "error": failure.error}  # fmt: skip
+    return {
+        "index": failure.index,
+        "bbox": list(_box(failure.bbox)),
+        "expanded": list(_box(failure.expandedBBox)),
+        "error": failure.error,
+    }
 
 
 def _box(box: Box2I) -> tuple[int, int, int, int]:
@@ -96,9 +108,15 @@ def _failure_from_json(data: dict[str, Any]) -> FailedCell:
 
 
 def run_to_parquet(
-    task: ImageMapReduceTask, exposure: Exposure, path: Any, *, overwrite: bool = False, resume: bool = False,
-    storage_options: dict[str, Any] | None = None, **kwargs: Any,
-) -> Struct:  # fmt: skip
+    task: ImageMapReduceTask,
+    exposure: Exposure,
+    path: Any,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Struct:
     """Run ``task`` (``reduceOperation="catalog"``) on ``exposure`` into the Parquet dataset ``path``.
 
     See `ImageMapReduceTask.runToParquet`.
@@ -132,13 +150,19 @@ def run_to_parquet(
         with task.scheduling() as scheduler:
             with progress_bar(task.config.progressBar, sum(len(parts[n]) for n in missing), scheduler):
                 written = execute_parts(
-                    prepared.plan, [parts[n] for n in missing], _Numbered(writer, missing),
-                    task.config.stitchRegionSize, scheduler,
-                )  # fmt: skip
+                    prepared.plan,
+                    [parts[n] for n in missing],
+                    _Numbered(writer, missing),
+                    task.config.stitchRegionSize,
+                    scheduler,
+                )
         _check_columns(written, missing)
         records = store.records(len(parts))
-        totals = {"rows": sum(r.rows for r in records), "dropped_outside_cores": sum(r.outside for r in records),
-                  "dropped_duplicates": sum(r.duplicates for r in records)}  # fmt: skip
+        totals = {
+            "rows": sum(r.rows for r in records),
+            "dropped_outside_cores": sum(r.outside for r in records),
+            "dropped_duplicates": sum(r.duplicates for r in records),
+        }
         store.finish(fingerprint, parts, **totals)
     finally:
         lock.release()
@@ -149,9 +173,13 @@ def run_to_parquet(
     failures = sorted((_failure_from_json(f) for r in records for f in r.failures), key=lambda f: f.index)
     task.recordCells(summaries, failures)
     result = Struct(
-        catalog=open_catalog(store.location), path=store.location.url, partsWritten=len(missing),
-        partsReused=len(good), partsRepaired=sorted(repaired), **totals,
-    )  # fmt: skip
+        catalog=open_catalog(store.location),
+        path=store.location.url,
+        partsWritten=len(missing),
+        partsReused=len(good),
+        partsRepaired=sorted(repaired),
+        **totals,
+    )
     return task.attachFailures(result, failures)
 
 

@@ -118,10 +118,12 @@ def find_sources(
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
     kernel /= kernel.sum()
     # Zero beyond the array: at the image's own edge a cell and the whole image see the same zeros.
-    smoothed = ndimage.correlate1d(ndimage.correlate1d(image, kernel, axis=0, mode="constant"), kernel, axis=1,
-                                   mode="constant")  # fmt: skip
-    noise = ndimage.correlate1d(ndimage.correlate1d(variance, kernel**2, axis=0, mode="constant"), kernel**2, axis=1,
-                                mode="constant")  # fmt: skip
+    smoothed = ndimage.correlate1d(
+        ndimage.correlate1d(image, kernel, axis=0, mode="constant"), kernel, axis=1, mode="constant"
+    )
+    noise = ndimage.correlate1d(
+        ndimage.correlate1d(variance, kernel**2, axis=0, mode="constant"), kernel**2, axis=1, mode="constant"
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(noise > 0, smoothed / np.sqrt(np.maximum(noise, 0)), 0.0)
     local_max = smoothed == ndimage.maximum_filter(smoothed, size=3, mode="constant", cval=-np.inf)
@@ -133,16 +135,20 @@ def find_sources(
         _measure(image, variance, bad, int(y), int(x), sigma, window, aperture, psf, origin) for y, x in zip(py, px)
     ]
     columns = ("x", "y", "flux_aperture", "flux_aperture_err", "flux_psf", "flux_psf_err", "flag_masked")
-    values = {name: np.array([r[k] for r in rows], dtype=bool if name == "flag_masked" else np.float64)
-              for k, name in enumerate(columns)}  # fmt: skip
+    values = {
+        name: np.array([r[k] for r in rows], dtype=bool if name == "flag_masked" else np.float64)
+        for k, name in enumerate(columns)
+    }
     return Table(
         {
-            "x": values["x"], "y": values["y"],
-            "peak_x": (px + origin[0]).astype(np.int64), "peak_y": (py + origin[1]).astype(np.int64),
+            "x": values["x"],
+            "y": values["y"],
+            "peak_x": (px + origin[0]).astype(np.int64),
+            "peak_y": (py + origin[1]).astype(np.int64),
             "peak_snr": snr[py, px].astype(np.float64),
             **{name: values[name] for name in columns[2:]},
         }
-    )  # fmt: skip
+    )
 
 
 def _stamp(shape: tuple[int, int], y: int, x: int, half: int) -> tuple[slice, slice, np.ndarray, np.ndarray]:
@@ -195,13 +201,18 @@ class DetectMapperConfig(ImageMapperConfig):
     # The annotations give each field's value type: pex_config fields are descriptors whose
     # untyped constructors leave the value type to be stated.
     threshold: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, default=5.0, check=lambda t: t > 0,
+        dtype=float,
+        default=5.0,
+        check=lambda t: t > 0,
         doc="Detection threshold in units of the local noise (from the variance plane)",
-    )  # fmt: skip
+    )
     sigma: pexConfig.Field[float | None] = pexConfig.Field(
-        dtype=float, optional=True, default=None, check=lambda s: s is None or s > 0,
+        dtype=float,
+        optional=True,
+        default=None,
+        check=lambda s: s is None or s > 0,
         doc="Detection filter sigma (px); default: the PSF's at the cell centre, rounded up to 0.1 px, else 1.5",
-    )  # fmt: skip
+    )
     apertureRadius: pexConfig.Field[float | None] = pexConfig.Field(
         dtype=float, optional=True, default=None, doc="Aperture radius (px); default 3 sigma"
     )
@@ -209,9 +220,10 @@ class DetectMapperConfig(ImageMapperConfig):
         dtype=bool, default=True, doc="Fit PSF fluxes with the exposure's PSF (if it has one)"
     )
     badMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
-        dtype=str, default=("BAD", "SAT", "NO_DATA"),
+        dtype=str,
+        default=("BAD", "SAT", "NO_DATA"),
         doc="Mask planes of unusable pixels: no peak there; flagged in apertures",
-    )  # fmt: skip
+    )
 
 
 class DetectMapper(ImageMapper):
@@ -258,8 +270,14 @@ class DetectMapper(ImageMapper):
         psf = exposure.getPsf() if self.config.psfFlux else None
         box = exposure.getBBox()
         catalog = find_sources(
-            exposure.image.array, exposure.variance.array, threshold=self.config.threshold,
-            sigma=self._sigma(subExposure), aperture_radius=self.config.apertureRadius, mask=mask.array,
-            bad_bits=bits, psf=psf, origin=(box.getMinX(), box.getMinY()),
-        )  # fmt: skip
+            exposure.image.array,
+            exposure.variance.array,
+            threshold=self.config.threshold,
+            sigma=self._sigma(subExposure),
+            aperture_radius=self.config.apertureRadius,
+            mask=mask.array,
+            bad_bits=bits,
+            psf=psf,
+            origin=(box.getMinX(), box.getMinY()),
+        )
         return Struct(catalog=catalog)

@@ -91,9 +91,9 @@ class CellGrid:
     one bool per centroid (True where its pair was kept), and `dropped`, the dropped cells that
     cover a pixel (``(m, 4)``; each is a single pixel). Both are None for a grid made from boxes.
 
-    The arrays are fields and cost nothing to read. The same boxes as lists of `Box2I` (the Task's
-    ``boxes0`` and ``boxes1``) come from the methods `boxes0` and `boxes1`: the first call builds
-    one Python object per row, which takes a while for a big grid, so they are calls, not fields.
+    The arrays are fields. The same boxes as lists of `Box2I`, named as the Task's attributes,
+    are the properties `boxes0` and `boxes1`: built on first access (one Python object per row,
+    which takes a while for a big grid), then shared.
     """
 
     cells: np.ndarray
@@ -104,10 +104,12 @@ class CellGrid:
     def __len__(self) -> int:
         return len(self.cells)
 
+    @property
     def boxes0(self) -> list[Box2I]:
         """The cells as a list of `Box2I` (made once, then shared: treat it as read-only)."""
         return self._boxes[0]
 
+    @property
     def boxes1(self) -> list[Box2I]:
         """The expanded cells as a list of `Box2I` (made once, then shared: treat it as read-only)."""
         return self._boxes[1]

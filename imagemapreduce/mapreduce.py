@@ -89,13 +89,19 @@ class ImageMapReduceConfig(pexConfig.Config):
         doc="Task to combine results of mapper task", target=ImageReducer
     )
     cellCentroidsX: pexConfig.ListField[float] = pexConfig.ListField(
-        dtype=float, doc="Input X centroids around which to place subimages, relative to the bbox begin. "
-        "If None, use grid config options below.", optional=True, default=None,
-    )  # fmt: skip
+        dtype=float,
+        doc="Input X centroids around which to place subimages, relative to the bbox begin. "
+        "If None, use grid config options below.",
+        optional=True,
+        default=None,
+    )
     cellCentroidsY: pexConfig.ListField[float] = pexConfig.ListField(
-        dtype=float, doc="Input Y centroids around which to place subimages, relative to the bbox begin. "
-        "If None, use grid config options below.", optional=True, default=None,
-    )  # fmt: skip
+        dtype=float,
+        doc="Input Y centroids around which to place subimages, relative to the bbox begin. "
+        "If None, use grid config options below.",
+        optional=True,
+        default=None,
+    )
     cellSizeX: pexConfig.Field[float] = pexConfig.Field(
         dtype=float, doc="Dimensions of each grid cell in x direction", default=10.0, check=_finite_positive
     )
@@ -103,34 +109,41 @@ class ImageMapReduceConfig(pexConfig.Config):
         dtype=float, doc="Dimensions of each grid cell in y direction", default=10.0, check=_finite_positive
     )
     gridStepX: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, doc="Spacing between subsequent grid cells in x direction. "
+        dtype=float,
+        doc="Spacing between subsequent grid cells in x direction. "
         "If equal to cellSizeX, then there is no overlap in the x direction.",
-        default=10.0, check=_finite_positive,
-    )  # fmt: skip
+        default=10.0,
+        check=_finite_positive,
+    )
     gridStepY: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, doc="Spacing between subsequent grid cells in y direction. "
+        dtype=float,
+        doc="Spacing between subsequent grid cells in y direction. "
         "If equal to cellSizeY, then there is no overlap in the y direction.",
-        default=10.0, check=_finite_positive,
-    )  # fmt: skip
+        default=10.0,
+        check=_finite_positive,
+    )
     borderSizeX: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, doc="Dimensions of grid cell border in +/- x direction, "
-        "to be used for generating `expanded` sub-exposures.",
-        default=5.0, check=_finite_positive,
-    )  # fmt: skip
+        dtype=float,
+        doc="Dimensions of grid cell border in +/- x direction, to be used for generating `expanded` sub-exposures.",
+        default=5.0,
+        check=_finite_positive,
+    )
     borderSizeY: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, doc="Dimensions of grid cell border in +/- y direction, "
-        "to be used for generating `expanded` sub-exposures.",
-        default=5.0, check=_finite_positive,
-    )  # fmt: skip
+        dtype=float,
+        doc="Dimensions of grid cell border in +/- y direction, to be used for generating `expanded` sub-exposures.",
+        default=5.0,
+        check=_finite_positive,
+    )
     adjustGridOption: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
-        dtype=str, doc="Whether and how to adjust grid to fit evenly within, and cover entire image",
+        dtype=str,
+        doc="Whether and how to adjust grid to fit evenly within, and cover entire image",
         default="spacing",
         allowed={
             "spacing": "adjust spacing between centers of grid cells (allowing overlaps)",
             "size": "adjust the sizes of the grid cells (disallowing overlaps)",
             "none": "do not adjust the grid sizes or spacing",
         },
-    )  # fmt: skip
+    )
     scaleByFwhm: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool, doc="Scale cellSize/gridStep/borderSize/overlapSize by PSF FWHM rather than pixels?", default=True
     )
@@ -138,54 +151,74 @@ class ImageMapReduceConfig(pexConfig.Config):
         dtype=bool, doc="Return the input subExposures alongside the processed ones (for debugging)", default=False
     )
     ignoreMaskPlanes: pexConfig.ListField[str] = pexConfig.ListField(
-        dtype=str, doc="Mask planes to ignore for sigma-clipped statistics",
+        dtype=str,
+        doc="Mask planes to ignore for sigma-clipped statistics",
         default=("INTRP", "EDGE", "DETECTED", "SAT", "CR", "BAD", "NO_DATA", "DETECTED_NEGATIVE"),
-    )  # fmt: skip
+    )
     # -- not in LSST: how to run in parallel ----------------------------------------------------
     scheduler: pexConfig.Field[str | None] = pexConfig.Field(
-        dtype=str, optional=True, default=None,
+        dtype=str,
+        optional=True,
+        default=None,
         doc="Dask scheduler: 'synchronous', 'threads', 'processes', 'distributed' (the active client), a "
         "scheduler address such as 'tcp://127.0.0.1:8786', or None for Dask's current default "
         "(an active distributed.Client if there is one, else threads).",
-    )  # fmt: skip
-    numWorkers: pexConfig.Field[int | None] = pexConfig.Field(dtype=int, optional=True, default=None, check=_positive,
-                                 doc="Threads or processes for the local schedulers (None: one per core).")  # fmt: skip
+    )
+    numWorkers: pexConfig.Field[int | None] = pexConfig.Field(
+        dtype=int,
+        optional=True,
+        default=None,
+        check=_positive,
+        doc="Threads or processes for the local schedulers (None: one per core).",
+    )
     maskFailures: pexConfig.Field[bool] = pexConfig.Field(
-        dtype=bool, default=False,
+        dtype=bool,
+        default=False,
         doc="If a mapper raises on a cell (after numRetries retries), finish the run anyway: the cell's pixels "
         "that no other cell covers become NaN with the badMaskPlanes (INVALID_MAPREDUCE) set, and the result's "
         "`failures` and the metadata list each failed cell. If False, the run fails naming the cell.",
-    )  # fmt: skip
-    numRetries: pexConfig.Field[int] = pexConfig.Field(dtype=int, default=0, check=lambda n: n >= 0,
-                                 doc="Times to retry a cell whose mapper raises (for flaky mappers)")  # fmt: skip
+    )
+    numRetries: pexConfig.Field[int] = pexConfig.Field(
+        dtype=int,
+        default=0,
+        check=lambda n: n >= 0,
+        doc="Times to retry a cell whose mapper raises (for flaky mappers)",
+    )
     cellTimeout: pexConfig.Field[float | None] = pexConfig.Field(
-        dtype=float, optional=True, default=None, check=_finite_positive,
+        dtype=float,
+        optional=True,
+        default=None,
+        check=_finite_positive,
         doc="Seconds a mapper call on one cell may run (finite, > 0; None: no limit). A cell past it fails "
         "like a mapper that raised: it is retried (numRetries), then fails the run or is masked "
         "(maskFailures). Python cannot stop a thread, so the late call is abandoned, not stopped: it "
         "keeps running in the background (using a core) until it returns or its process ends.",
-    )  # fmt: skip
+    )
     cutCompanions: pexConfig.Field[bool] = pexConfig.Field(
-        dtype=bool, default=True,
+        dtype=bool,
+        default=True,
         doc="Cut images passed to run() as keyword arguments (an Exposure, MaskedImage or Image with the "
         "exposure's bbox, e.g. template=) to each cell's expanded box before they travel to the mapper. "
         "Mappers that address them by bbox see no difference.",
-    )  # fmt: skip
+    )
     progressBar: pexConfig.Field[bool] = pexConfig.Field(
         dtype=bool, default=False, doc="Show a progress bar on stderr (and the dashboard link on a cluster)"
     )
     cellsPerTask: pexConfig.Field[int | str] = _AutoOrCountField(
-        dtype=str, default="auto",
-        doc='Cells one Dask task runs, one after another (each still on its own, with its own retries, timing '
+        dtype=str,
+        default="auto",
+        doc="Cells one Dask task runs, one after another (each still on its own, with its own retries, timing "
         'and failure): "auto" packs about 100 ms of estimated work per task on a cluster or worker processes '
-        '(10 ms on threads), keeping at least 4 tasks per worker; a positive int sets the most cells per '
-        'task, 1 one task per cell. Never changes the output.',
-    )  # fmt: skip
+        "(10 ms on threads), keeping at least 4 tasks per worker; a positive int sets the most cells per "
+        "task, 1 one task per cell. Never changes the output.",
+    )
     stitchRegionSize: pexConfig.Field[int] = pexConfig.Field(
-        dtype=int, default=512, check=_positive,
+        dtype=int,
+        default=512,
+        check=_positive,
         doc="Side in pixels of the output regions stitched as separate Dask tasks. Any value gives the "
         "same output bits; smaller regions use less memory per task, larger ones fewer tasks.",
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -269,9 +302,9 @@ class ImageMapReduceTask(Task):
         """
         grid = self._computeGrid(exposure, forceEvenSized)
         # The task's lists are its own (users may edit them); the grid keeps the shared ones.
-        boxes0, boxes1 = list(grid.boxes0()), list(grid.boxes1())
+        boxes0, boxes1 = list(grid.boxes0), list(grid.boxes1)
         self.boxes0, self.boxes1 = boxes0, boxes1
-        self._gridCache = _KeptGrid(grid.boxes0(), grid.boxes1(), grid, exposure.getBBox(), bool(forceEvenSized), True)
+        self._gridCache = _KeptGrid(grid.boxes0, grid.boxes1, grid, exposure.getBBox(), bool(forceEvenSized), True)
         return boxes0, boxes1
 
     generateGrid = _generateGrid
@@ -319,8 +352,10 @@ class ImageMapReduceTask(Task):
         """
         bbox = exposure.getBBox()
         if bbox.isEmpty():
-            raise ValueError(f"the exposure is empty ({exposure.getWidth()} x {exposure.getHeight()} pixels); "
-                             "there is nothing to map")  # fmt: skip
+            raise ValueError(
+                f"the exposure is empty ({exposure.getWidth()} x {exposure.getHeight()} pixels); "
+                "there is nothing to map"
+            )
         boxes0, boxes1 = self.boxes0, self.boxes1
         if boxes0 is None or boxes1 is None:
             boxes0, boxes1 = self._generateGrid(exposure, forceEvenSized=forceEvenSized)
@@ -410,7 +445,7 @@ class ImageMapReduceTask(Task):
                 with progress_bar(self.config.progressBar, len(grid), scheduler):
                     outcomes = execute_cells(plan, scheduler, self.config.stitchRegionSize)
                 self.recordCells([o.summary() for o in outcomes], [o.failure for o in outcomes if o.failure])
-                extra = {"boxes0": grid.boxes0()} if operation == "catalog" else {}
+                extra = {"boxes0": grid.boxes0} if operation == "catalog" else {}
                 result = self.reducer.run([o.result for o in outcomes], exposure, **kwargs, **extra)
                 return self.attachFailures(result, [o.failure for o in outcomes if o.failure])
             unnamed = exposure.mask.getUnnamedBitMask()  # read once, for the bad planes and the cells' planes
@@ -518,7 +553,7 @@ class ImageMapReduceTask(Task):
             _warn_dropped(grid, exposure.getBBox())
         doClone = bool(kwargs.get("doClone", False))
         mapperKwargs = {k: v for k, v in kwargs.items() if k != "doClone"}
-        self.mapper.prepareRun(exposure, grid.boxes0(), **mapperKwargs)
+        self.mapper.prepareRun(exposure, grid.boxes0, **mapperKwargs)
         companions = companion_images(mapperKwargs, exposure.getBBox()) if self.config.cutCompanions else {}
         for name in companions:
             del mapperKwargs[name]
@@ -539,9 +574,17 @@ class ImageMapReduceTask(Task):
 
     @timeMethod
     def runToZarr(
-        self, exposure: Exposure, path: str, *, overwrite: bool = False, resume: bool = False,
-        storage_options: dict | None = None, chunks: Any = None, shards: Any = None, **kwargs: Any,
-    ) -> Struct:  # fmt: skip
+        self,
+        exposure: Exposure,
+        path: str,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        storage_options: dict | None = None,
+        chunks: Any = None,
+        shards: Any = None,
+        **kwargs: Any,
+    ) -> Struct:
         """Map-reduce ``exposure`` into a zarr store, region by region, never holding the output in memory.
 
         Each output region is stitched and written by its own task, with a record of its
@@ -590,15 +633,28 @@ class ImageMapReduceTask(Task):
         from .zarr_run import run_to_zarr  # deferred: it loads zarr, fsspec and astropy
 
         return run_to_zarr(
-            self, exposure, path, overwrite=overwrite, resume=resume, storage_options=storage_options, chunks=chunks,
-            shards=shards, **kwargs,
-        )  # fmt: skip
+            self,
+            exposure,
+            path,
+            overwrite=overwrite,
+            resume=resume,
+            storage_options=storage_options,
+            chunks=chunks,
+            shards=shards,
+            **kwargs,
+        )
 
     @timeMethod
     def runToParquet(
-        self, exposure: Exposure, path: str, *, overwrite: bool = False, resume: bool = False,
-        storage_options: dict | None = None, **kwargs: Any,
-    ) -> Struct:  # fmt: skip
+        self,
+        exposure: Exposure,
+        path: str,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        storage_options: dict | None = None,
+        **kwargs: Any,
+    ) -> Struct:
         """Map ``exposure`` to a catalog (``reduceOperation="catalog"``) written as a Parquet dataset.
 
         The cells are grouped into parts by where their cores lie (one part per
@@ -701,14 +757,17 @@ def _check_inside(grid: CellGrid, bbox: Box2I) -> None:
     """Refuse boxes set by hand that are empty or reach outside the exposure (no cell could be cut)."""
     for name, boxes in (("boxes0", grid.cells), ("boxes1", grid.expanded)):
         bad = (
-            (boxes[:, 0] < bbox.getMinX()) | (boxes[:, 1] < bbox.getMinY())
-            | (boxes[:, 2] > bbox.getMaxX()) | (boxes[:, 3] > bbox.getMaxY())
-            | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-        )  # fmt: skip
+            (boxes[:, 0] < bbox.getMinX())
+            | (boxes[:, 1] < bbox.getMinY())
+            | (boxes[:, 2] > bbox.getMaxX())
+            | (boxes[:, 3] > bbox.getMaxY())
+            | (boxes[:, 2] < boxes[:, 0])
+            | (boxes[:, 3] < boxes[:, 1])
+        )
         if np.any(bad):
             index = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"task.{name}[{index}] = {grid.boxes0()[index] if name == 'boxes0' else grid.boxes1()[index]} is "
+                f"task.{name}[{index}] = {grid.boxes0[index] if name == 'boxes0' else grid.boxes1[index]} is "
                 f"empty or not inside the exposure's bbox {bbox}; boxes set by hand are used as given, so they "
                 "must lie inside the exposure: clip them to it, or set task.boxes0 = task.boxes1 = None to lay "
                 "a grid for this exposure"

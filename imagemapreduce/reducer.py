@@ -61,15 +61,20 @@ class ImageReducerConfig(pexConfig.Config):
         },
     )
     gaussianWidth: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, default=0.125, check=lambda w: w > 0,
+        dtype=float,
+        default=0.125,
+        check=lambda w: w > 0,
         doc="Sigma of the Gaussian taper as a fraction of the cell size",
-    )  # fmt: skip
+    )
     weightFunction: pexConfig.Field[str | None] = pexConfig.Field(
-        dtype=str, optional=True, default=None,
+        dtype=str,
+        optional=True,
+        default=None,
         doc="For weighting='custom': 'module:function', called as function(bbox, image, variance) -> weights",
-    )  # fmt: skip
+    )
     weightedVariance: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
-        dtype=str, default="correlated",
+        dtype=str,
+        default="correlated",
         doc="Variance of a weighted average: overlapping cells see the same input pixels, so by default their "
         "errors are taken as correlated",
         allowed={
@@ -77,17 +82,18 @@ class ImageReducerConfig(pexConfig.Config):
             "results of equal variance; LSST's average for uniform w",
             "independent": "sum(w^2 v) / sum(w)^2: for results with independent noise",
         },
-    )  # fmt: skip
+    )
 
     def validate(self) -> None:
         """Check that weights are used only with `average`, and that a custom weighting has a function."""
         super().validate()
         if self.weighting != "uniform" and self.reduceOperation != "average":
             raise pexConfig.FieldValidationError(
-                ImageReducerConfig.weighting, self,
+                ImageReducerConfig.weighting,
+                self,
                 f"weighting={self.weighting!r} applies to reduceOperation='average' only; "
                 f"got reduceOperation={self.reduceOperation!r}",
-            )  # fmt: skip
+            )
         if self.weighting == "custom" and not self.weightFunction:
             raise pexConfig.FieldValidationError(
                 ImageReducerConfig.weightFunction, self, "weighting='custom' needs weightFunction='module:function'"
@@ -231,8 +237,9 @@ class ImageReducer(Task):
         """
         if any(is_dask_array(p.array) for p in (exposure.image, exposure.mask, exposure.variance)):
             # A lazy input is not read here: the stitcher fills every plane region by region.
-            newExp = type(exposure)(exposure.getBBox(), psf=exposure.getPsf(), wcs=exposure.getWcs(),
-                                    metadata=dict(exposure.getMetadata()))  # fmt: skip
+            newExp = type(exposure)(
+                exposure.getBBox(), psf=exposure.getPsf(), wcs=exposure.getWcs(), metadata=dict(exposure.getMetadata())
+            )
         else:
             newExp = exposure.clone()
         if unnamedBits is None:

@@ -39,9 +39,17 @@ __all__ = ["run_to_zarr"]
 
 
 def run_to_zarr(
-    task: ImageMapReduceTask, exposure: Exposure, path: Any, *, storage_options: dict[str, Any] | None = None,
-    chunks: Any = None, shards: Any = None, overwrite: bool = False, resume: bool = False, **kwargs: Any,
-) -> Struct:  # fmt: skip
+    task: ImageMapReduceTask,
+    exposure: Exposure,
+    path: Any,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    chunks: Any = None,
+    shards: Any = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    **kwargs: Any,
+) -> Struct:
     """Run ``task`` on ``exposure`` into the zarr store ``path`` (see `ImageMapReduceTask.runToZarr`).
 
     ``path`` may be an fsspec URL, with ``storage_options`` for its file system; ``chunks`` and
@@ -80,9 +88,16 @@ def run_to_zarr(
         with task.scheduling() as scheduler:
             with progress_bar(task.config.progressBar, len(grid), scheduler) as onRegion:
                 report = execute_to_store(
-                    prepared.plan, writer, exposure.dtype, badBits, task.config.stitchRegionSize, scheduler, skip,
-                    onRegion, layout=layout,
-                )  # fmt: skip
+                    prepared.plan,
+                    writer,
+                    exposure.dtype,
+                    badBits,
+                    task.config.stitchRegionSize,
+                    scheduler,
+                    skip,
+                    onRegion,
+                    layout=layout,
+                )
         stored, unstorable = _report_from_store(writer)
         writer.settle_mask_planes(*stored.mask_planes(layout))
         task.recordCells(stored.summaries, stored.failures)
@@ -95,9 +110,12 @@ def run_to_zarr(
     finally:
         writer.release()
     result = Struct(
-        exposure=open_zarr_exposure(location), path=location.url, regionsWritten=report.region_count,
-        regionsReused=len(skip), regionsRepaired=sorted(repaired),
-    )  # fmt: skip
+        exposure=open_zarr_exposure(location),
+        path=location.url,
+        regionsWritten=report.region_count,
+        regionsReused=len(skip),
+        regionsRepaired=sorted(repaired),
+    )
     return task.attachFailures(result, stored.failures)
 
 

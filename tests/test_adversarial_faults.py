@@ -196,6 +196,7 @@ def test_cli_cell_timeout_fails_or_masks_the_hanging_cell(tmp_path, capsys, cli_
             "--cell-timeout", "0.3"]  # fmt: skip
     message = one_line_error(capsys, main(args), expected_status=1)
     assert "timed out after 0.3 s" in message and "--mask-failures" in message
+    assert not (tmp_path / "out.fits").exists(), "a failed run writes no output"
     assert main([*args, "--mask-failures"]) == 0
     out = capsys.readouterr().out
     assert "failures   1" in out and "timed out after 0.3 s" in out
@@ -432,6 +433,7 @@ def test_cli_bad_weight_function_is_one_line(cli_input, tmp_path, capsys):
                    "--grid-step", "16", "--border", "4", "--weights", "custom", "--weight-function",
                    "fault_mappers:weights_wrong_shape", "--scheduler", "synchronous", "--no-progress"])  # fmt: skip
     assert "weight function 'weights_wrong_shape' returned an array of shape" in one_line_error(capsys, status)
+    assert not (tmp_path / "o.fits").exists(), "a failed run writes no output"
 
 
 # -- 6. bad arguments everywhere: one clear line --------------------------------------------------
@@ -533,4 +535,5 @@ def test_cli_bad_options_give_one_line_and_status_2(case, cli_input, tmp_path, c
     status = main(["run", str(cli_input), str(tmp_path / "out.fits"), "--mapper", "identity", "--no-progress",
                    *(["--scheduler", "synchronous"] if "--scheduler" not in extra else []), *extra])  # fmt: skip
     assert expected in one_line_error(capsys, status)
+    assert not (tmp_path / "out.fits").exists(), "refused before any work"
     assert not (tmp_path / "out.fits").exists()

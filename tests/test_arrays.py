@@ -218,8 +218,8 @@ def test_adjust_options_follow_lsst_grid(adjust):
     bbox = Box2I(Point2I(0, 0), Extent2I(SHAPE[1], SHAPE[0]))
     cx, cy, cell = grid_centroids(bbox, (20, 10), (15, 8), adjust)
     grid = cell_boxes(bbox, cx, cy, cell, (2, 1))
-    assert [r[0] for r in results] == grid.boxes0()
-    assert [r[1] for r in results] == grid.boxes1()
+    assert [r[0] for r in results] == grid.boxes0
+    assert [r[1] for r in results] == grid.boxes1
 
 
 def test_dropped_corner_cell_keeps_grid_indices_and_warns():

@@ -164,6 +164,7 @@ def test_failed_cells_exit_1_or_are_masked(image_file, tmp_path, capsys):
             "--scheduler", "synchronous", "--no-progress"]  # fmt: skip
     message = one_line_error(capsys, main(args), expected_status=1)
     assert "boom in this cell" in message and "--mask-failures" in message
+    assert not (tmp_path / "failed.fits").exists(), "a failed run writes no output"
     assert main([*args, "--mask-failures"]) == 0
     out = capsys.readouterr().out
     assert "failures   1" in out and "boom in this cell" in out
@@ -239,10 +240,14 @@ def test_bad_files_give_one_line_and_status_2(image_file, tmp_path, capsys):
         ([str(no_psf), str(tmp_path / "o.fits"), "--scale-by-fwhm"], "has no PSF"),
         ([str(no_psf), str(tmp_path / "o.fits"), "--mapper", "psfmatch"], "needs an exposure with a PSF"),
     ]
+    before = image_file.read_bytes()
     for paths, expected in cases:
         mapper = [] if "--mapper" in paths else ["--mapper", "identity"]
         status = main(["run", *paths, *mapper, "--no-progress", "--scheduler", "synchronous"])
         assert expected in one_line_error(capsys, status), paths
+        output = paths[1]
+        assert output == str(image_file) or not os.path.exists(output), f"{paths}: refused, yet wrote {output}"
+    assert image_file.read_bytes() == before, "refusing to overwrite the input left it alone"
 
 
 def test_traceback_flag_shows_the_exception(tmp_path):
@@ -421,9 +426,9 @@ def test_help_loads_no_heavy_module_and_is_quick():
 
 
 def test_help_defaults_match_the_code():
-    from imagemapreduce.psfmatch import demo
     from imagemapreduce.cli import _options, _parser
     from imagemapreduce.engine.scheduling import SCHEDULER_NAMES
+    from imagemapreduce.psfmatch import demo
 
     assert _parser.DEFAULT_REGION_SIZE == imr.ImageMapReduceConfig().stitchRegionSize
     assert (_parser.DEMO_DEFAULT_SIZE, _parser.DEMO_MIN_SIZE) == (demo.DEFAULT_SIZE, demo.MIN_SIZE)
@@ -486,6 +491,7 @@ def test_messages_speak_in_options(tmp_path, capsys):
     status = main(["run", str(plain), str(tmp_path / "o.fits"), "--mapper", "identity", "--scale-by-fwhm"])
     message = one_line_error(capsys, status)
     assert "--scale-by-fwhm" in message and "config." not in message
+    assert not (tmp_path / "o.fits").exists()
 
 
 WEIGHTS_MODULE = """
@@ -533,6 +539,7 @@ def test_upload_and_scheduler_file_on_a_real_cluster(image_file, tmp_path, local
     np.testing.assert_allclose(imr.read_exposure(out).image.array, expected)
     status = main(["run", str(image_file), str(tmp_path / "x.fits"), "--mapper", "identity", "--upload", str(module)])
     assert "--upload sends files to a cluster's workers" in one_line_error(capsys, status)
+    assert not (tmp_path / "x.fits").exists()
 
 
 # -- catalogs ------------------------------------------------------------------------------------------

@@ -86,8 +86,8 @@ def test_box_array_round_trip():
     assert boxes_to_array([]).shape == (0, 4)
     assert boxes_from_array(np.zeros((0, 4), dtype=np.int64)) == []
     grid = CellGrid(array, array + np.array([-1, -1, 1, 1]))
-    assert len(grid) == 2 and grid.boxes0() == boxes
-    assert grid.boxes1()[0] == Box2I(Point2I(0, 1), Point2I(4, 6))
+    assert len(grid) == 2 and grid.boxes0 == boxes
+    assert grid.boxes1[0] == Box2I(Point2I(0, 1), Point2I(4, 6))
 
 
 # -- properties --------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_grid_functions_match_lsst_loop(params, force_even):
         assert got == expected
     else:
         assert got[0] == "ok"
-        assert (got[1].boxes0(), got[1].boxes1()) == expected[1]
+        assert (got[1].boxes0, got[1].boxes1) == expected[1]
 
 
 @PROPERTY_SETTINGS
@@ -161,7 +161,7 @@ def test_given_centroids_property(width, height, centroids, cw, ch, bx, by, forc
         assert got == expected
     else:
         assert got[0] == "ok"
-        assert (got[1].boxes0(), got[1].boxes1()) == expected[1]
+        assert (got[1].boxes0, got[1].boxes1) == expected[1]
 
 
 # -- big grids ---------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_keep_mask_is_what_lsst_drops(params, force_even):
 
     # LSST keeps every centroid the mask keeps, as they are, and drops every other one.
     if keep.any():
-        assert lsst(keep) == (grid.boxes0(), grid.boxes1())
+        assert lsst(keep) == (grid.boxes0, grid.boxes1)
     if not keep.all():
         assert lsst(~keep) == ([], [])
     # `dropped`: the cells of the dropped centroids that hold a pixel (one each; with even sizes none can).

@@ -210,8 +210,14 @@ def test_thin_border_is_reported(caplog):
     exposure = small_field()
     cell = Box2I(Point2I(50, 50), Extent2I(40, 30))
     with caplog.at_level(logging.WARNING):
-        gaussian_mapper().run(exposure[cell], exposure[cell.grown(2)], exposure.getBBox())
-    assert "thinner than the matching kernel radius" in caplog.text
+        result = gaussian_mapper().run(exposure[cell], exposure[cell.grown(2)], exposure.getBBox())
+    thin = [r for r in caplog.records if "thinner than the matching kernel radius" in r.getMessage()]
+    assert [r.levelno for r in thin] == [logging.WARNING]
+    assert result.kernelSigma > 0 and result.subExposure.getBBox() == cell  # warned, yet still matched
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        gaussian_mapper().run(exposure[cell], exposure[cell.grown(20)], exposure.getBBox())
+    assert not [r for r in caplog.records if "thinner" in r.getMessage()], "a wide enough border is not reported"
 
 
 def test_wider_than_target_is_left_unchanged(caplog):

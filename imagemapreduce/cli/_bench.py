@@ -77,11 +77,16 @@ def bench_command(args: argparse.Namespace) -> int:
         for n in counts:
             runs.append(_time_count(args, mapper, exposure, n, client))
     result = {
-        "job": {"input": args.input or f"simulated {exposure.getWidth()} x {exposure.getHeight()} px",
-                "mapper": args.mapper, "mapperOptions": dict(args.mapper_option), "scheduler": args.scheduler,
-                "repeat": args.repeat, "cells": runs[0]["cells"]},
+        "job": {
+            "input": args.input or f"simulated {exposure.getWidth()} x {exposure.getHeight()} px",
+            "mapper": args.mapper,
+            "mapperOptions": dict(args.mapper_option),
+            "scheduler": args.scheduler,
+            "repeat": args.repeat,
+            "cells": runs[0]["cells"],
+        },
         "runs": speedup_rows(runs),
-    }  # fmt: skip
+    }
     if cluster:
         result["note"] = "a running cluster is measured at its own worker count only"
     if args.compare_map_overlap:
@@ -120,8 +125,12 @@ def _workers(args: argparse.Namespace, n: int, client: Any) -> Iterator[tuple[An
     elif args.scheduler in ("processes", "multiprocessing"):
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as local:  # fmt: skip
+        with (
+            LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            Client(cluster) as local,
+        ):
             yield local, None
     else:
         yield None, args.scheduler
@@ -147,10 +156,13 @@ def _time_count(args: argparse.Namespace, mapper: type, exposure: Exposure, n: i
     cells = len(grid_boxes(task)[0])
     moved = task.metadata.get("bytesMoved", None)
     return {
-        "workers": n, "seconds": times, "bestSeconds": best, "cells": cells,
+        "workers": n,
+        "seconds": times,
+        "bestSeconds": best,
+        "cells": cells,
         "overheadPerCellSeconds": max(best * n - cell_seconds, 0.0) / cells,
         "bytesMoved": None if moved is None else int(moved),
-    }  # fmt: skip
+    }
 
 
 def _with(args: argparse.Namespace, **changes: Any) -> argparse.Namespace:
@@ -189,13 +201,17 @@ def _time_map_overlap(args: argparse.Namespace, mapper: type, exposure: Exposure
 
 
 def _table(result: dict[str, Any], output: str, plot: str) -> str:
-    lines = [f"imagemapreduce bench: {result['job']['cells']} cells, {result['job']['mapper']}, "
-             f"{result['job']['scheduler']}, best of {result['job']['repeat']}",
-             "  workers   best (s)   speedup   efficiency   overhead/cell (ms)   bytes moved"]  # fmt: skip
+    lines = [
+        f"imagemapreduce bench: {result['job']['cells']} cells, {result['job']['mapper']}, "
+        f"{result['job']['scheduler']}, best of {result['job']['repeat']}",
+        "  workers   best (s)   speedup   efficiency   overhead/cell (ms)   bytes moved",
+    ]
     for run in result["runs"]:
         moved = "-" if run["bytesMoved"] is None else f"{run['bytesMoved']:,}"
-        lines.append(f"  {run['workers']:7d}   {run['bestSeconds']:8.3f}   {run['speedup']:7.2f}   "
-                     f"{run['efficiency']:10.0%}   {1e3 * run['overheadPerCellSeconds']:18.2f}   {moved}")  # fmt: skip
+        lines.append(
+            f"  {run['workers']:7d}   {run['bestSeconds']:8.3f}   {run['speedup']:7.2f}   "
+            f"{run['efficiency']:10.0%}   {1e3 * run['overheadPerCellSeconds']:18.2f}   {moved}"
+        )
     overlap = result.get("mapOverlap")
     if overlap and "bestSeconds" in overlap:
         lines.append(f"  dask.array.map_overlap on {overlap['workers']} threads: {overlap['bestSeconds']:.3f} s")

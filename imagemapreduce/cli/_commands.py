@@ -71,17 +71,28 @@ def _check_reduce(args: argparse.Namespace, kind: str) -> None:
         args.reduce = "average"
 
 
-def _run_task(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, kind: str,
-              options: dict[str, Any]) -> int:  # fmt: skip
+def _run_task(
+    args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, kind: str, options: dict[str, Any]
+) -> int:
     start = time.perf_counter()
     regions = None
     if kind == "parquet":
-        result = task.runToParquet(exposure, args.output, overwrite=args.overwrite, resume=args.resume,
-                                   storage_options=options_for(args.output, options))  # fmt: skip
+        result = task.runToParquet(
+            exposure,
+            args.output,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            storage_options=options_for(args.output, options),
+        )
         regions = f"{result.rows} rows: {result.partsWritten} parts written, {result.partsReused} reused"
     elif kind == "zarr":
-        result = task.runToZarr(exposure, args.output, overwrite=args.overwrite, resume=args.resume,
-                                storage_options=options_for(args.output, options))  # fmt: skip
+        result = task.runToZarr(
+            exposure,
+            args.output,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            storage_options=options_for(args.output, options),
+        )
         regions = f"{result.regionsWritten} region{'' if result.regionsWritten == 1 else 's'} written"
     else:
         result = task.run(exposure)
@@ -173,8 +184,11 @@ def warn_short_border(task: ImageMapReduceTask, exposure: Exposure) -> None:
     if reach is not None and border + 1e-9 < reach:
         logging.getLogger(LOGGER_NAME).warning(
             "--border %g px is smaller than the mapper's reach, %d px: the cells' edges will differ from "
-            "filtering the whole image; use --border %d (or --border auto)", border, reach, reach,
-        )  # fmt: skip
+            "filtering the whole image; use --border %d (or --border auto)",
+            border,
+            reach,
+            reach,
+        )
 
 
 def _auto_border(mapper: type[ImageMapper], config: ImageMapReduceConfig, exposure: Exposure) -> float:
@@ -183,8 +197,9 @@ def _auto_border(mapper: type[ImageMapper], config: ImageMapReduceConfig, exposu
     reach = getattr(instance, "reach", None)
     pixels = None if reach is None else reach(exposure)
     if pixels is None:
-        raise CliError(f"--border auto: {mapper.__name__} does not declare its reach (a reach() method); "
-                       "give --border N")  # fmt: skip
+        raise CliError(
+            f"--border auto: {mapper.__name__} does not declare its reach (a reach() method); give --border N"
+        )
     if config.scaleByFwhm:
         from ..grid import psf_fwhm
 
@@ -239,8 +254,10 @@ def _check_psf(mapper: type[ImageMapper], exposure: Exposure, path: str) -> None
     from ..psfmatch.homogenize import PsfMatchMapper
 
     if issubclass(mapper, PsfMatchMapper) and not exposure.hasPsf():
-        raise CliError(f"{mapper.__name__} needs an exposure with a PSF, and {path!r} has none (FITS files "
-                       "hold Gaussian and double-Gaussian PSFs)")  # fmt: skip
+        raise CliError(
+            f"{mapper.__name__} needs an exposure with a PSF, and {path!r} has none (FITS files "
+            "hold Gaussian and double-Gaussian PSFs)"
+        )
 
 
 def _grid_config(config: ImageMapReduceConfig, args: argparse.Namespace) -> None:
@@ -289,8 +306,11 @@ def warn_respaced_step(args: argparse.Namespace, task: ImageMapReduceTask, expos
     if any(steps and steps != [want] for steps, want in zip(got, asked)):
         logging.getLogger(LOGGER_NAME).warning(
             "--grid-step %s was changed by --adjust %s to a step of %s x %s px; use --adjust none to keep it",
-            args.grid_step, task.config.adjustGridOption, _span(got[0]), _span(got[1]),
-        )  # fmt: skip
+            args.grid_step,
+            task.config.adjustGridOption,
+            _span(got[0]),
+            _span(got[1]),
+        )
 
 
 def _span(values: list[int]) -> str:
@@ -348,8 +368,14 @@ def _make_grid(task: ImageMapReduceTask, exposure: Exposure) -> None:
         raise CliError(f"the grid over the {size} image has no cells; make the cells smaller")
 
 
-def _run_summary(args: argparse.Namespace, task: ImageMapReduceTask, exposure: Exposure, elapsed: float,
-                 regions: str | None, failures: list[Any]) -> str:  # fmt: skip
+def _run_summary(
+    args: argparse.Namespace,
+    task: ImageMapReduceTask,
+    exposure: Exposure,
+    elapsed: float,
+    regions: str | None,
+    failures: list[Any],
+) -> str:
     mapper = type(task.mapper)
     options = ", ".join(f"{k}={v!r}" for k, v in task.mapper.config.toDict().items())
     reducer = task.reducer.config
@@ -507,9 +533,15 @@ def demo_command(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise CliError(f"--output-dir {args.output_dir!r} is a file, not a folder")
     summary = run_demo(
-        folder, size=args.size, seed=args.seed, n_stars=args.stars, scheduler=args.scheduler,
-        workers=args.workers, progress=args.progress, log=logging.getLogger(LOGGER_NAME),
-    )  # fmt: skip
+        folder,
+        size=args.size,
+        seed=args.seed,
+        n_stars=args.stars,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        progress=args.progress,
+        log=logging.getLogger(LOGGER_NAME),
+    )
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -537,14 +569,23 @@ def convert_command(args: argparse.Namespace) -> int:
         raise CliError(f"an OUTPUT at a URL must be a zarr store (name it *.zarr), got {args.output!r}")
     if not is_url(args.output) and Path(args.output).exists() and not args.overwrite:
         raise CliError(f"output {args.output!r} already exists; pass --overwrite to replace it")
-    exposure = open_input(args.input, options, lazy=to_zarr and not is_url(args.input)
-                          and args.input.lower().endswith(FITS_SUFFIXES), hdu=args.hdu)  # fmt: skip
+    exposure = open_input(
+        args.input,
+        options,
+        lazy=to_zarr and not is_url(args.input) and args.input.lower().endswith(FITS_SUFFIXES),
+        hdu=args.hdu,
+    )
     start = time.perf_counter()
     if to_zarr:
         from ..io.zarr_store import write_zarr_exposure
 
-        write_zarr_exposure(exposure, args.output, storage_options=options_for(args.output, options),
-                            chunks=args.chunks, overwrite=args.overwrite)  # fmt: skip
+        write_zarr_exposure(
+            exposure,
+            args.output,
+            storage_options=options_for(args.output, options),
+            chunks=args.chunks,
+            overwrite=args.overwrite,
+        )
     else:
         from ..io.fits import write_exposure
 
@@ -561,5 +602,11 @@ def bench_command(args: argparse.Namespace) -> int:
     return run(args)
 
 
-COMMANDS = {"run": run_command, "grid": grid_command, "convert": convert_command, "bench": bench_command,
-            "demo": demo_command, "verify": verify_command}  # fmt: skip
+COMMANDS = {
+    "run": run_command,
+    "grid": grid_command,
+    "convert": convert_command,
+    "bench": bench_command,
+    "demo": demo_command,
+    "verify": verify_command,
+}

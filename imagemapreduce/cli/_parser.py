@@ -172,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=MAIN_EPILOG, formatter_class=_formatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", required=True,
-                                     parser_class=_Parser)  # fmt: skip
+    commands = parser.add_subparsers(
+        dest="command", title="commands", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     common = _common_options()
     _add_run(commands, common)
     _add_grid(commands, common)
@@ -184,141 +185,240 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_command(commands: Any, name: str, summary: str, description: str, epilog: str,
-                 common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # fmt: skip
-    return commands.add_parser(name, help=summary, description=description, epilog=epilog, parents=[common],
-                               formatter_class=_formatter)  # fmt: skip
+def _add_command(
+    commands: Any, name: str, summary: str, description: str, epilog: str, common: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, parents=[common], formatter_class=_formatter
+    )
 
 
 def _common_options() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("messages")
-    group.add_argument("-v", "--verbose", action="store_true",
-                       help="log what the task does (grid, overlap statistics) on stderr")  # fmt: skip
-    group.add_argument("--traceback", action="store_true",
-                       help="on an error, show the full Python traceback instead of one line")  # fmt: skip
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="log what the task does (grid, overlap statistics) on stderr"
+    )
+    group.add_argument(
+        "--traceback", action="store_true", help="on an error, show the full Python traceback instead of one line"
+    )
     return common
 
 
 def _add_grid_options(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_argument_group(
-        "grid", "SIZE is one number for x and y, or XxY (e.g. 64 or 128x64): pixels, or PSF FWHMs\n"
+        "grid",
+        "SIZE is one number for x and y, or XxY (e.g. 64 or 128x64): pixels, or PSF FWHMs\n"
         f"with --scale-by-fwhm.{what}",
-    )  # fmt: skip
-    group.add_argument("--cell-size", type=pair_argument, metavar="SIZE",
-                       help="size of each cell (default 64 px, or 10 FWHM with --scale-by-fwhm)")  # fmt: skip
-    group.add_argument("--grid-step", type=pair_argument, metavar="SIZE",
-                       help="distance between neighbouring cell centres; smaller than the cell size "
-                       "makes cells overlap (default: the cell size, no overlap); kept as given unless "
-                       "--adjust says otherwise")  # fmt: skip
-    group.add_argument("--border", type=border_argument, metavar="SIZE|auto",
-                       help="margin added on every side of a cell to make the expanded cell the mapper "
-                       "sees; 'auto': the mapper's declared reach (default 16 px, or 5 FWHM with "
-                       "--scale-by-fwhm)")  # fmt: skip
-    group.add_argument("--scale-by-fwhm", action="store_true",
-                       help="read the sizes in units of the PSF's FWHM (the input needs a PSF)")  # fmt: skip
-    group.add_argument("--adjust", choices=("spacing", "size", "none"),
-                       help="fit the grid to the image: 'spacing' re-spaces the cells to cover it exactly "
-                       "(may overlap), 'size' grows the cells to the grid step, 'none' leaves the grid as "
-                       "given (default: 'none' with --grid-step, as map_reduce does, else 'spacing'; a "
-                       "step that --adjust changes is warned about)")  # fmt: skip
+    )
+    group.add_argument(
+        "--cell-size",
+        type=pair_argument,
+        metavar="SIZE",
+        help="size of each cell (default 64 px, or 10 FWHM with --scale-by-fwhm)",
+    )
+    group.add_argument(
+        "--grid-step",
+        type=pair_argument,
+        metavar="SIZE",
+        help="distance between neighbouring cell centres; smaller than the cell size "
+        "makes cells overlap (default: the cell size, no overlap); kept as given unless "
+        "--adjust says otherwise",
+    )
+    group.add_argument(
+        "--border",
+        type=border_argument,
+        metavar="SIZE|auto",
+        help="margin added on every side of a cell to make the expanded cell the mapper "
+        "sees; 'auto': the mapper's declared reach (default 16 px, or 5 FWHM with "
+        "--scale-by-fwhm)",
+    )
+    group.add_argument(
+        "--scale-by-fwhm", action="store_true", help="read the sizes in units of the PSF's FWHM (the input needs a PSF)"
+    )
+    group.add_argument(
+        "--adjust",
+        choices=("spacing", "size", "none"),
+        help="fit the grid to the image: 'spacing' re-spaces the cells to cover it exactly "
+        "(may overlap), 'size' grows the cells to the grid step, 'none' leaves the grid as "
+        "given (default: 'none' with --grid-step, as map_reduce does, else 'spacing'; a "
+        "step that --adjust changes is warned about)",
+    )
 
 
 def _add_scheduler_options(parser: argparse.ArgumentParser, cluster: bool = False) -> None:
     group = parser.add_argument_group("parallelism")
-    group.add_argument("--scheduler", type=scheduler_argument, metavar="NAME|ADDRESS",
-                       help="Dask scheduler: synchronous, threads, processes, or a cluster's address "
-                       "tcp://HOST:PORT (default: Dask's default, threads)")  # fmt: skip
-    group.add_argument("--workers", type=positive_int, metavar="N",
-                       help="threads or processes of a local scheduler (default: one per core)")  # fmt: skip
+    group.add_argument(
+        "--scheduler",
+        type=scheduler_argument,
+        metavar="NAME|ADDRESS",
+        help="Dask scheduler: synchronous, threads, processes, or a cluster's address "
+        "tcp://HOST:PORT (default: Dask's default, threads)",
+    )
+    group.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="threads or processes of a local scheduler (default: one per core)",
+    )
     if cluster:
-        group.add_argument("--scheduler-file", metavar="FILE",
-                           help="connect to the cluster whose scheduler wrote this file "
-                           "(dask scheduler --scheduler-file FILE), instead of --scheduler")  # fmt: skip
-        group.add_argument("--upload", action="append", default=[], metavar="FILE.py",
-                           help="send this file to every worker of the cluster (Client.upload_file), "
-                           "e.g. the module of your --mapper or --weight-function (repeatable)")  # fmt: skip
-    group.add_argument("--no-progress", dest="progress", action="store_false",
-                       help="do not show the progress bar on stderr")  # fmt: skip
+        group.add_argument(
+            "--scheduler-file",
+            metavar="FILE",
+            help="connect to the cluster whose scheduler wrote this file "
+            "(dask scheduler --scheduler-file FILE), instead of --scheduler",
+        )
+        group.add_argument(
+            "--upload",
+            action="append",
+            default=[],
+            metavar="FILE.py",
+            help="send this file to every worker of the cluster (Client.upload_file), "
+            "e.g. the module of your --mapper or --weight-function (repeatable)",
+        )
+    group.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="do not show the progress bar on stderr"
+    )
 
 
 def _add_storage_option(group: Any) -> None:
-    group.add_argument("--storage-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                       help="an fsspec option for INPUT/OUTPUT URLs (s3://, gs://...), e.g. endpoint_url=URL, "
-                       "anon=true or client_kwargs.region_name=eu-west-1; values are JSON where they parse "
-                       "(repeatable; default: credentials from the environment, AWS_* for S3)")  # fmt: skip
+    group.add_argument(
+        "--storage-option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an fsspec option for INPUT/OUTPUT URLs (s3://, gs://...), e.g. endpoint_url=URL, "
+        "anon=true or client_kwargs.region_name=eu-west-1; values are JSON where they parse "
+        "(repeatable; default: credentials from the environment, AWS_* for S3)",
+    )
 
 
 def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _add_command(commands, "run", "map-reduce an image file with a mapper", RUN_DESCRIPTION,
-                          RUN_EPILOG, common)  # fmt: skip
+    parser = _add_command(
+        commands, "run", "map-reduce an image file with a mapper", RUN_DESCRIPTION, RUN_EPILOG, common
+    )
     parser.add_argument("input", metavar="INPUT", help="FITS file, or zarr store (a directory or *.zarr)")
     parser.add_argument("output", metavar="OUTPUT", help="*.fits file or *.zarr store to write, or *.parquet catalog")
     mapping = parser.add_argument_group("mapper")
-    mapping.add_argument("--mapper", required=True, metavar="NAME|MODULE:CLASS",
-                         help=f"the operation on every cell: {', '.join(BUILTIN_MAPPERS)}, or "
-                         "package.module:Class (required)")  # fmt: skip
-    mapping.add_argument("--mapper-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                         help="set a field of the mapper's config, converted to the field's type; "
-                         "lists are comma-separated, None unsets an optional field (repeatable)")  # fmt: skip
+    mapping.add_argument(
+        "--mapper",
+        required=True,
+        metavar="NAME|MODULE:CLASS",
+        help=f"the operation on every cell: {', '.join(BUILTIN_MAPPERS)}, or package.module:Class (required)",
+    )
+    mapping.add_argument(
+        "--mapper-option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a field of the mapper's config, converted to the field's type; "
+        "lists are comma-separated, None unsets an optional field (repeatable)",
+    )
     _add_grid_options(parser, " Give the border at least the mapper's reach.")
     reducing = parser.add_argument_group("stitching")
-    reducing.add_argument("--reduce", choices=("copy", "sum", "average", "catalog"), default=None,
-                          help="how overlapping cells combine: copy (later cells win), sum, or average "
-                          "(default for an image OUTPUT); catalog: each cell's table, every row kept by the "
-                          "one cell that owns its position (default, and the only choice, for *.parquet)")  # fmt: skip
-    reducing.add_argument("--weights", default="uniform",
-                          choices=("uniform", "linear", "cosine", "gaussian", "inverseVariance", "custom"),
-                          help="weights of an average: uniform (LSST's), a taper falling to the cell edges "
-                          "(linear, cosine, gaussian; blends overlapping cells seamlessly), inverseVariance, "
-                          "or custom with --weight-function (default: %(default)s)")  # fmt: skip
-    reducing.add_argument("--weight-function", metavar="MODULE:FUNCTION",
-                          help="for --weights custom: f(bbox, image, variance) -> weights (the current "
-                          "directory is searched for the module, as for --mapper)")  # fmt: skip
+    reducing.add_argument(
+        "--reduce",
+        choices=("copy", "sum", "average", "catalog"),
+        default=None,
+        help="how overlapping cells combine: copy (later cells win), sum, or average "
+        "(default for an image OUTPUT); catalog: each cell's table, every row kept by the "
+        "one cell that owns its position (default, and the only choice, for *.parquet)",
+    )
+    reducing.add_argument(
+        "--weights",
+        default="uniform",
+        choices=("uniform", "linear", "cosine", "gaussian", "inverseVariance", "custom"),
+        help="weights of an average: uniform (LSST's), a taper falling to the cell edges "
+        "(linear, cosine, gaussian; blends overlapping cells seamlessly), inverseVariance, "
+        "or custom with --weight-function (default: %(default)s)",
+    )
+    reducing.add_argument(
+        "--weight-function",
+        metavar="MODULE:FUNCTION",
+        help="for --weights custom: f(bbox, image, variance) -> weights (the current "
+        "directory is searched for the module, as for --mapper)",
+    )
     _add_scheduler_options(parser, cluster=True)
     running = parser.add_argument_group("running")
-    running.add_argument("--region-size", type=positive_int, metavar="N",
-                         help="side in pixels of the output regions stitched as separate tasks; any value "
-                         f"gives the same result (default {DEFAULT_REGION_SIZE})")  # fmt: skip
-    running.add_argument("--mask-failures", action="store_true",
-                         help="if the mapper raises on a cell, finish anyway: that cell's pixels become NaN "
-                         "flagged INVALID_MAPREDUCE, and the summary lists the failed cells")  # fmt: skip
-    running.add_argument("--cell-timeout", type=positive_float, metavar="SECONDS",
-                         help="fail a cell whose mapper runs longer than this (retried with --config "
-                         "numRetries=N, masked with --mask-failures); the late call is abandoned, not "
-                         "stopped, and keeps a core busy until it returns (default: no limit)")  # fmt: skip
-    running.add_argument("--lazy", action="store_true",
-                         help="read a FITS input lazily, block by block (zarr is always lazy)")  # fmt: skip
+    running.add_argument(
+        "--region-size",
+        type=positive_int,
+        metavar="N",
+        help="side in pixels of the output regions stitched as separate tasks; any value "
+        f"gives the same result (default {DEFAULT_REGION_SIZE})",
+    )
+    running.add_argument(
+        "--mask-failures",
+        action="store_true",
+        help="if the mapper raises on a cell, finish anyway: that cell's pixels become NaN "
+        "flagged INVALID_MAPREDUCE, and the summary lists the failed cells",
+    )
+    running.add_argument(
+        "--cell-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="fail a cell whose mapper runs longer than this (retried with --config "
+        "numRetries=N, masked with --mask-failures); the late call is abandoned, not "
+        "stopped, and keeps a core busy until it returns (default: no limit)",
+    )
+    running.add_argument(
+        "--lazy", action="store_true", help="read a FITS input lazily, block by block (zarr is always lazy)"
+    )
     _add_hdu_option(running)
     _add_storage_option(running)
-    running.add_argument("--config", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                         help="set any ImageMapReduceConfig field, after the options above, e.g. "
-                         "numRetries=2 or reducer.gaussianWidth=0.2 (repeatable)")  # fmt: skip
+    running.add_argument(
+        "--config",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any ImageMapReduceConfig field, after the options above, e.g. "
+        "numRetries=2 or reducer.gaussianWidth=0.2 (repeatable)",
+    )
     output = running.add_mutually_exclusive_group()
     output.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
-    output.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run into an existing *.zarr or *.parquet OUTPUT (same "
-                        "input, mapper and options), computing only the missing regions or parts")  # fmt: skip
+    output.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into an existing *.zarr or *.parquet OUTPUT (same "
+        "input, mapper and options), computing only the missing regions or parts",
+    )
 
 
 def _add_grid(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _add_command(commands, "grid", "show (and plot) the grid of cells for an image",
-                          GRID_DESCRIPTION, GRID_EPILOG, common)  # fmt: skip
+    parser = _add_command(
+        commands, "grid", "show (and plot) the grid of cells for an image", GRID_DESCRIPTION, GRID_EPILOG, common
+    )
     source = parser.add_argument_group("image (one of)")
     source.add_argument("input", metavar="INPUT", nargs="?", help="FITS file or zarr store")
-    source.add_argument("--size", type=size_argument, metavar="WxH",
-                        help="a synthetic image of this size instead, e.g. 4096x2048 or 1024")  # fmt: skip
-    source.add_argument("--fwhm", type=positive_float, metavar="PX",
-                        help="PSF FWHM in pixels of the synthetic image, for --scale-by-fwhm")  # fmt: skip
+    source.add_argument(
+        "--size",
+        type=size_argument,
+        metavar="WxH",
+        help="a synthetic image of this size instead, e.g. 4096x2048 or 1024",
+    )
+    source.add_argument(
+        "--fwhm",
+        type=positive_float,
+        metavar="PX",
+        help="PSF FWHM in pixels of the synthetic image, for --scale-by-fwhm",
+    )
     _add_hdu_option(source)
     _add_grid_options(parser, "")
     shown = parser.add_argument_group("output")
-    shown.add_argument("--show", type=at_least(0), default=5, metavar="N",
-                       help="print the first N cells' boxes (default: %(default)s)")  # fmt: skip
-    shown.add_argument("--plot", metavar="FILE",
-                       help="draw the grid into this PNG file (replaced if it exists)")  # fmt: skip
-    shown.add_argument("--skip", type=positive_int, default=3, metavar="K",
-                       help="plot every K-th cell, as plotBoxes does (default: %(default)s)")  # fmt: skip
+    shown.add_argument(
+        "--show", type=at_least(0), default=5, metavar="N", help="print the first N cells' boxes (default: %(default)s)"
+    )
+    shown.add_argument("--plot", metavar="FILE", help="draw the grid into this PNG file (replaced if it exists)")
+    shown.add_argument(
+        "--skip",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="plot every K-th cell, as plotBoxes does (default: %(default)s)",
+    )
 
 
 VERIFY_DESCRIPTION = """\
@@ -330,33 +430,53 @@ with --resume to recompute those), 2 when it cannot be read. Nothing is changed.
 
 
 def _add_verify(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _add_command(commands, "verify", "check a zarr store against its recorded checksums",
-                          VERIFY_DESCRIPTION, "example:\n  imagemapreduce verify out.zarr", common)  # fmt: skip
+    parser = _add_command(
+        commands,
+        "verify",
+        "check a zarr store against its recorded checksums",
+        VERIFY_DESCRIPTION,
+        "example:\n  imagemapreduce verify out.zarr",
+        common,
+    )
     parser.add_argument("store", metavar="STORE", help="the zarr store (a directory, or a URL such as s3://b/x.zarr)")
     _add_storage_option(parser)
 
 
 def _add_demo(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _add_command(commands, "demo", "the showcase: homogenise a varying PSF", DEMO_DESCRIPTION,
-                          DEMO_EPILOG, common)  # fmt: skip
+    parser = _add_command(
+        commands, "demo", "the showcase: homogenise a varying PSF", DEMO_DESCRIPTION, DEMO_EPILOG, common
+    )
     group = parser.add_argument_group("demo")
-    group.add_argument("--size", type=at_least(DEMO_MIN_SIZE), default=DEMO_DEFAULT_SIZE, metavar="N",
-                       help=f"side of the square image in pixels, at least {DEMO_MIN_SIZE} "
-                       "(default: %(default)s)")  # fmt: skip
+    group.add_argument(
+        "--size",
+        type=at_least(DEMO_MIN_SIZE),
+        default=DEMO_DEFAULT_SIZE,
+        metavar="N",
+        help=f"side of the square image in pixels, at least {DEMO_MIN_SIZE} (default: %(default)s)",
+    )
     group.add_argument("--seed", type=int, default=3, help="simulation seed (default: %(default)s)")
-    group.add_argument("--stars", type=positive_int, metavar="N",
-                       help="stars to simulate (default: 600 per 1024 x 1024 px, at least 10)")  # fmt: skip
-    group.add_argument("--output-dir", default="imr-demo-output", metavar="DIR",
-                       help="where to write the files (default: %(default)s)")  # fmt: skip
+    group.add_argument(
+        "--stars",
+        type=positive_int,
+        metavar="N",
+        help="stars to simulate (default: 600 per 1024 x 1024 px, at least 10)",
+    )
+    group.add_argument(
+        "--output-dir", default="imr-demo-output", metavar="DIR", help="where to write the files (default: %(default)s)"
+    )
     group.add_argument("--json", action="store_true", help="print the JSON summary instead of the text one")
     _add_scheduler_options(parser)
 
 
 def _add_hdu_option(group: Any) -> None:
-    group.add_argument("--hdu", type=hdu_argument, metavar="N|NAME",
-                       help="read the image from this FITS extension (a number, 0 the primary, or a name "
-                       "such as SCI), for FITS files not in LSST's layout (default: LSST's layout, or the "
-                       "first image)")  # fmt: skip
+    group.add_argument(
+        "--hdu",
+        type=hdu_argument,
+        metavar="N|NAME",
+        help="read the image from this FITS extension (a number, 0 the primary, or a name "
+        "such as SCI), for FITS files not in LSST's layout (default: LSST's layout, or the "
+        "first image)",
+    )
 
 
 CONVERT_DESCRIPTION = """\
@@ -377,14 +497,25 @@ examples:
 
 
 def _add_convert(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _add_command(commands, "convert", "copy an exposure between FITS and zarr (and object storage)",
-                          CONVERT_DESCRIPTION, CONVERT_EPILOG, common)  # fmt: skip
+    parser = _add_command(
+        commands,
+        "convert",
+        "copy an exposure between FITS and zarr (and object storage)",
+        CONVERT_DESCRIPTION,
+        CONVERT_EPILOG,
+        common,
+    )
     parser.add_argument("input", metavar="INPUT", help="FITS file or zarr store (a path or a URL)")
     parser.add_argument("output", metavar="OUTPUT", help="*.zarr store (a path or a URL) or *.fits file to write")
     group = parser.add_argument_group("conversion")
     _add_hdu_option(group)
-    group.add_argument("--chunks", type=positive_int, default=1024, metavar="N",
-                       help="side of the zarr chunks in pixels (default: %(default)s)")  # fmt: skip
+    group.add_argument(
+        "--chunks",
+        type=positive_int,
+        default=1024,
+        metavar="N",
+        help="side of the zarr chunks in pixels (default: %(default)s)",
+    )
     group.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     _add_storage_option(group)
 
@@ -412,36 +543,68 @@ examples:
 
 
 def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
-    parser = _add_command(commands, "bench", "measure parallel speedup over worker counts",
-                          BENCH_DESCRIPTION, BENCH_EPILOG, common)  # fmt: skip
+    parser = _add_command(
+        commands, "bench", "measure parallel speedup over worker counts", BENCH_DESCRIPTION, BENCH_EPILOG, common
+    )
     source = parser.add_argument_group("image (one of)")
     source.add_argument("input", metavar="INPUT", nargs="?", help="FITS file or zarr store")
-    source.add_argument("--size", type=size_argument, metavar="WxH",
-                        help="a simulated image of this size instead, e.g. 4096 or 4096x2048")  # fmt: skip
+    source.add_argument(
+        "--size",
+        type=size_argument,
+        metavar="WxH",
+        help="a simulated image of this size instead, e.g. 4096 or 4096x2048",
+    )
     _add_hdu_option(source)
     mapping = parser.add_argument_group("mapper")
-    mapping.add_argument("--mapper", default="gaussian", metavar="NAME|MODULE:CLASS",
-                         help=f"the operation on every cell: {', '.join(BUILTIN_MAPPERS)}, or "
-                         "package.module:Class (default: %(default)s)")  # fmt: skip
-    mapping.add_argument("--mapper-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                         help="set a field of the mapper's config (repeatable)")  # fmt: skip
+    mapping.add_argument(
+        "--mapper",
+        default="gaussian",
+        metavar="NAME|MODULE:CLASS",
+        help=f"the operation on every cell: {', '.join(BUILTIN_MAPPERS)}, or "
+        "package.module:Class (default: %(default)s)",
+    )
+    mapping.add_argument(
+        "--mapper-option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a field of the mapper's config (repeatable)",
+    )
     _add_grid_options(parser, "")
     group = parser.add_argument_group("workers")
-    group.add_argument("--scheduler", type=scheduler_argument, default="threads", metavar="NAME|ADDRESS",
-                       help="threads, processes (a local Dask cluster per worker count), or a cluster's "
-                       "address tcp://HOST:PORT (default: %(default)s)")  # fmt: skip
-    group.add_argument("--workers", type=positive_int, metavar="N",
-                       help="the largest worker count; 1, 2, 4 ... up to it are run (default: the cores, "
-                       "or the cluster's workers)")  # fmt: skip
-    group.add_argument("--repeat", type=positive_int, default=3, metavar="K",
-                       help="runs per worker count; the fastest is kept (default: %(default)s)")  # fmt: skip
     group.add_argument(
-        "--compare-map-overlap", action="store_true",
+        "--scheduler",
+        type=scheduler_argument,
+        default="threads",
+        metavar="NAME|ADDRESS",
+        help="threads, processes (a local Dask cluster per worker count), or a cluster's "
+        "address tcp://HOST:PORT (default: %(default)s)",
+    )
+    group.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="the largest worker count; 1, 2, 4 ... up to it are run (default: the cores, or the cluster's workers)",
+    )
+    group.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="runs per worker count; the fastest is kept (default: %(default)s)",
+    )
+    group.add_argument(
+        "--compare-map-overlap",
+        action="store_true",
         help="also time dask.array.map_overlap on the same job (gaussian and median mappers)",
-    )  # fmt: skip
+    )
     shown = parser.add_argument_group("output")
-    shown.add_argument("--output", default="imr-bench.json", metavar="FILE.json",
-                       help="where to write the results (default: %(default)s)")  # fmt: skip
-    shown.add_argument("--plot", metavar="FILE.png",
-                       help="the speedup plot (default: the --output name with .png)")  # fmt: skip
+    shown.add_argument(
+        "--output",
+        default="imr-bench.json",
+        metavar="FILE.json",
+        help="where to write the results (default: %(default)s)",
+    )
+    shown.add_argument("--plot", metavar="FILE.png", help="the speedup plot (default: the --output name with .png)")
     shown.add_argument("--json", action="store_true", help="print the JSON results instead of the table")

@@ -61,8 +61,9 @@ def check_url_output(args: argparse.Namespace, options: dict[str, Any]) -> str:
         raise CliError(f"OUTPUT {args.output!r} is the INPUT; write to a new store")
     exists = location.exists()
     if exists and not (args.overwrite or args.resume):
-        raise CliError(f"output {args.output!r} already exists; pass --overwrite to replace it, or --resume to "
-                       "continue its run")  # fmt: skip
+        raise CliError(
+            f"output {args.output!r} already exists; pass --overwrite to replace it, or --resume to continue its run"
+        )
     if args.resume and not exists:
         raise CliError(f"cannot --resume: {args.output!r} does not exist; run without --resume")
     return kind

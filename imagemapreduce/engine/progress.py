@@ -37,8 +37,15 @@ class ProgressBar:
     is written at most every ``interval`` seconds (default `LINE_INTERVAL`), and at the end.
     """
 
-    def __init__(self, total: int, label: str, stream: IO[str] | None = None, width: int = 30,
-                 interval: float | None = None, terminal: bool | None = None):  # fmt: skip
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        stream: IO[str] | None = None,
+        width: int = 30,
+        interval: float | None = None,
+        terminal: bool | None = None,
+    ):
         self.total = max(int(total), 1)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
@@ -85,8 +92,9 @@ class ProgressBar:
 
 
 @contextmanager
-def progress_bar(enabled: bool | ProgressCallback, total_cells: int, scheduler: Any,
-                 stream: IO[str] | None = None) -> Iterator[ProgressCallback | None]:  # fmt: skip
+def progress_bar(
+    enabled: bool | ProgressCallback, total_cells: int, scheduler: Any, stream: IO[str] | None = None
+) -> Iterator[ProgressCallback | None]:
     """Show progress over the cells of a run while the block runs; yields the engine's callback.
 
     ``enabled`` is True (draw a bar on ``stream``, default stderr), False (nothing) or a callable

@@ -261,9 +261,12 @@ class ExposureSource:
         if not self.lazy:
             return LazyCut(self.exposure, box)
         parts = ExposureParts(
-            type(self.exposure), box, self.exposure.getPsf(), self.exposure.getWcs(),
+            type(self.exposure),
+            box,
+            self.exposure.getPsf(),
+            self.exposure.getWcs(),
             self.exposure.mask.getMaskPlaneDict(),
-        )  # fmt: skip
+        )
         return (build_exposure, parts, *(plane.cut(box) for plane in self.planes))
 
 

@@ -47,12 +47,17 @@ _CARD = 80
 INDEX_COLUMNS = (
     ("id", "1J", "Archive ID of the persistable object that owns the records pointed at by this entry", None),
     ("cat.archive", "1J", "index of the catalog this entry points to, from the perspective of the archive", None),
-    ("cat.persistable", "1J", "index of the catalog this entry points to, from the perspective of the Persistable", None),  # noqa: E501
+    (
+        "cat.persistable",
+        "1J",
+        "index of the catalog this entry points to, from the perspective of the Persistable",
+        None,
+    ),  # noqa: E501
     ("row0", "1J", "first row used by the persistable object in this catalog", None),
     ("nrows", "1J", "number of rows used by the persistable object in this catalog", None),
     ("name", "64A", "unique name for the persistable object's class", None),
     ("module", "64A", "Python module that should be imported to register the object's factory", None),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)

@@ -146,9 +146,10 @@ class LeaseLock:
             expires = current.get("expires")
             if not (isinstance(expires, (int, float)) and expires < time.time()) or not self._break(current):
                 raise _busy(
-                    self.location, str(current.get("holder", "another run")),
+                    self.location,
+                    str(current.get("holder", "another run")),
                     f". If that run is dead, its lease expires {self.ttl:.0f} s after its last renewal",
-                )  # fmt: skip
+                )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, args=(self._stop,), daemon=True, name="imr-lease")
         self._thread.start()

@@ -136,8 +136,10 @@ def parse_record(text: Any, where: str) -> RegionRecord:
         summaries = [CellSummary(int(i), float(w), float(c), str(worker)) for i, w, c, worker in doc["summaries"]]
         failures = [FailedCell(int(i), _box(b), _box(e), str(err)) for i, b, e, err in doc["failures"]]
         stats = RegionStats(*(int(v) for v in doc["stats"]))
-        new_planes = {str(name): NewPlane((int(first[0]), int(first[1])), int(bit))
-                      for name, (first, bit) in doc.get("newPlanes", {}).items()}  # fmt: skip
+        new_planes = {
+            str(name): NewPlane((int(first[0]), int(first[1])), int(bit))
+            for name, (first, bit) in doc.get("newPlanes", {}).items()
+        }
         outcome = StitchOutcome(_box(doc["bbox"]), stats, summaries, components, None, failures, new_planes)
         return RegionRecord(str(doc["checksum"]), outcome, [str(n) for n in doc.get("unstorablePsfs", [])])
     except PsfFormatError as error:
@@ -174,9 +176,16 @@ class ZarrRegionWriter:
     """
 
     def __init__(
-        self, where: Any, bbox: Box2I, region_size: int, with_planes: tuple[str, ...] = PLANES, *,
-        storage_options: dict[str, Any] | None = None, chunks: Any = None, shards: Any = None,
-    ):  # fmt: skip
+        self,
+        where: Any,
+        bbox: Box2I,
+        region_size: int,
+        with_planes: tuple[str, ...] = PLANES,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        chunks: Any = None,
+        shards: Any = None,
+    ):
         self.bbox = Box2I(bbox)
         self.region_size = int(region_size)
         self.chunks, self.shards = check_write_unit(chunks or self.region_size, shards, self.region_size)
@@ -382,8 +391,10 @@ class ZarrRegionWriter:
         self._check_owner()
         group = self._open()
         for bbox, move in moves:
-            index = ((bbox.getMinY() - self.bbox.getMinY()) // self.region_size,
-                     (bbox.getMinX() - self.bbox.getMinX()) // self.region_size)  # fmt: skip
+            index = (
+                (bbox.getMinY() - self.bbox.getMinY()) // self.region_size,
+                (bbox.getMinX() - self.bbox.getMinX()) // self.region_size,
+            )
             rows, cols = bbox.slices(self.bbox.getBegin())
             group["mask"][rows, cols] = remap_mask_bits(np.asarray(group["mask"][rows, cols]), move)
             doc = json.loads(str(group["region_records"][index]))

@@ -125,7 +125,7 @@ def create_group(location: StoreLocation, overwrite: bool) -> Any:
 
 def plane_digests(
     location: StoreLocation, planes: tuple[str, ...] = PLANES, get: Any = None, group: Any = None
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """SHA-256 of each plane as stored, read block by block on the store's chunks."""
     from ..run_identity import array_digest
 
@@ -138,9 +138,14 @@ def _created_name(location: StoreLocation) -> Path | str:
 
 
 def write_zarr_exposure(
-    exposure: Any, url: str | Path, *, storage_options: dict[str, Any] | None = None,
-    chunks: int | tuple[int, int] = 1024, shards: int | tuple[int, int] | None = None, overwrite: bool = False,
-) -> Path | str:  # fmt: skip
+    exposure: Any,
+    url: str | Path,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    chunks: int | tuple[int, int] = 1024,
+    shards: int | tuple[int, int] | None = None,
+    overwrite: bool = False,
+) -> Path | str:
     """Write an exposure's planes and metadata to a zarr store (Dask planes are written block by block).
 
     Parameters
@@ -243,9 +248,13 @@ def _check_planes(group: Any, path: Any) -> None:
 
 
 def open_zarr_exposure(
-    url: str | Path | StoreLocation, *, storage_options: dict[str, Any] | None = None, allow_incomplete: bool = False,
-    chunks: Any = None, cls: Any = None,
-) -> Any:  # fmt: skip
+    url: str | Path | StoreLocation,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    allow_incomplete: bool = False,
+    chunks: Any = None,
+    cls: Any = None,
+) -> Any:
     """Open a zarr store as an `Exposure` whose planes are lazy Dask arrays (nothing is read yet).
 
     Parameters

@@ -75,8 +75,9 @@ class CallablePsf(Psf):
     _lock: Any
     _dimensions: Extent2I | None
 
-    def __init__(self, func: KernelFunction, *, averagePosition: tuple[float, float] | None = None,
-                 cacheSize: int = 256) -> None:  # fmt: skip
+    def __init__(
+        self, func: KernelFunction, *, averagePosition: tuple[float, float] | None = None, cacheSize: int = 256
+    ) -> None:
         if not callable(func):
             raise TypeError(f"CallablePsf needs a callable func(x, y) -> kernel image, got {type(func).__name__}")
         if isinstance(cacheSize, bool) or not isinstance(cacheSize, (int, np.integer)) or cacheSize < 0:

@@ -119,9 +119,11 @@ def _varying_extras(
 
 def _varying_common(doc: dict, where: str) -> tuple[int, int, list[list[float]], Box2I]:
     return (
-        _integer(doc, "width", where), _integer(doc, "height", where),
-        _coefficients(doc, "coefficients", where), _box(doc.get("bbox"), f"{where}: bbox"),
-    )  # fmt: skip
+        _integer(doc, "width", where),
+        _integer(doc, "height", where),
+        _coefficients(doc, "coefficients", where),
+        _box(doc.get("bbox"), f"{where}: bbox"),
+    )
 
 
 def _varying_gaussian(doc: dict, where: str) -> VaryingGaussianPsf:

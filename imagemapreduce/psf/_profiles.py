@@ -136,8 +136,9 @@ def _bin(values: np.ndarray, weights: Any, ny: int, nx: int) -> np.ndarray:
     return np.einsum("iajb,a,b->ij", values.reshape(ny, n, nx, n), weights, weights)
 
 
-def gaussian_profile(x: np.ndarray, y: np.ndarray, sigma: float, g1: float, g2: float,
-                     pixel_integrated: bool) -> np.ndarray:  # fmt: skip
+def gaussian_profile(
+    x: np.ndarray, y: np.ndarray, sigma: float, g1: float, g2: float, pixel_integrated: bool
+) -> np.ndarray:
     """Return an (unnormalised) elliptical Gaussian at column offsets ``x`` and row offsets ``y``."""
     if g1 == 0.0 and g2 == 0.0:
         # Round: separable, and pixel integration is exact with the error function.
@@ -157,8 +158,9 @@ def _gaussian_1d(offsets: np.ndarray, sigma: float, pixel_integrated: bool) -> n
     return 0.5 * (erf((offsets + 0.5) * scale) - erf((offsets - 0.5) * scale))
 
 
-def moffat_profile(x: np.ndarray, y: np.ndarray, fwhm: float, beta: float, g1: float, g2: float,
-                   pixel_integrated: bool) -> np.ndarray:  # fmt: skip
+def moffat_profile(
+    x: np.ndarray, y: np.ndarray, fwhm: float, beta: float, g1: float, g2: float, pixel_integrated: bool
+) -> np.ndarray:
     """Return an (unnormalised) elliptical Moffat ``(1 + r^2 / alpha^2)^-beta`` of geometric-mean FWHM ``fwhm``."""
     a, b, c = inverse_shape(g1, g2)
     alpha2 = moffat_alpha(fwhm, beta) ** 2
@@ -167,8 +169,9 @@ def moffat_profile(x: np.ndarray, y: np.ndarray, fwhm: float, beta: float, g1: f
     return _bin((1.0 + r2 / alpha2) ** (-beta), weights, len(y), len(x))
 
 
-def kolmogorov_image(width: int, height: int, shift: tuple[float, float], fwhm: float, g1: float, g2: float,
-                     pixel_integrated: bool) -> np.ndarray:  # fmt: skip
+def kolmogorov_image(
+    width: int, height: int, shift: tuple[float, float], fwhm: float, g1: float, g2: float, pixel_integrated: bool
+) -> np.ndarray:
     """Return a Kolmogorov profile, ``OTF = exp(-(|k| / k0)^(5/3))``, on a ``width`` x ``height`` stamp.
 
     Built in Fourier space on a grid three times the stamp (so the slowly falling wings barely
@@ -253,8 +256,9 @@ class EllipticalGaussianPsf(_ProfilePsf):
     __slots__ = ("_sigma",)
     _sigma: float
 
-    def __init__(self, width: int, height: int, sigma: float, g1: float = 0.0, g2: float = 0.0,
-                 pixelIntegrated: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, width: int, height: int, sigma: float, g1: float = 0.0, g2: float = 0.0, pixelIntegrated: bool = True
+    ) -> None:
         self._init_common(width, height, g1, g2, pixelIntegrated)
         self._set("_sigma", check_sigma("sigma", sigma))
 
@@ -302,8 +306,16 @@ class MoffatPsf(_ProfilePsf):
     _fwhm: float
     _beta: float
 
-    def __init__(self, width: int, height: int, fwhm: float, beta: float = 3.5, g1: float = 0.0, g2: float = 0.0,
-                 pixelIntegrated: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fwhm: float,
+        beta: float = 3.5,
+        g1: float = 0.0,
+        g2: float = 0.0,
+        pixelIntegrated: bool = True,
+    ) -> None:
         self._init_common(width, height, g1, g2, pixelIntegrated)
         self._set("_fwhm", check_sigma("fwhm", fwhm))
         beta_value = check_sigma("beta", beta)
@@ -345,8 +357,9 @@ class KolmogorovPsf(_ProfilePsf):
     __slots__ = ("_fwhm",)
     _fwhm: float
 
-    def __init__(self, width: int, height: int, fwhm: float, g1: float = 0.0, g2: float = 0.0,
-                 pixelIntegrated: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, width: int, height: int, fwhm: float, g1: float = 0.0, g2: float = 0.0, pixelIntegrated: bool = True
+    ) -> None:
         self._init_common(width, height, g1, g2, pixelIntegrated)
         self._set("_fwhm", check_sigma("fwhm", fwhm))
 
@@ -358,8 +371,9 @@ class KolmogorovPsf(_ProfilePsf):
 
     def _realise(self, shift_x: float, shift_y: float, xy0: Point2I) -> ImageD:
         # Drawn in Fourier space, where the profile is known, instead of from a real-space profile.
-        array = kolmogorov_image(self._width, self._height, (shift_x, shift_y), self._fwhm, self._g1, self._g2,
-                                 self._pixelIntegrated)  # fmt: skip
+        array = kolmogorov_image(
+            self._width, self._height, (shift_x, shift_y), self._fwhm, self._g1, self._g2, self._pixelIntegrated
+        )
         array /= array.sum()
         return ImageD(array, xy0=xy0)
 

@@ -68,8 +68,17 @@ class _PolynomialPsf(Psf):
     """
 
     __slots__ = (
-        "_width", "_height", "_coeffs", "_bbox", "_center", "_half", "_g1", "_g2", "_pixelIntegrated", "_hash_value",
-    )  # fmt: skip
+        "_width",
+        "_height",
+        "_coeffs",
+        "_bbox",
+        "_center",
+        "_half",
+        "_g1",
+        "_g2",
+        "_pixelIntegrated",
+        "_hash_value",
+    )
     _width: int
     _height: int
     _coeffs: np.ndarray  # c[i, j] multiplies u**i v**j
@@ -82,9 +91,16 @@ class _PolynomialPsf(Psf):
 
     _width_name = "width"
 
-    def _init_polynomial(self, width: int, height: int, coeffs: Coefficients, bbox: Box2I,
-                         g1_coeffs: Coefficients = 0.0, g2_coeffs: Coefficients = 0.0,
-                         pixelIntegrated: bool = False) -> None:  # fmt: skip
+    def _init_polynomial(
+        self,
+        width: int,
+        height: int,
+        coeffs: Coefficients,
+        bbox: Box2I,
+        g1_coeffs: Coefficients = 0.0,
+        g2_coeffs: Coefficients = 0.0,
+        pixelIntegrated: bool = False,
+    ) -> None:
         self._set("_g1", _coefficient_array("g1_coeffs", g1_coeffs))
         self._set("_g2", _coefficient_array("g2_coeffs", g2_coeffs))
         self._set("_pixelIntegrated", bool(pixelIntegrated))
@@ -265,9 +281,16 @@ class VaryingGaussianPsf(_PolynomialPsf):
     __slots__ = ()
     _width_name = "sigma"
 
-    def __init__(self, width: int, height: int, sigma_coeffs: Coefficients, bbox: Box2I,
-                 g1_coeffs: Coefficients = 0.0, g2_coeffs: Coefficients = 0.0,
-                 pixelIntegrated: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        sigma_coeffs: Coefficients,
+        bbox: Box2I,
+        g1_coeffs: Coefficients = 0.0,
+        g2_coeffs: Coefficients = 0.0,
+        pixelIntegrated: bool = False,
+    ) -> None:
         self._init_polynomial(width, height, sigma_coeffs, bbox, g1_coeffs, g2_coeffs, pixelIntegrated)
 
     @classmethod
@@ -356,9 +379,17 @@ class VaryingMoffatPsf(_PolynomialPsf):
     _beta: float
     _width_name = "fwhm"
 
-    def __init__(self, width: int, height: int, fwhm_coeffs: Coefficients, bbox: Box2I, beta: float = 3.5,
-                 g1_coeffs: Coefficients = 0.0, g2_coeffs: Coefficients = 0.0,
-                 pixelIntegrated: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fwhm_coeffs: Coefficients,
+        bbox: Box2I,
+        beta: float = 3.5,
+        g1_coeffs: Coefficients = 0.0,
+        g2_coeffs: Coefficients = 0.0,
+        pixelIntegrated: bool = False,
+    ) -> None:
         beta_value = check_sigma("beta", beta)
         if not beta_value > 1.0:
             raise ValueError(f"beta must be > 1 for a Moffat profile of finite flux, got {beta}")
@@ -423,9 +454,16 @@ class VaryingKolmogorovPsf(_PolynomialPsf):
     __slots__ = ()
     _width_name = "fwhm"
 
-    def __init__(self, width: int, height: int, fwhm_coeffs: Coefficients, bbox: Box2I,
-                 g1_coeffs: Coefficients = 0.0, g2_coeffs: Coefficients = 0.0,
-                 pixelIntegrated: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fwhm_coeffs: Coefficients,
+        bbox: Box2I,
+        g1_coeffs: Coefficients = 0.0,
+        g2_coeffs: Coefficients = 0.0,
+        pixelIntegrated: bool = True,
+    ) -> None:
         self._init_polynomial(width, height, fwhm_coeffs, bbox, g1_coeffs, g2_coeffs, pixelIntegrated)
 
     def fwhm_at(self, x: Any, y: Any) -> Any:

@@ -185,18 +185,23 @@ def _simulate(size: int, seed: int, n_stars: int) -> tuple[ExposureF, np.ndarray
     """Return the seeded star field with its varying, elliptical Moffat PSF, described in the metadata."""
     bbox = Box2I(Point2I(0, 0), Extent2I(size, size))
     psf = field_psf(bbox, "moffat", FWHM_CENTRE, FWHM_CORNER, beta=MOFFAT_BETA, g_max=G_MAX)
-    exposure, stars = simulate_exposure(size, size, psf=psf, n_stars=n_stars, seed=seed,
-                                        flux_range=FLUX_RANGE)  # fmt: skip
+    exposure, stars = simulate_exposure(size, size, psf=psf, n_stars=n_stars, seed=seed, flux_range=FLUX_RANGE)
     # A varying PSF cannot be stored in the FITS archive; these cards describe it instead.
     exposure.getMetadata().update(
-        {"PSFMODEL": "field_psf moffat", "PSFFWHM0": FWHM_CENTRE, "PSFFWHM1": FWHM_CORNER, "PSFBETA": MOFFAT_BETA,
-         "PSFGMAX": G_MAX}
-    )  # fmt: skip
+        {
+            "PSFMODEL": "field_psf moffat",
+            "PSFFWHM0": FWHM_CENTRE,
+            "PSFFWHM1": FWHM_CORNER,
+            "PSFBETA": MOFFAT_BETA,
+            "PSFGMAX": G_MAX,
+        }
+    )
     return exposure, stars
 
 
-def make_demo_task(scheduler: str | None = None, workers: int | None = None, progress: bool = False,
-                   log: logging.Logger | None = None) -> ImageMapReduceTask:  # fmt: skip
+def make_demo_task(
+    scheduler: str | None = None, workers: int | None = None, progress: bool = False, log: logging.Logger | None = None
+) -> ImageMapReduceTask:
     """Return the demo's task: exact `PsfMatchMapper` on 64 px cells every 32 px, linear taper stitching."""
     config = ImageMapReduceConfig()
     config.mapper.retarget(PsfMatchMapper)
@@ -230,23 +235,24 @@ def _residual(output: Exposure, target: Any, size: int, seed: int, n_stars: int)
     What is left is the input's noise, smoothed, plus anything the matching got wrong; a seam
     would show as a step along the cell edges.
     """
-    ideal, _ = simulate_exposure(size, size, psf=target, n_stars=n_stars, seed=seed, flux_range=FLUX_RANGE,
-                                 noise=False)  # fmt: skip
+    ideal, _ = simulate_exposure(size, size, psf=target, n_stars=n_stars, seed=seed, flux_range=FLUX_RANGE, noise=False)
     return np.asarray(output.image.array, dtype=np.float64) - np.asarray(ideal.image.array, dtype=np.float64)
 
 
 def _write_fits(exposure: Exposure, output: Exposure, target: float, files: dict[str, Path]) -> None:
     """Write the input (its varying PSF described by header cards) and the output with its Gaussian PSF."""
     # The archive holds Gaussian PSFs only: leave the varying PSF out rather than log a warning.
-    write_exposure(type(exposure)(exposure.getMaskedImage(), metadata=dict(exposure.getMetadata())),
-                   files["input"], overwrite=True)  # fmt: skip
+    write_exposure(
+        type(exposure)(exposure.getMaskedImage(), metadata=dict(exposure.getMetadata())), files["input"], overwrite=True
+    )
     # After homogenisation the PSF is the target Gaussian everywhere, which the archive holds as
     # afw's GaussianPsf, sampled at pixel centres: of the sigma its pixel image has (``target``,
     # the adaptive-moments width of the pixel-integrated target), the width the stars have.
     sigma = target
     side = 2 * math.ceil(5.0 * sigma) + 1
-    matched = type(output)(output.getMaskedImage(), psf=GaussianPsf(side, side, sigma),
-                           metadata=dict(output.getMetadata()))  # fmt: skip
+    matched = type(output)(
+        output.getMaskedImage(), psf=GaussianPsf(side, side, sigma), metadata=dict(output.getMetadata())
+    )
     write_exposure(matched, files["output"], overwrite=True)
 
 
@@ -271,9 +277,16 @@ def _spread(widths: np.ndarray) -> float | None:
 
 
 def _summary(
-    exposure: Exposure, task: ImageMapReduceTask, n_stars: int, seed: int, target: float,
-    before: np.ndarray, after: np.ndarray, clock: _Clock, files: dict[str, Path],
-) -> dict[str, Any]:  # fmt: skip
+    exposure: Exposure,
+    task: ImageMapReduceTask,
+    n_stars: int,
+    seed: int,
+    target: float,
+    before: np.ndarray,
+    after: np.ndarray,
+    clock: _Clock,
+    files: dict[str, Path],
+) -> dict[str, Any]:
     measured = len(after) > 0
     errors = after["sigma"] / target - 1.0
     width_error = float(np.abs(errors).max()) if measured else None
@@ -352,9 +365,15 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _draw_figure(
-    exposure: Exposure, output: Exposure, task: ImageMapReduceTask, before: np.ndarray, after: np.ndarray,
-    target: float, residual: np.ndarray, path: Path,
-) -> None:  # fmt: skip
+    exposure: Exposure,
+    output: Exposure,
+    task: ImageMapReduceTask,
+    before: np.ndarray,
+    after: np.ndarray,
+    target: float,
+    residual: np.ndarray,
+    path: Path,
+) -> None:
     """Draw eight panels: input, output, residual, the grid; width maps before and after, widths and shapes."""
     from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no backend switch
 
@@ -383,8 +402,14 @@ def _draw_residual(fig: Any, ax: Any, residual: np.ndarray, box: Box2I, bbox: Bo
     pixels = residual[box.slices(bbox.getBegin())]
     finite = pixels[np.isfinite(pixels)]
     scale = 4.0 * 1.4826 * float(np.median(np.abs(finite - np.median(finite)))) if finite.size else 1.0
-    shown = ax.imshow(pixels, origin="lower", cmap="RdBu_r", norm=Normalize(-scale, scale), extent=_extent(box),
-                      interpolation="nearest")  # fmt: skip
+    shown = ax.imshow(
+        pixels,
+        origin="lower",
+        cmap="RdBu_r",
+        norm=Normalize(-scale, scale),
+        extent=_extent(box),
+        interpolation="nearest",
+    )
     cells = [b for b in _boxes(task)[0] if b.overlaps(box)]
     plot_box_grid(cells, box, ax=ax, color="0.3", lw=0.5, ls=":")
     ax.set_title(f"residual: output - stars drawn with the target, central {box.getWidth()} px")
@@ -488,8 +513,9 @@ def _distance(box: Box2I, bbox: Box2I) -> float:
     return math.hypot(a.x - b.x, a.y - b.y)
 
 
-def _draw_width_maps(fig: Any, ax_before: Any, ax_after: Any, bbox: Box2I, before: np.ndarray,
-                     after: np.ndarray) -> None:  # fmt: skip
+def _draw_width_maps(
+    fig: Any, ax_before: Any, ax_after: Any, bbox: Box2I, before: np.ndarray, after: np.ndarray
+) -> None:
     """Median star width in bins over the image, with each star on top, on one colour scale."""
     from matplotlib.colors import Normalize
 
@@ -500,8 +526,9 @@ def _draw_width_maps(fig: Any, ax_before: Any, ax_after: Any, bbox: Box2I, befor
     for ax, rows, when in ((ax_before, before, "before"), (ax_after, after, "after")):
         values, x_edges, y_edges = width_map(rows, bbox, bins=bins)
         mesh = ax.pcolormesh(x_edges, y_edges, values, cmap="viridis", norm=norm)
-        ax.scatter(rows["x"], rows["y"], c=rows["sigma"], cmap="viridis", norm=norm, s=18, edgecolors="k",
-                   linewidths=0.5)  # fmt: skip
+        ax.scatter(
+            rows["x"], rows["y"], c=rows["sigma"], cmap="viridis", norm=norm, s=18, edgecolors="k", linewidths=0.5
+        )
         ax.set_aspect("equal")
         ax.set_xlim(x_edges[0], x_edges[-1])
         ax.set_ylim(y_edges[0], y_edges[-1])
@@ -511,8 +538,7 @@ def _draw_width_maps(fig: Any, ax_before: Any, ax_after: Any, bbox: Box2I, befor
     fig.colorbar(mesh, ax=[ax_before, ax_after], shrink=0.8, label="adaptive-moments sigma (px)")
 
 
-def _draw_widths_by_radius(ax: Any, bbox: Box2I, before: np.ndarray, after: np.ndarray,
-                           target: float) -> None:  # fmt: skip
+def _draw_widths_by_radius(ax: Any, bbox: Box2I, before: np.ndarray, after: np.ndarray, target: float) -> None:
     centre = bbox.getCenter()
     for rows, label, colour in ((before, "before", "tab:orange"), (after, "after", "tab:blue")):
         radius = np.hypot(rows["x"] - centre.x, rows["y"] - centre.y)

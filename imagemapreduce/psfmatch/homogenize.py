@@ -345,8 +345,9 @@ class _Grid:
         difference = fft.irfft2(self.p_hat * kernel_hat, s=self.shape) - self.target
         residual = float(np.abs(difference).max()) / self.peak
         misfit = float(np.sqrt(np.sum(difference**2) / np.sum(self.target**2)))
-        return MatchingKernel(array, array.shape[0] // 2, float(np.abs(kernel_hat).max()), float(np.sum(array**2)),
-                              residual, misfit)  # fmt: skip
+        return MatchingKernel(
+            array, array.shape[0] // 2, float(np.abs(kernel_hat).max()), float(np.sum(array**2)), residual, misfit
+        )
 
 
 def _point_symmetric(grid_image: np.ndarray) -> bool:
@@ -355,8 +356,14 @@ def _point_symmetric(grid_image: np.ndarray) -> bool:
     return bool(np.abs(grid_image - flipped).max() <= 1e-12 * np.abs(grid_image).max())
 
 
-def _solve_least_squares(psf_image: np.ndarray, target_image: np.ndarray, regularization: float,
-                         tolerance: float, max_radius: int | None, radius: int | None) -> MatchingKernel:  # fmt: skip
+def _solve_least_squares(
+    psf_image: np.ndarray,
+    target_image: np.ndarray,
+    regularization: float,
+    tolerance: float,
+    max_radius: int | None,
+    radius: int | None,
+) -> MatchingKernel:
     from scipy import fft
 
     top = _LSQ_RADII[-1] if max_radius is None else max(1, int(max_radius))
@@ -408,8 +415,9 @@ def _basis(r: int, symmetric: bool, size: int) -> tuple[np.ndarray, ...]:
     return uy, ux, pair, minus[0], minus[1], plus[0], plus[1]
 
 
-def _least_squares_kernel(auto: np.ndarray, cross: np.ndarray, r: int, regularization: float,
-                          symmetric: bool) -> tuple[np.ndarray, float]:  # fmt: skip
+def _least_squares_kernel(
+    auto: np.ndarray, cross: np.ndarray, r: int, regularization: float, symmetric: bool
+) -> tuple[np.ndarray, float]:
     """Minimise ``|P ⊗ K - T|^2 + reg |K|^2`` under ``sum(K) = 1`` over kernels of radius ``r``.
 
     The unknowns are the kernel's pixels, or with ``symmetric`` one of each pair ``K(d) = K(-d)``:
@@ -440,8 +448,14 @@ def _least_squares_kernel(auto: np.ndarray, cross: np.ndarray, r: int, regulariz
     return kernel, float(coefficients @ plain @ coefficients - 2.0 * rhs @ coefficients)
 
 
-def _solve_wiener(psf_image: np.ndarray, target_image: np.ndarray, regularization: float, tolerance: float,
-                  max_radius: int | None, radius: int | None) -> MatchingKernel:  # fmt: skip
+def _solve_wiener(
+    psf_image: np.ndarray,
+    target_image: np.ndarray,
+    regularization: float,
+    tolerance: float,
+    max_radius: int | None,
+    radius: int | None,
+) -> MatchingKernel:
     from scipy import fft
 
     grid = _Grid(psf_image, target_image, max(*psf_image.shape, *target_image.shape) // 2 + 1)
@@ -470,14 +484,27 @@ def _solve_wiener(psf_image: np.ndarray, target_image: np.ndarray, regularizatio
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _solve_cached(psf: Psf, target: Psf, x: float, y: float, solver: str, regularization: float,
-                  tolerance: float, size: int | None, max_radius: int | None) -> MatchingKernel:  # fmt: skip
+def _solve_cached(
+    psf: Psf,
+    target: Psf,
+    x: float,
+    y: float,
+    solver: str,
+    regularization: float,
+    tolerance: float,
+    size: int | None,
+    max_radius: int | None,
+) -> MatchingKernel:
     position = Point2D(x, y)
     return solve_matching_kernel(
-        cell_kernel_image(psf, position), cell_kernel_image(target, position), solver=solver,
-        regularization=regularization, tolerance=tolerance, radius=None if size is None else size // 2,
+        cell_kernel_image(psf, position),
+        cell_kernel_image(target, position),
+        solver=solver,
+        regularization=regularization,
+        tolerance=tolerance,
+        radius=None if size is None else size // 2,
         max_radius=max_radius,
-    )  # fmt: skip
+    )
 
 
 def convolve_cell(array: np.ndarray, kernel: np.ndarray, edge_mode: str = "nearest") -> np.ndarray:
@@ -505,16 +532,19 @@ def _convolve_planes(arrays: Sequence[np.ndarray], kernels: Sequence[np.ndarray]
         padded.append(np.pad(np.where(bad, 0.0, data) if bad.any() else data, pad, mode=_PAD_MODES[edge_mode]))
     stack = np.stack(padded)
     # The linear convolution fits in the padded size plus the kernel's: no circular wrap reaches the core.
-    shape = (fft.next_fast_len(stack.shape[1] + kernels[0].shape[0] - 1, real=True),
-             fft.next_fast_len(stack.shape[2] + kernels[0].shape[1] - 1, real=True))  # fmt: skip
+    shape = (
+        fft.next_fast_len(stack.shape[1] + kernels[0].shape[0] - 1, real=True),
+        fft.next_fast_len(stack.shape[2] + kernels[0].shape[1] - 1, real=True),
+    )
     product = fft.rfft2(stack, shape) * fft.rfft2(np.stack(kernels), shape)
     full = fft.irfft2(product, shape)
     outs = []
     for plane, plane_bad in zip(full, bads, strict=True):
         out = plane[2 * radius_y : 2 * radius_y + height, 2 * radius_x : 2 * radius_x + width]
         if plane_bad is not None:
-            spread = ndimage.maximum_filter(np.pad(plane_bad, pad, mode=_PAD_MODES[edge_mode]), size=kernels[0].shape,
-                                            mode="constant", cval=False)  # fmt: skip
+            spread = ndimage.maximum_filter(
+                np.pad(plane_bad, pad, mode=_PAD_MODES[edge_mode]), size=kernels[0].shape, mode="constant", cval=False
+            )
             out = np.where(spread[radius_y : radius_y + height, radius_x : radius_x + width], np.nan, out)
         outs.append(out)
     return outs
@@ -583,8 +613,9 @@ def _moments(psf: Psf, x: float, y: float, start: tuple[float, float, float] | N
     return shape.getIxx(), shape.getIyy(), shape.getIxy()
 
 
-def survey_psf(psf: Psf, bbox: Box2I | None = None, points: int = 9, *,
-               boxes: Sequence[Box2I] | None = None) -> PsfSurvey:  # fmt: skip
+def survey_psf(
+    psf: Psf, bbox: Box2I | None = None, points: int = 9, *, boxes: Sequence[Box2I] | None = None
+) -> PsfSurvey:
     """Measure the PSF's moments (`Psf.computeShape`) on a grid over ``bbox``, or at each of ``boxes``' centres.
 
     Parameters
@@ -624,8 +655,9 @@ class TargetTooNarrowError(ValueError):
     """The target PSF is narrower than the PSF somewhere, in some direction: matching would deconvolve."""
 
 
-def make_target(sigma: float | None = None, fwhm: float | None = None, *, pixelIntegrated: bool = True,
-                size: int | None = None) -> EllipticalGaussianPsf:  # fmt: skip
+def make_target(
+    sigma: float | None = None, fwhm: float | None = None, *, pixelIntegrated: bool = True, size: int | None = None
+) -> EllipticalGaussianPsf:
     """Return a round Gaussian target PSF of profile ``sigma`` or ``fwhm`` (exactly one of them).
 
     Parameters
@@ -647,8 +679,9 @@ def make_target(sigma: float | None = None, fwhm: float | None = None, *, pixelI
     return EllipticalGaussianPsf(side, side, value, pixelIntegrated=pixelIntegrated)
 
 
-def choose_target(survey: PsfSurvey, margin: float = 0.01, *, pixelIntegrated: bool = True,
-                  size: int | None = None) -> EllipticalGaussianPsf:  # fmt: skip
+def choose_target(
+    survey: PsfSurvey, margin: float = 0.01, *, pixelIntegrated: bool = True, size: int | None = None
+) -> EllipticalGaussianPsf:
     """Return the smallest round Gaussian every surveyed PSF reaches without deconvolution, widened by ``margin``.
 
     A round Gaussian of moments ``r^2`` is at least as wide as a PSF in every direction when
@@ -714,88 +747,127 @@ class PsfMatchMapperConfig(ImageMapperConfig):
     # The annotations give each field's value type: pex_config fields are descriptors whose
     # untyped constructors leave the value type to be stated.
     method: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
-        dtype=str, default="exact",
+        dtype=str,
+        default="exact",
         doc="How each cell's matching kernel is made.",
         allowed={
             "exact": "solved from the PSF's and the target's kernel images (solve_matching_kernel): any PSF",
             "gaussian": "fast approximation: a Gaussian of variance target^2 - local^2 from adaptive moments, "
             "exact for Gaussian PSFs only",
         },
-    )  # fmt: skip
+    )
     targetSigma: pexConfig.Field[float | None] = pexConfig.Field(
-        dtype=float, optional=True, default=None, check=lambda s: s > 0,
+        dtype=float,
+        optional=True,
+        default=None,
+        check=lambda s: s > 0,
         doc="Sigma of the round Gaussian target PSF, pixels (exact: the profile's, before pixel integration "
         "when targetPixelIntegrated). None: see targetFwhm. A target, targetFwhm or targetSigma keyword to "
         "ImageMapReduceTask.run overrides the config.",
-    )  # fmt: skip
+    )
     targetFwhm: pexConfig.Field[float | None] = pexConfig.Field(
-        dtype=float, optional=True, default=None, check=lambda s: s > 0,
+        dtype=float,
+        optional=True,
+        default=None,
+        check=lambda s: s > 0,
         doc="FWHM of the round Gaussian target PSF, pixels; exclusive with targetSigma. With neither: "
         "exact: the smallest round Gaussian every part of the field reaches without deconvolution, widened "
         "by targetMargin; gaussian: the largest PSF sigma over the exposure.",
-    )  # fmt: skip
+    )
     targetMargin: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, default=0.01, check=lambda m: 0 <= m < 1,
+        dtype=float,
+        default=0.01,
+        check=lambda m: 0 <= m < 1,
         doc="Exact method, default target: how much wider (fraction of the radius) than the widest PSF.",
-    )  # fmt: skip
+    )
     targetPixelIntegrated: pexConfig.Field[bool] = pexConfig.Field(
-        dtype=bool, default=True,
+        dtype=bool,
+        default=True,
         doc="Exact method: a target given as a sigma or FWHM (or chosen) is integrated over the pixels, as "
         "stars on a detector are. False: sampled at pixel centres, as afw's GaussianPsf.",
-    )  # fmt: skip
+    )
     targetSearchPoints: pexConfig.Field[int] = pexConfig.Field(
-        dtype=int, default=9, check=lambda n: n >= 2,
+        dtype=int,
+        default=9,
+        check=lambda n: n >= 2,
         doc="Grid points per axis on which the PSF is surveyed to choose and check the target "
         "(the gaussian method searches PSFs with an analytic sigma_at on a fine grid instead).",
-    )  # fmt: skip
+    )
     kernelSolver: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
-        dtype=str, default="leastSquares", allowed=KERNEL_SOLVERS,
+        dtype=str,
+        default="leastSquares",
+        allowed=KERNEL_SOLVERS,
         doc="Exact method: how the matching kernel is solved (solve_matching_kernel).",
-    )  # fmt: skip
+    )
     regularization: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, default=1e-10, check=lambda r: r > 0,
+        dtype=float,
+        default=1e-10,
+        check=lambda r: r > 0,
         doc="Exact method: the Tikhonov (least squares) or Wiener term of the solve, relative to the PSF's power.",
-    )  # fmt: skip
+    )
     kernelTolerance: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, default=5e-3, check=lambda t: 0 < t < 1,
+        dtype=float,
+        default=5e-3,
+        check=lambda t: 0 < t < 1,
         doc="Exact method, kernelSize None: the kernel is the smallest square whose match (the PSF convolved "
         "with it) has an rms misfit ``|PSF * K - target| / |target|`` within this.",
-    )  # fmt: skip
+    )
     maxKernelRadius: pexConfig.Field[int | None] = pexConfig.Field(
-        dtype=int, optional=True, default=None, check=lambda n: n >= 1,
+        dtype=int,
+        optional=True,
+        default=None,
+        check=lambda n: n >= 1,
         doc="Exact method, kernelSize None: the largest radius the solve may choose. None: 12 (least squares) "
         "or the solve grid's (Wiener).",
-    )  # fmt: skip
+    )
     kernelTruncate: pexConfig.Field[float] = pexConfig.Field(
-        dtype=float, default=4.0, check=lambda t: t >= 2,
+        dtype=float,
+        default=4.0,
+        check=lambda t: t >= 2,
         doc="Gaussian method: radius of the matching kernel in kernel sigmas, when kernelSize is None.",
-    )  # fmt: skip
+    )
     kernelSize: pexConfig.Field[int | None] = pexConfig.Field(
-        dtype=int, optional=True, default=None, check=lambda n: n >= 3 and n % 2 == 1,
+        dtype=int,
+        optional=True,
+        default=None,
+        check=lambda n: n >= 3 and n % 2 == 1,
         doc="Full width of the matching kernel in pixels (odd). None: gaussian, 2 * ceil(kernelTruncate * "
         "sigma) + 1; exact, from kernelTolerance.",
-    )  # fmt: skip
+    )
     maskGrowBits: pexConfig.ListField[str] = pexConfig.ListField(
-        dtype=str, default=("BAD", "SAT"),
+        dtype=str,
+        default=("BAD", "SAT"),
         doc="Mask planes spread by the kernel radius, since the convolution smears those pixels into "
         "their neighbours. Planes the mask does not have are skipped.",
-    )  # fmt: skip
+    )
     edgeMode: pexConfig.ChoiceField[str] = pexConfig.ChoiceField(
-        dtype=str, default="nearest",
+        dtype=str,
+        default="nearest",
         doc="How the convolution extends the expanded cell beyond its edges (scipy.ndimage modes).",
         allowed=EDGE_MODES,
-    )  # fmt: skip
+    )
     outputPsfSize: pexConfig.Field[int | None] = pexConfig.Field(
-        dtype=int, optional=True, default=None, check=lambda n: n >= 3,
+        dtype=int,
+        optional=True,
+        default=None,
+        check=lambda n: n >= 3,
         doc="Width and height of the target PSF (exact) or of the GaussianPsf attached to each output cell "
         "(gaussian). None: exact, the larger of 2 * ceil(6 * sigma) + 1 and the PSF's kernel size; "
         "gaussian, 2 * ceil(5 * sigma) + 1.",
-    )  # fmt: skip
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _resolve_exact_cached(psf: Psf, box: tuple[int, int, int, int], spec: tuple, points: int, margin: float,
-                          pixel: bool, size: int | None, check: bool = True) -> tuple[Psf, bool]:  # fmt: skip
+def _resolve_exact_cached(
+    psf: Psf,
+    box: tuple[int, int, int, int],
+    spec: tuple,
+    points: int,
+    margin: float,
+    pixel: bool,
+    size: int | None,
+    check: bool = True,
+) -> tuple[Psf, bool]:
     """Return the exact method's target for a field, checked; log it once per process when chosen."""
     bbox = _box(box)
     survey = survey_psf(psf, bbox, points)
@@ -815,8 +887,12 @@ def _resolve_exact_cached(psf: Psf, box: tuple[int, int, int, int], spec: tuple,
         _log.info(
             "PsfMatchMapper: target chosen: round %s, the widest PSF (major-axis radius %.4g px near "
             "(%.1f, %.1f)) plus a %.3g%% margin",
-            _describe(target), survey.major_radii()[widest], x, y, 100.0 * margin,
-        )  # fmt: skip
+            _describe(target),
+            survey.major_radii()[widest],
+            x,
+            y,
+            100.0 * margin,
+        )
     elif kind == "psf":
         target = value
     else:
@@ -894,8 +970,12 @@ class PsfMatchMapper(ImageMapper):
             if not isinstance(target, Psf):
                 raise TypeError(f"target must be a Psf, not {type(target).__name__}")
             return ("psf", target)
-        for kind, source in (("fwhm", kwargs.get("targetFwhm")), ("sigma", kwargs.get("targetSigma")),
-                             ("fwhm", self.config.targetFwhm), ("sigma", self.config.targetSigma)):  # fmt: skip
+        for kind, source in (
+            ("fwhm", kwargs.get("targetFwhm")),
+            ("sigma", kwargs.get("targetSigma")),
+            ("fwhm", self.config.targetFwhm),
+            ("sigma", self.config.targetSigma),
+        ):
             if source is not None:
                 if kind == "fwhm" and source is self.config.targetFwhm and self.config.targetSigma is not None:
                     raise ValueError("set one of config.targetSigma and config.targetFwhm, not both")
@@ -917,8 +997,15 @@ class PsfMatchMapper(ImageMapper):
 
     def _resolveExact(self, psf: Psf, fullBBox: Box2I, kwargs: dict[str, Any], check: bool = True) -> tuple[Psf, bool]:
         box = (fullBBox.getMinX(), fullBBox.getMinY(), fullBBox.getMaxX(), fullBBox.getMaxY())
-        args = (box, self._targetSpec(kwargs), self.config.targetSearchPoints, self.config.targetMargin,
-                self.config.targetPixelIntegrated, self.config.outputPsfSize, check)  # fmt: skip
+        args = (
+            box,
+            self._targetSpec(kwargs),
+            self.config.targetSearchPoints,
+            self.config.targetMargin,
+            self.config.targetPixelIntegrated,
+            self.config.outputPsfSize,
+            check,
+        )
         try:
             return _resolve_exact_cached(psf, *args)
         except TypeError as error:
@@ -966,8 +1053,15 @@ class PsfMatchMapper(ImageMapper):
     # -- kernels ------------------------------------------------------------------------------------
     def solveKernel(self, psf: Psf, target: Psf, position: Point2D) -> MatchingKernel:
         """Return the exact method's matching kernel at ``position`` (cached per PSF, target and position)."""
-        args = (float(position.x), float(position.y), self.config.kernelSolver, self.config.regularization,
-                self.config.kernelTolerance, self.config.kernelSize, self.config.maxKernelRadius)  # fmt: skip
+        args = (
+            float(position.x),
+            float(position.y),
+            self.config.kernelSolver,
+            self.config.regularization,
+            self.config.kernelTolerance,
+            self.config.kernelSize,
+            self.config.maxKernelRadius,
+        )
         try:
             return _solve_cached(psf, target, *args)
         except TypeError as error:
@@ -1030,8 +1124,9 @@ class PsfMatchMapper(ImageMapper):
             return self._runGaussian(subExposure, expandedSubExposure, fullBBox, psf, **kwargs)
         return self._runExact(subExposure, expandedSubExposure, fullBBox, psf, **kwargs)
 
-    def _runExact(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, psf: Psf,
-                  **kwargs: Any) -> Struct:  # fmt: skip
+    def _runExact(
+        self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, psf: Psf, **kwargs: Any
+    ) -> Struct:
         start = time.perf_counter()
         target, _ = self._resolveExact(psf, fullBBox, kwargs)
         cellBBox = subExposure.getBBox()
@@ -1063,18 +1158,20 @@ class PsfMatchMapper(ImageMapper):
         radius_t = float(target.computeShape(centre).getDeterminantRadius())
         return Struct(subExposure=out, target=target, targetSigma=radius_t, kernel=kernel, timings=timings)
 
-    def _runGaussian(self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, psf: Psf,
-                     **kwargs: Any) -> Struct:  # fmt: skip
+    def _runGaussian(
+        self, subExposure: Exposure, expandedSubExposure: Exposure, fullBBox: Box2I, psf: Psf, **kwargs: Any
+    ) -> Struct:
         cellBBox = subExposure.getBBox()
         target = self.resolveTargetSigma(psf, fullBBox, **kwargs)
         local = psf_sigma(psf, cellBBox.getCenter())
         kernelSigma = matching_sigma(local, target)
         if local > target * (1.0 + 1e-3):
             self.log.warning(
-                "Cell %s: local PSF sigma %.4g exceeds the target %.4g; it cannot be sharpened and "
-                "is left as is",
-                cellBBox, local, target,
-            )  # fmt: skip
+                "Cell %s: local PSF sigma %.4g exceeds the target %.4g; it cannot be sharpened and is left as is",
+                cellBBox,
+                local,
+                target,
+            )
         radius = self.kernelRadius(kernelSigma)
         self._checkBorder(cellBBox, expandedSubExposure.getBBox(), fullBBox, radius)
 
@@ -1118,5 +1215,7 @@ class PsfMatchMapper(ImageMapper):
             self.log.warning(
                 "Cell %s: border %d px is thinner than the matching kernel radius %d px; the cell's "
                 "edges will differ from convolving the whole image. Increase borderSizeX/Y.",
-                cell, thinnest, radius,
-            )  # fmt: skip
+                cell,
+                thinnest,
+                radius,
+            )

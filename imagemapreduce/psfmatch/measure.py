@@ -26,9 +26,18 @@ __all__ = ["MEASUREMENT_DTYPE", "DEFAULT_BAD_PLANES", "measure_star_widths", "wi
 #: plane, as for independent pixels (too high on a smoothed image, whose noise is correlated);
 #: ``g1, g2`` the reduced shear ``e / (1 + sqrt(1 - |e|^2))`` of the adaptive moments.
 MEASUREMENT_DTYPE = np.dtype(
-    [("index", np.int64), ("x", np.float64), ("y", np.float64), ("sigma", np.float64),
-     ("flux", np.float64), ("sky", np.float64), ("snr", np.float64), ("g1", np.float64), ("g2", np.float64)]
-)  # fmt: skip
+    [
+        ("index", np.int64),
+        ("x", np.float64),
+        ("y", np.float64),
+        ("sigma", np.float64),
+        ("flux", np.float64),
+        ("sky", np.float64),
+        ("snr", np.float64),
+        ("g1", np.float64),
+        ("g2", np.float64),
+    ]
+)
 
 #: Mask planes that disqualify a star when any pixel of its stamp carries them.
 DEFAULT_BAD_PLANES: tuple[str, ...] = ("BAD", "SAT", "NO_DATA", "EDGE", "INVALID_MAPREDUCE")
@@ -174,9 +183,17 @@ def measure_star_widths(
         except ValueError:
             continue  # faint, blended or defective: nothing to measure
         rows.append(
-            (i, centroid.x - stamp_radius + cx + x0, centroid.y - stamp_radius + cy + y0,
-             shape.getDeterminantRadius(), flux, sky, snr, *moments_to_shear(shape))
-        )  # fmt: skip
+            (
+                i,
+                centroid.x - stamp_radius + cx + x0,
+                centroid.y - stamp_radius + cy + y0,
+                shape.getDeterminantRadius(),
+                flux,
+                sky,
+                snr,
+                *moments_to_shear(shape),
+            )
+        )
     return np.array(rows, dtype=MEASUREMENT_DTYPE)
 
 

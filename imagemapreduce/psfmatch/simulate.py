@@ -33,9 +33,15 @@ _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: The star catalogue's fields: parent-pixel centre, total flux in ADU (before saturation),
 #: the PSF FWHM at the star in pixels, and whether the star saturated.
 STAR_DTYPE = np.dtype(
-    [("id", np.int64), ("x", np.float64), ("y", np.float64), ("flux", np.float64),
-     ("fwhm", np.float64), ("saturated", np.bool_)]
-)  # fmt: skip
+    [
+        ("id", np.int64),
+        ("x", np.float64),
+        ("y", np.float64),
+        ("flux", np.float64),
+        ("fwhm", np.float64),
+        ("saturated", np.bool_),
+    ]
+)
 
 
 def default_varying_psf(bbox: Box2I, sigma_center: float = 1.5, widening: float = 1.5) -> VaryingGaussianPsf:
@@ -260,16 +266,30 @@ def simulate_exposure(
     stars["fwhm"] = _local_fwhm(psf, x, y)
     stars["saturated"] = peak + sky >= saturation
     exposure.getMetadata().update(
-        {"SIMSEED": seed, "SKY": sky, "GAIN": gain, "RDNOISE": read_noise, "SATURATE": saturation,
-         "BADCOL": column, "NSTARS": n_total}
-    )  # fmt: skip
+        {
+            "SIMSEED": seed,
+            "SKY": sky,
+            "GAIN": gain,
+            "RDNOISE": read_noise,
+            "SATURATE": saturation,
+            "BADCOL": column,
+            "NSTARS": n_total,
+        }
+    )
     return exposure, stars
 
 
 def _check_parameters(
-    width: Any, height: Any, n_stars: Any, sky: float, read_noise: float, gain: float,
-    flux_range: tuple[float, float], n_saturated: Any, saturation: float,
-) -> None:  # fmt: skip
+    width: Any,
+    height: Any,
+    n_stars: Any,
+    sky: float,
+    read_noise: float,
+    gain: float,
+    flux_range: tuple[float, float],
+    n_saturated: Any,
+    saturation: float,
+) -> None:
     """Raise a `ValueError` naming the first parameter out of range."""
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
@@ -278,9 +298,11 @@ def _check_parameters(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     checks = (
-        ("sky", sky, sky >= 0), ("read_noise", read_noise, read_noise >= 0), ("gain", gain, gain > 0),
+        ("sky", sky, sky >= 0),
+        ("read_noise", read_noise, read_noise >= 0),
+        ("gain", gain, gain > 0),
         ("saturation", saturation, saturation > sky),
-    )  # fmt: skip
+    )
     for name, value, ok in checks:
         if not (math.isfinite(value) and ok):
             raise ValueError(f"{name} is out of range: {value!r} (gain > 0, others >= 0, saturation > sky)")
