@@ -220,3 +220,82 @@ def test_afw_coadd_psf_with_warped_inputs_is_not_read_but_is_carried(tmp_path, c
     assert afw.getPsf() is None and "WCSes other than the coadd's" in caplog.text
     write_exposure(afw, tmp_path / "again.fits")  # the PSF was not replaced: its tables are carried as they are
     assert_carried(tmp_path / "afw.fits", tmp_path / "again.fits")
+
+
+# -- our PSF models, written as their plain-data documents ----------------------------------------
+def _our_psfs():
+    from imagemapreduce.psf import EllipticalGaussianPsf, KolmogorovPsf, MoffatPsf
+    from imagemapreduce.psfmatch import field_psf
+
+    bbox = Box2I(imr.Point2I(0, 0), Extent2I(64, 48))
+    left = Box2I(imr.Point2I(0, 0), Extent2I(32, 48))
+    right = Box2I(imr.Point2I(32, 0), Extent2I(32, 48))
+    return {
+        "moffat": MoffatPsf(21, 21, 3.0, beta=2.5, g1=0.02),
+        "elliptical gaussian": EllipticalGaussianPsf(21, 21, 2.0, g2=0.03),
+        "kolmogorov": KolmogorovPsf(21, 21, 3.1),
+        "varying moffat": field_psf(bbox, "moffat", 2.5, 4.5, g_max=0.04),
+        "varying kolmogorov": field_psf(bbox, "kolmogorov", 2.5, 4.5, g_max=0.03),
+        "coadd of ours": CoaddPsf(
+            [(MoffatPsf(21, 21, 3.0), left, 1.0), (EllipticalGaussianPsf(21, 21, 2.0), right, 2.0)]
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_our_psfs()))
+def test_our_psf_models_round_trip_through_the_archive(tmp_path, caplog, name):
+    psf = _our_psfs()[name]
+    exposure = make_exposure()
+    exposure.setPsf(psf)
+    path = tmp_path / "psf.fits"
+    with caplog.at_level(logging.WARNING):
+        write_exposure(exposure, path)
+    assert "cannot be persisted" not in caplog.text
+    back = read_exposure(path).getPsf()
+    assert type(back) is type(psf)
+    for position in (Point2D(3.0, 4.0), Point2D(40.5, 30.25)):
+        np.testing.assert_array_equal(back.computeKernelImage(position).array, psf.computeKernelImage(position).array)
+    with fits.open(path) as hdul:
+        assert fits.getval(path, "PSF_ID") > 0
+        assert any(h.header.get("AR_NAME") == type(psf).__name__ for h in hdul[1:])
+
+
+def test_a_tampered_psf_document_is_refused_naming_what_is_wrong(tmp_path):
+    from imagemapreduce.psf import MoffatPsf
+
+    exposure = make_exposure()
+    exposure.setPsf(MoffatPsf(21, 21, 3.0))
+    path = tmp_path / "psf.fits"
+    write_exposure(exposure, path)
+    with fits.open(path, mode="update") as hdul:
+        (table,) = [h for h in hdul[1:] if h.header.get("AR_NAME") == "MoffatPsf"]
+        table.data["document"][0] = '{"type": "MoffatPsf", "width": 21}'
+    with pytest.raises(FitsFormatError, match="MoffatPsf"):
+        read_exposure(path)
+    with fits.open(path, mode="update") as hdul:
+        (table,) = [h for h in hdul[1:] if h.header.get("AR_NAME") == "MoffatPsf"]
+        table.data["document"][0] = "not json at all"
+    with pytest.raises(FitsFormatError, match="not JSON"):
+        read_exposure(path)
+
+
+def test_a_homogenised_exposure_keeps_its_target_psf_in_fits(tmp_path):
+    from imagemapreduce.psfmatch import PsfMatchMapper, field_psf, simulate_exposure
+
+    bbox = Box2I(imr.Point2I(0, 0), Extent2I(128, 128))
+    exposure, _ = simulate_exposure(128, 128, psf=field_psf(bbox, "moffat", 2.5, 3.5), n_stars=10, seed=1)
+    config = imr.ImageMapReduceConfig()
+    config.mapper.retarget(PsfMatchMapper)
+    config.reducer.reduceOperation = "average"
+    config.cellSizeX = config.cellSizeY = 64
+    config.borderSizeX = config.borderSizeY = 12
+    config.scaleByFwhm = False
+    output = imr.ImageMapReduceTask(config=config).run(exposure).exposure
+    path = tmp_path / "matched.fits"
+    write_exposure(output, path)
+    back = read_exposure(path).getPsf()
+    assert back is not None and type(back) is type(output.getPsf())
+    for position in (Point2D(20.0, 20.0), Point2D(100.0, 64.0)):
+        np.testing.assert_array_equal(
+            back.computeKernelImage(position).array, output.getPsf().computeKernelImage(position).array
+        )

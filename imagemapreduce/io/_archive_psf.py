@@ -1,4 +1,4 @@
-"""PSFs in afw's archive: GaussianPsf, DoubleGaussianPsf, CoaddPsf and WindowedCoaddPsf.
+"""PSFs in afw's archive: GaussianPsf, DoubleGaussianPsf, CoaddPsf and WindowedCoaddPsf, and ours.
 
 Column names and types are those of afw's persistence helpers (``GaussianPsf``: dimensions_x,
 dimensions_y, sigma; ``DoubleGaussianPsf``: dimensions, sigma1, sigma2, b).
@@ -18,12 +18,20 @@ warp for afw); otherwise they are 0.
 ``WindowedCoaddPsf`` (module ``imagemapreduce.psf``): the same two catalogs, the first with two more
 columns, ``windowkind`` (linear, cosine or gaussian) and ``windowgaussianwidth``.
 
+The other built-in PSFs (`EllipticalGaussianPsf`, `MoffatPsf`, `KolmogorovPsf` and the varying
+models: everything `psf_to_dict` describes) have no afw counterpart either. Each is one object
+under its own class name (module ``imagemapreduce.psf``) with one catalog of one row and one
+string column, ``document``: the JSON of `psf_to_dict`, read back by `psf_from_dict`, which
+checks every field (data, never code). They may be coadd components too. afw reads none of these
+classes: a file whose PSF is one is read by afw without its PSF.
+
 Reading accepts only these classes and checks every value; a CoaddPsf whose components have WCSes
 other than the coadd's (a real afw coadd, whose inputs need warping) is not read (logged).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -31,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from ..geom import Box2I, Point2I
-from ..psf import CoaddPsf, DoubleGaussianPsf, GaussianPsf, WindowedCoaddPsf
+from ..psf import CoaddPsf, DoubleGaussianPsf, GaussianPsf, PsfFormatError, WindowedCoaddPsf, psf_from_dict, psf_to_dict
+from ..psf._persist import PERSISTABLE_PSFS
 from ._archive import PSF_DEPENDENT, AfwArchive, ArchiveWriter, catalog_rows
 from ._errors import FitsFormatError
 
@@ -86,15 +95,40 @@ _COADDS: dict[type, tuple[str, str]] = {
 }
 
 
+#: Our PSF classes without an afw layout, written as their `psf_to_dict` document.
+_DOCUMENTED: dict[type, str] = {
+    cls: name for name, (cls, *_) in PERSISTABLE_PSFS.items() if cls not in _SIMPLE and cls not in _COADDS
+}
+_DOCUMENT_MODULE = "imagemapreduce.psf"
+#: Longest document read back (a varying PSF's coefficients take a few hundred characters).
+_MAX_DOCUMENT = 1 << 16
+
+
+def _is_component(psf: Any) -> bool:
+    return type(psf) in _SIMPLE or type(psf) in _DOCUMENTED
+
+
 def can_persist(psf: Any) -> bool:
     """Whether ``psf`` (and, for a coadd PSF, every component) has an archive layout here."""
-    if type(psf) in _SIMPLE:
+    if _is_component(psf):
         return True
-    return type(psf) in _COADDS and all(type(p) in _SIMPLE for p in psf._psfs)
+    return type(psf) in _COADDS and all(_is_component(p) for p in psf._psfs)
 
 
 # -- writing ------------------------------------------------------------------------------------
+def _write_document(psf: Any, writer: ArchiveWriter) -> int:
+    document = json.dumps(psf_to_dict(psf), sort_keys=True, allow_nan=False)
+    # One fixed width per catalog: round up, so that documents of similar length share one.
+    width = 64 * math.ceil(len(document) / 64)
+    columns = (("document", f"{width}A", "the PSF as imagemapreduce.psf.psf_to_dict describes it (JSON)", None),)
+    object_id = writer.new_id()
+    writer.add_rows(object_id, 0, _DOCUMENTED[type(psf)], _DOCUMENT_MODULE, columns, [(document,)])
+    return object_id
+
+
 def _write_simple(psf: Any, writer: ArchiveWriter) -> int:
+    if type(psf) in _DOCUMENTED:
+        return _write_document(psf, writer)
     name, module = _SIMPLE[type(psf)]
     dims = psf.getDimensions()
     row: tuple[Any, ...]
@@ -110,7 +144,7 @@ def _write_simple(psf: Any, writer: ArchiveWriter) -> int:
 
 def write_archive_psf(psf: Any, writer: ArchiveWriter, wcs_id: int = 0) -> int:
     """Add ``psf`` to ``writer`` and return its archive id (``can_persist(psf)`` must hold)."""
-    if type(psf) in _SIMPLE:
+    if _is_component(psf):
         return _write_simple(psf, writer)
     name, module = _COADDS[type(psf)]
     object_id = writer.new_id()
@@ -175,19 +209,41 @@ class _Reader:
         rows = catalog_rows(self.archive, entry)
         if entry.nrows != 1:
             raise self.fail(f"{entry.name} {object_id} must have one row, has {entry.nrows}", entry)
+        if entry.name in _DOCUMENTED.values():
+            return self.document(rows, entry)
         names: tuple[str, ...]
         if entry.name == "GaussianPsf":
             names = ("dimensions_x", "dimensions_y", "sigma")
         elif entry.name == "DoubleGaussianPsf":
             names = ("dimensions_x", "dimensions_y", "sigma1", "sigma2", "b")
         else:
-            raise self.fail(f"a coadd PSF component must be a GaussianPsf or DoubleGaussianPsf, not {entry.name!r}")
+            raise self.fail(
+                f"a coadd PSF component must be a GaussianPsf, a DoubleGaussianPsf or one of "
+                f"{', '.join(sorted(_DOCUMENTED.values()))}, not {entry.name!r}"
+            )
         values = [v[0] for v in self.numbers(rows, names, entry, integer=("dimensions_x", "dimensions_y"))]
         cls = GaussianPsf if entry.name == "GaussianPsf" else DoubleGaussianPsf
         try:
             return cls(*values)
         except (TypeError, ValueError) as exc:
             raise self.fail(f"invalid {entry.name} parameters {values}: {exc}", entry) from None
+
+    def document(self, rows: Any, entry: Any) -> Any:
+        """A PSF written as its `psf_to_dict` document: JSON, every field checked by `psf_from_dict`."""
+        text = self.column(rows, "document", entry)[0]
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        if len(text) > _MAX_DOCUMENT:
+            raise self.fail(f"{entry.name} document is {len(text)} characters, more than {_MAX_DOCUMENT}", entry)
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise self.fail(f"{entry.name} document is not JSON: {exc}", entry) from None
+        if not isinstance(doc, dict) or doc.get("type") != entry.name:
+            raise self.fail(f"{entry.name} document must describe a {entry.name}", entry)
+        try:
+            return psf_from_dict(doc, f"{entry.name} document")
+        except PsfFormatError as exc:
+            raise self.fail(str(exc), entry) from None
 
     def coadd(self, object_id: int, name: str) -> Any:
         first, second = self.entries(object_id, 2)
@@ -245,7 +301,7 @@ def read_archive_psf(archive: AfwArchive, psf_id: int) -> Any:
     if not entries:
         raise reader.fail(f"PSF archive id {psf_id} is not in the archive index")
     name = entries[0].name
-    if name in ("GaussianPsf", "DoubleGaussianPsf"):
+    if name in ("GaussianPsf", "DoubleGaussianPsf", *_DOCUMENTED.values()):
         return reader.simple(psf_id)
     if name in ("CoaddPsf", "WindowedCoaddPsf"):
         return reader.coadd(psf_id, name)
@@ -297,8 +353,8 @@ def build_archive(psf: Any, carried: AfwArchive | None, where: str) -> tuple[Any
             writer.keys["PSF_ID"] = writer.keys["ARCHIVE_ID_PSF"] = psf_id
         else:
             _log.warning(
-                "%s: a %s cannot be persisted in an afw archive (GaussianPsf, DoubleGaussianPsf, and CoaddPsf or "
-                "WindowedCoaddPsf of those can); the PSF is not written",
+                "%s: a %s cannot be persisted in an afw archive (the built-in PSFs, and CoaddPsf or "
+                "WindowedCoaddPsf of those, can); the PSF is not written",
                 where,
                 type(psf).__name__,
             )
