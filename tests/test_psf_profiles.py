@@ -259,3 +259,14 @@ def test_the_cell_survey_matches_compute_shape():
     for box, (ixx, iyy, ixy) in zip(boxes, survey.moments, strict=True):
         shape = psf.computeShape(box.getCenter())
         assert (ixx, iyy, ixy) == pytest.approx((shape.getIxx(), shape.getIyy(), shape.getIxy()), rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("profile", ["gaussian", "moffat", "kolmogorov"])
+@pytest.mark.parametrize("g_max", [0.0, 0.04])
+def test_field_psfs_equal_themselves_read_back_from_their_documents(profile, g_max):
+    from imagemapreduce.psfmatch import field_psf
+
+    psf = field_psf(Box2I(Point2I(0, 0), Extent2I(64, 48)), profile, 2.5, 4.5, g_max=g_max)
+    back = psf_from_dict(psf_to_dict(psf))
+    assert back == psf and hash(back) == hash(psf)
+    assert psf.isElliptical() == (g_max > 0)

@@ -61,6 +61,20 @@ def _coefficient_array(name: str, coeffs: Coefficients) -> np.ndarray:
     return array
 
 
+def _shear_array(name: str, coeffs: Coefficients) -> np.ndarray:
+    """`_coefficient_array` for a shear, with every all-zero polynomial stored as ``[[0]]``.
+
+    A round PSF is then one value whatever zeros it was given, so it equals (and hashes like)
+    the same PSF read back from its document, which records no shear for a round PSF.
+    """
+    array = _coefficient_array(name, coeffs)
+    if array.any():
+        return array
+    zero = np.zeros((1, 1))
+    zero.flags.writeable = False
+    return zero
+
+
 class _PolynomialPsf(Psf):
     """A circular analytic profile whose width parameter is a polynomial in normalised position.
 
@@ -101,8 +115,8 @@ class _PolynomialPsf(Psf):
         g2_coeffs: Coefficients = 0.0,
         pixelIntegrated: bool = False,
     ) -> None:
-        self._set("_g1", _coefficient_array("g1_coeffs", g1_coeffs))
-        self._set("_g2", _coefficient_array("g2_coeffs", g2_coeffs))
+        self._set("_g1", _shear_array("g1_coeffs", g1_coeffs))
+        self._set("_g2", _shear_array("g2_coeffs", g2_coeffs))
         self._set("_pixelIntegrated", bool(pixelIntegrated))
         self._set("_width", check_dimension("width", width))
         self._set("_height", check_dimension("height", height))
