@@ -12,7 +12,27 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
 
+#: The files that take longest, started first: with the files shared among worker processes
+#: (pytest-xdist, whole files per worker), a long file collected last would run on alone at the end.
+LONGEST_FILES = (
+    "test_s3.py",
+    "test_docs.py",
+    "test_cli.py",
+    "test_adversarial_faults.py",
+    "test_cluster.py",
+    "test_adversarial_stores.py",
+    "test_zarr.py",
+    "test_schedulers.py",
+)
+
+
+def _longest_first(item) -> int:
+    name = item.path.name
+    return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_longest_first)  # stable: each file's tests keep their order
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
