@@ -126,9 +126,12 @@ def _write_document(psf: Any, writer: ArchiveWriter) -> int:
     return object_id
 
 
+def _write_component(psf: Any, writer: ArchiveWriter) -> int:
+    """Write a PSF that is not a coadd: in afw's layout where afw has one, else as its document."""
+    return _write_document(psf, writer) if type(psf) in _DOCUMENTED else _write_simple(psf, writer)
+
+
 def _write_simple(psf: Any, writer: ArchiveWriter) -> int:
-    if type(psf) in _DOCUMENTED:
-        return _write_document(psf, writer)
     name, module = _SIMPLE[type(psf)]
     dims = psf.getDimensions()
     row: tuple[Any, ...]
@@ -145,10 +148,10 @@ def _write_simple(psf: Any, writer: ArchiveWriter) -> int:
 def write_archive_psf(psf: Any, writer: ArchiveWriter, wcs_id: int = 0) -> int:
     """Add ``psf`` to ``writer`` and return its archive id (``can_persist(psf)`` must hold)."""
     if _is_component(psf):
-        return _write_simple(psf, writer)
+        return _write_component(psf, writer)
     name, module = _COADDS[type(psf)]
     object_id = writer.new_id()
-    ids = [_write_simple(p, writer) for p in psf._psfs]
+    ids = [_write_component(p, writer) for p in psf._psfs]
     average = psf.getAveragePosition()
     header: tuple[Any, ...] = (wcs_id, _WARPING_CACHE_SIZE, average.x, average.y, _WARPING_KERNEL)
     columns: tuple[tuple[str, str, str, str | None], ...] = _COADD
@@ -204,13 +207,18 @@ class _Reader:
             values.append(column.tolist())
         return values
 
-    def simple(self, object_id: int) -> Any:
+    def component(self, object_id: int) -> Any:
+        """A PSF that is not a coadd: one catalog of one row, in afw's layout or ours (a document)."""
         (entry,) = self.entries(object_id, 1)
         rows = catalog_rows(self.archive, entry)
         if entry.nrows != 1:
             raise self.fail(f"{entry.name} {object_id} must have one row, has {entry.nrows}", entry)
         if entry.name in _DOCUMENTED.values():
             return self.document(rows, entry)
+        return self.simple(rows, entry)
+
+    def simple(self, rows: Any, entry: Any) -> Any:
+        """A GaussianPsf or DoubleGaussianPsf in afw's layout."""
         names: tuple[str, ...]
         if entry.name == "GaussianPsf":
             names = ("dimensions_x", "dimensions_y", "sigma")
@@ -270,7 +278,7 @@ class _Reader:
         components = []
         for k, psf_id in enumerate(psf_ids):
             if psf_id not in psfs:
-                psfs[psf_id] = self.simple(psf_id)
+                psfs[psf_id] = self.component(psf_id)
             x0, y0, x1, y1 = (c[k] for c in corners)
             components.append((psfs[psf_id], Box2I(Point2I(x0, y0), Point2I(x1, y1)), weights[k]))
         try:
@@ -302,7 +310,7 @@ def read_archive_psf(archive: AfwArchive, psf_id: int) -> Any:
         raise reader.fail(f"PSF archive id {psf_id} is not in the archive index")
     name = entries[0].name
     if name in ("GaussianPsf", "DoubleGaussianPsf", *_DOCUMENTED.values()):
-        return reader.simple(psf_id)
+        return reader.component(psf_id)
     if name in ("CoaddPsf", "WindowedCoaddPsf"):
         return reader.coadd(psf_id, name)
     _log.warning(
