@@ -12,7 +12,7 @@ from ._coadd import CoaddPsf
 from ._gaussian import DoubleGaussianPsf, GaussianPsf
 from ._persist import PsfFormatError, psf_from_dict, psf_to_dict
 from ._profiles import EllipticalGaussianPsf, KolmogorovPsf, MoffatPsf, moments_to_shear
-from ._shape import Quadrupole, adaptive_moments
+from ._shape import Quadrupole, adaptive_moments, adaptive_moments_many
 from ._varying import VaryingGaussianPsf, VaryingKolmogorovPsf, VaryingMoffatPsf
 from ._windowed import WindowedCoaddPsf
 
@@ -32,6 +32,7 @@ __all__ = [
     "moments_to_shear",
     "Quadrupole",
     "adaptive_moments",
+    "adaptive_moments_many",
     "psf_to_dict",
     "psf_from_dict",
     "PsfFormatError",

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..geom import Point2D
 
-__all__ = ["Quadrupole", "adaptive_moments"]
+__all__ = ["Quadrupole", "adaptive_moments", "adaptive_moments_many"]
 
 
 class Quadrupole:
@@ -215,3 +215,100 @@ def adaptive_moments(
                 raise _fail(f"moments not positive-definite (ixx={ixx}, iyy={iyy}, ixy={ixy})")
             return Quadrupole(ixx, iyy, ixy), Point2D(xc, yc)
     raise _fail(f"did not converge in {max_iter} iterations (last relative change {change:.3g})")
+
+
+def adaptive_moments_many(
+    arrays: Any,
+    center: tuple[float, float],
+    *,
+    max_iter: int = 200,
+    tol: float = 1e-8,
+    start: tuple[float, float, float] | None = None,
+    relaxation: float = 1.0,
+) -> np.ndarray:
+    """`adaptive_moments` of a stack of equally shaped images (kernel images of a PSF), iterated together.
+
+    Each image follows the iteration `adaptive_moments` takes from ``center`` (recentroiding) and
+    stops when it has converged, so each result is that function's to float64 rounding; an
+    image that would make it fail is measured by it alone, which raises its error.
+
+    Parameters
+    ----------
+    arrays : array-like, 3-d
+        The images, stacked on the first axis; finite.
+    center : `tuple` of `float`
+        ``(x, y)`` starting centroid of every image, in array index coordinates.
+    max_iter, tol, start, relaxation
+        As `adaptive_moments`.
+
+    Returns
+    -------
+    moments : `numpy.ndarray`
+        ``(n, 3)``: ``(ixx, iyy, ixy)`` per image.
+    """
+    if not 0.0 < relaxation <= 2.0:
+        raise ValueError(f"adaptive_moments_many: relaxation must be in (0, 2], got {relaxation}")
+    data = np.asarray(arrays, dtype=np.float64)
+    if data.ndim != 3 or data.shape[1] == 0 or data.shape[2] == 0:
+        raise ValueError(f"adaptive_moments_many needs a stack of non-empty 2-d arrays, got shape {data.shape}")
+    count, ny, nx = data.shape
+    begin = (1.5, 1.5, 0.0) if start is None else (float(start[0]), float(start[1]), float(start[2]))
+    moments = np.tile(np.array(begin, dtype=np.float64), (count, 1))
+    centres = np.tile(np.array([float(center[0]), float(center[1])]), (count, 1))
+    done = np.zeros(count, dtype=bool)
+    failed = ~np.isfinite(data).all(axis=(1, 2))
+    xs, ys = np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64)
+    max_moment = float(max(nx, ny)) ** 2
+    for _ in range(max_iter):
+        todo = np.flatnonzero(~done & ~failed)
+        if not len(todo):
+            break
+        ixx, iyy, ixy = moments[todo].T
+        det = ixx * iyy - ixy * ixy
+        dx = xs[None, :] - centres[todo, :1]
+        dy = ys[None, :] - centres[todo, 1:]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            quad = (iyy[:, None, None] * dx[:, None, :] ** 2 + ixx[:, None, None] * dy[:, :, None] ** 2) / det[
+                :, None, None
+            ]
+            quad -= (2.0 * ixy / det)[:, None, None] * dy[:, :, None] * dx[:, None, :]
+            weighted = data[todo] * np.exp(-0.5 * quad)
+            flux = weighted.sum(axis=(1, 2))
+            row, col = weighted.sum(axis=1), weighted.sum(axis=2)
+            mx = np.einsum("ni,ni->n", row, dx) / flux
+            my = np.einsum("ni,ni->n", col, dy) / flux
+            new_xx = 2.0 * np.einsum("ni,ni->n", row, dx**2) / flux - 2.0 * mx * mx
+            new_yy = 2.0 * np.einsum("ni,ni->n", col, dy**2) / flux - 2.0 * my * my
+            new_xy = 2.0 * np.einsum("ni,nij,nj->n", dy, weighted, dx) / flux - 2.0 * mx * my
+            scale = np.maximum(new_xx + new_yy, 1e-300)
+            change = np.maximum.reduce([abs(new_xx - ixx), abs(new_yy - iyy), abs(new_xy - ixy)]) / scale
+            if relaxation != 1.0:
+                relaxed = [old + relaxation * (new - old) for old, new in ((ixx, new_xx), (iyy, new_yy), (ixy, new_xy))]
+                positive = relaxed[0] * relaxed[1] - relaxed[2] ** 2 > 0
+                new_xx, new_yy, new_xy = (np.where(positive, r, n) for r, n in zip(relaxed, (new_xx, new_yy, new_xy)))
+        moments[todo] = np.stack([new_xx, new_yy, new_xy], axis=1)
+        centres[todo] += 2.0 * np.stack([mx, my], axis=1)
+        cx, cy = centres[todo].T
+        bad = (
+            ~(det > 0)
+            | ~(flux > 0)
+            | ~np.isfinite(moments[todo]).all(axis=1)
+            | (new_xx > max_moment)
+            | (new_yy > max_moment)
+            | ~((-0.5 <= cx) & (cx <= nx - 0.5) & (-0.5 <= cy) & (cy <= ny - 0.5))
+        )
+        converged = (change < tol) & (np.hypot(2.0 * mx, 2.0 * my) < tol) & (new_xx * new_yy - new_xy**2 > 0)
+        failed[todo[bad]] = True
+        done[todo[converged & ~bad]] = True
+    for index in np.flatnonzero(~done):
+        # Not converged, or failing: the one-image iteration says why (it raises).
+        shape, _ = adaptive_moments(
+            data[index],
+            (float(center[0]), float(center[1])),
+            max_iter=max_iter,
+            tol=tol,
+            start=start,
+            relaxation=relaxation,
+        )
+        moments[index] = (shape.getIxx(), shape.getIyy(), shape.getIxy())
+    return moments

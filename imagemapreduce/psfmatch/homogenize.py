@@ -19,13 +19,15 @@ smoothly between cells. See `PsfMatchMapper`.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import lsst.pex.config as pexConfig
 import numpy as np
@@ -35,8 +37,17 @@ from ..geom import Box2I, Point2D
 from ..image import Exposure
 from ..mapper import ImageMapper, ImageMapperConfig
 from ..pipe_base import Struct
-from ..psf import EllipticalGaussianPsf, GaussianPsf, Psf, adaptive_moments
+from ..psf import EllipticalGaussianPsf, GaussianPsf, Psf, adaptive_moments, adaptive_moments_many
+from ..psf._gaussian import _AnalyticPsf
 from ..psf._profiles import FWHM_PER_SIGMA, PIXEL_VARIANCE
+from .kernels import (
+    KERNEL_SOLVERS,
+    MatchingKernel,
+    convolve_cell,
+    convolve_core,
+    solve_matching_kernel,
+    solve_matching_kernels,
+)
 
 __all__ = [
     "PsfMatchMapperConfig",
@@ -185,12 +196,6 @@ def _grow_bits(mask: np.ndarray, bits: list[int], radius: int) -> np.ndarray:
 
 # -- the exact method: kernels solved from kernel images ----------------------------------------
 
-#: numpy.pad modes equivalent to the scipy.ndimage edge modes of `EDGE_MODES`.
-_PAD_MODES: dict[str, Literal["edge", "symmetric", "reflect"]] = {
-    "nearest": "edge",
-    "reflect": "symmetric",
-    "mirror": "reflect",
-}
 #: Kernel images and solved kernels kept per process (cells of a 2048^2 image on a 32 px step: 4096).
 _CACHE_SIZE = 4096
 
@@ -213,274 +218,6 @@ def cell_kernel_image(psf: Psf, position: Point2D) -> np.ndarray:
         return _kernel_image_cached(psf, float(position.x), float(position.y))
     except TypeError:  # an unhashable third-party PSF
         return _kernel_image_cached.__wrapped__(psf, float(position.x), float(position.y))
-
-
-@dataclasses.dataclass(frozen=True)
-class MatchingKernel:
-    """A matching kernel solved by `solve_matching_kernel`.
-
-    Attributes
-    ----------
-    array : `numpy.ndarray`
-        The kernel, ``(2 radius + 1)`` square, centre at ``[radius, radius]``, sum 1.
-    radius : `int`
-        Its half-width in pixels.
-    gain : `float`
-        Largest amplitude of its transfer function, ``max |K(k)|``: above 1 the kernel sharpens
-        some frequencies (reshaping a wingy PSF's core), far above 1 it deconvolves.
-    noise : `float`
-        ``sum(K^2)``: the variance of white noise after the kernel, relative to before.
-    residual : `float`
-        ``max |PSF ⊗ K - target| / max(target)`` on the solve's grid.
-    misfit : `float`
-        The rms misfit ``|PSF ⊗ K - target| / |target|`` (2-norms over the grid), which
-        ``tolerance`` bounds.
-    """
-
-    array: np.ndarray
-    radius: int
-    gain: float
-    noise: float
-    residual: float
-    misfit: float
-
-
-def _centred_on_origin(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Embed a kernel image (centre at ``[h // 2, w // 2]``) in a zero array with its centre at [0, 0]."""
-    out = np.zeros(shape)
-    h, w = image.shape
-    out[:h, :w] = image
-    return np.roll(out, (-(h // 2), -(w // 2)), axis=(0, 1))
-
-
-#: Radii tried, in turn, by the least-squares solve until the match is within tolerance.
-_LSQ_RADII = (2, 3, 4, 5, 6, 7, 8, 10, 12)
-_LSQ_START = 2  # the index of 4 px, where the search starts
-#: Solvers of `solve_matching_kernel`.
-KERNEL_SOLVERS = {
-    "leastSquares": "pixel-space least squares on a delta-function basis (as ModelPsfMatchTask), "
-    "normal equations from the Fourier-space autocorrelation: the most compact kernel",
-    "wiener": "Wiener-style Fourier-space solve conj(P) T / (abs(P)^2 + regularization), cropped",
-}
-
-
-def solve_matching_kernel(
-    psf_image: np.ndarray,
-    target_image: np.ndarray,
-    *,
-    solver: str = "leastSquares",
-    regularization: float = 1e-10,
-    tolerance: float = 5e-3,
-    max_radius: int | None = None,
-    radius: int | None = None,
-) -> MatchingKernel:
-    """Solve ``psf ⊗ K ≈ target`` for a compact kernel ``K`` of flux 1.
-
-    Two solvers. ``"leastSquares"`` (default) minimises ``sum (psf ⊗ K - target)^2 +
-    regularization * sum(psf^2) * sum(K^2)`` over the pixels of a ``(2 r + 1)^2`` kernel, under
-    ``sum(K) = 1``: the normal equations' matrix is the PSF's autocorrelation and their right-hand
-    side its cross-correlation with the target, both from one FFT, solved by Cholesky. It puts
-    the kernel's freedom where the PSF has power, so a kernel that must narrow a wingy core or add
-    less than a pixel of width stays a few pixels wide. ``"wiener"`` takes
-    ``K(k) = conj(P(k)) T(k) / (|P(k)|^2 + regularization)`` on a grid twice the images' size,
-    crops it and renormalises: exact before cropping, but a kernel whose transform does not vanish
-    at the Nyquist frequency rings far out, so it needs a larger radius for the same match.
-
-    Without ``radius`` the smallest radius whose match has an rms misfit
-    ``|psf ⊗ K - target| / |target|`` within ``tolerance`` is used (up to ``max_radius``); the
-    least-squares solve reads the misfit off its normal equations, so trying a radius costs no
-    convolution.
-
-    Parameters
-    ----------
-    psf_image, target_image : `numpy.ndarray`
-        Kernel images, each with its centre at pixel ``[h // 2, w // 2]`` (as `Psf.computeKernelImage`
-        gives them), any sizes; normalised here.
-    solver : `str`
-        One of `KERNEL_SOLVERS`.
-    regularization : `float`
-        Tikhonov (least squares) or Wiener term, relative to the PSF's power.
-    tolerance : `float`
-        Largest rms misfit allowed when ``radius`` is not given. The default, 5e-3, leaves the
-        largest pixel of the misfit near 1e-3 of the target's peak and widths within 0.1%.
-    max_radius : `int`, optional
-        Largest radius to use; default 12 (least squares) or the solve grid's (Wiener).
-    radius : `int`, optional
-        A fixed radius instead of the ``tolerance`` rule.
-
-    Returns
-    -------
-    kernel : `MatchingKernel`
-    """
-    if solver not in KERNEL_SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(KERNEL_SOLVERS)}, got {solver!r}")
-    psf_image = np.asarray(psf_image, dtype=np.float64)
-    target_image = np.asarray(target_image, dtype=np.float64)
-    psf_image = psf_image / psf_image.sum()
-    target_image = target_image / target_image.sum()
-    if solver == "wiener":
-        return _solve_wiener(psf_image, target_image, regularization, tolerance, max_radius, radius)
-    return _solve_least_squares(psf_image, target_image, regularization, tolerance, max_radius, radius)
-
-
-class _Grid:
-    """The FFT grid of a solve: both images' transforms, the target on the grid, and residuals."""
-
-    def __init__(self, psf_image: np.ndarray, target_image: np.ndarray, extra: int) -> None:
-        from scipy import fft
-
-        size = fft.next_fast_len(max(*psf_image.shape, *target_image.shape) + 2 * extra + 2, real=True)
-        self.shape = (size, size)
-        self.psf = _centred_on_origin(psf_image, self.shape)
-        self.target = _centred_on_origin(target_image, self.shape)
-        self.p_hat = fft.rfft2(self.psf)
-        self.t_hat = fft.rfft2(self.target)
-        self.peak = float(self.target.max())
-
-    def result(self, array: np.ndarray) -> MatchingKernel:
-        """Score a kernel: its transfer function's peak, noise gain and residual match."""
-        from scipy import fft
-
-        kernel_hat = fft.rfft2(_centred_on_origin(array, self.shape))
-        difference = fft.irfft2(self.p_hat * kernel_hat, s=self.shape) - self.target
-        residual = float(np.abs(difference).max()) / self.peak
-        misfit = float(np.sqrt(np.sum(difference**2) / np.sum(self.target**2)))
-        return MatchingKernel(
-            array, array.shape[0] // 2, float(np.abs(kernel_hat).max()), float(np.sum(array**2)), residual, misfit
-        )
-
-
-def _point_symmetric(grid_image: np.ndarray) -> bool:
-    """Whether an image centred on the grid's origin equals itself rotated by 180 degrees."""
-    flipped = np.roll(grid_image[::-1, ::-1], 1, axis=(0, 1))
-    return bool(np.abs(grid_image - flipped).max() <= 1e-12 * np.abs(grid_image).max())
-
-
-def _solve_least_squares(
-    psf_image: np.ndarray,
-    target_image: np.ndarray,
-    regularization: float,
-    tolerance: float,
-    max_radius: int | None,
-    radius: int | None,
-) -> MatchingKernel:
-    from scipy import fft
-
-    top = _LSQ_RADII[-1] if max_radius is None else max(1, int(max_radius))
-    radii = [int(radius)] if radius is not None else [r for r in _LSQ_RADII if r < top] + [top]
-    grid = _Grid(psf_image, target_image, max(radii))
-    # Autocorrelation of the PSF and its cross-correlation with the target, at every lag on the grid.
-    auto = fft.irfft2(grid.p_hat * np.conj(grid.p_hat), s=grid.shape)
-    cross = fft.irfft2(np.conj(grid.p_hat) * grid.t_hat, s=grid.shape)
-    # Centred PSF models are nearly always symmetric under a half turn; so is their kernel, which
-    # halves the unknowns (and keeps the Cholesky factorisation small enough to stay single-threaded).
-    symmetric = _point_symmetric(grid.psf) and _point_symmetric(grid.target)
-    norm = float(np.sum(grid.target**2))
-
-    def attempt(index: int) -> tuple[np.ndarray, bool]:
-        array, misfit = _least_squares_kernel(auto, cross, radii[index], regularization, symmetric)
-        # The match's rms misfit, from the normal equations: no convolution needed to judge a radius.
-        return array, math.sqrt(max(misfit + norm, 0.0) / norm) <= tolerance
-
-    # The smallest radius of the ladder that fits, searched from the middle of the usual range
-    # (4 px) down or up: two or three solves for most PSFs, and the same answer as a full scan.
-    index = min(_LSQ_START, len(radii) - 1)
-    array, fits = attempt(index)
-    step = -1 if fits else 1
-    while 0 <= index + step < len(radii):
-        trial, trial_fits = attempt(index + step)
-        if step < 0 and not trial_fits:
-            break
-        index, array = index + step, trial
-        if step > 0 and trial_fits:
-            break
-    return grid.result(array)
-
-
-@functools.lru_cache(maxsize=64)
-def _basis(r: int, symmetric: bool, size: int) -> tuple[np.ndarray, ...]:
-    """Offsets of a radius-``r`` kernel's unknowns and the lag indices of its normal equations."""
-    offsets = np.arange(-r, r + 1)
-    dy, dx = np.repeat(offsets, 2 * r + 1), np.tile(offsets, 2 * r + 1)
-    if symmetric:
-        half = (dy > 0) | ((dy == 0) & (dx >= 0))
-        uy, ux = dy[half], dx[half]
-        pair = ((uy != 0) | (ux != 0)).astype(np.float64)  # 1 where the basis has two pixels
-    else:
-        uy, ux, pair = dy, dx, np.zeros(len(dy))
-    minus = ((uy[:, None] - uy[None, :]) % size, (ux[:, None] - ux[None, :]) % size)
-    plus = ((uy[:, None] + uy[None, :]) % size, (ux[:, None] + ux[None, :]) % size)
-    for array in (uy, ux, pair, *minus, *plus):
-        array.flags.writeable = False
-    return uy, ux, pair, minus[0], minus[1], plus[0], plus[1]
-
-
-def _least_squares_kernel(
-    auto: np.ndarray, cross: np.ndarray, r: int, regularization: float, symmetric: bool
-) -> tuple[np.ndarray, float]:
-    """Minimise ``|P ⊗ K - T|^2 + reg |K|^2`` under ``sum(K) = 1`` over kernels of radius ``r``.
-
-    The unknowns are the kernel's pixels, or with ``symmetric`` one of each pair ``K(d) = K(-d)``:
-    basis ``delta_u + delta_-u`` for ``u`` in a half plane, ``delta_0`` at the centre. Returns the
-    kernel and ``|P ⊗ K - T|^2 - |T|^2``: the squared misfit less the target's squared norm.
-    """
-    from scipy import linalg
-
-    size = auto.shape[0]
-    uy, ux, pair, my, mx, py, px = _basis(r, symmetric, size)
-    # <P ⊗ b_u, P ⊗ b_v> summed over the basis' signed copies; the autocorrelation is even.
-    normal = auto[my, mx] * (1.0 + pair[:, None] * pair[None, :])
-    if symmetric:
-        normal += auto[py, px] * (pair[:, None] + pair[None, :])
-    weight = 1.0 + pair  # pixels per basis function: sum(K) and |K|^2 in the coefficients
-    rhs = cross[uy % size, ux % size] + pair * cross[-uy % size, -ux % size]
-    plain = normal.copy()
-    normal[np.diag_indices_from(normal)] += regularization * auto[0, 0] * weight
-    factor = linalg.cho_factor(normal, check_finite=False)
-    free = linalg.cho_solve(factor, rhs, check_finite=False)
-    unit = linalg.cho_solve(factor, weight, check_finite=False)
-    # Lagrange multiplier for sum(K) = 1: flux is kept exactly.
-    coefficients = free - (weight @ free - 1.0) / (weight @ unit) * unit
-    kernel = np.zeros((2 * r + 1, 2 * r + 1))
-    kernel[uy + r, ux + r] = coefficients
-    if symmetric:
-        kernel[-uy + r, -ux + r] = coefficients
-    return kernel, float(coefficients @ plain @ coefficients - 2.0 * rhs @ coefficients)
-
-
-def _solve_wiener(
-    psf_image: np.ndarray,
-    target_image: np.ndarray,
-    regularization: float,
-    tolerance: float,
-    max_radius: int | None,
-    radius: int | None,
-) -> MatchingKernel:
-    from scipy import fft
-
-    grid = _Grid(psf_image, target_image, max(*psf_image.shape, *target_image.shape) // 2 + 1)
-    k_hat = np.conj(grid.p_hat) * grid.t_hat / (np.abs(grid.p_hat) ** 2 + regularization)
-    full = np.fft.fftshift(fft.irfft2(k_hat, s=grid.shape))
-    centre = grid.shape[0] // 2
-    limit = centre - 1 if max_radius is None else max(0, min(int(max_radius), centre - 1))
-
-    def crop(r: int) -> MatchingKernel:
-        array = full[centre - r : centre + r + 1, centre - r : centre + r + 1].copy()
-        return grid.result(array / array.sum())
-
-    if radius is not None:
-        return crop(max(0, min(int(radius), centre - 1)))
-    # The misfit falls (nearly) monotonically with the radius: bisect for the smallest that fits.
-    lo, hi = 0, limit
-    chosen = crop(hi)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        trial = crop(mid)
-        if trial.misfit <= tolerance:
-            hi, chosen = mid, trial
-        else:
-            lo = mid + 1
-    return chosen
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -507,47 +244,118 @@ def _solve_cached(
     )
 
 
-def convolve_cell(array: np.ndarray, kernel: np.ndarray, edge_mode: str = "nearest") -> np.ndarray:
-    """Convolve ``array`` with a centred odd ``kernel`` by FFT, same size, edges extended by ``edge_mode``.
+#: Grid positions a side of a tile of cells whose kernels are solved together.
+KERNEL_TILE = 8
 
-    Equal to ``scipy.ndimage.convolve(array, kernel, mode=edge_mode)`` to float64 rounding, and
-    like it a NaN pixel makes every output pixel within the kernel's footprint NaN.
+
+@dataclasses.dataclass(frozen=True)
+class KernelTiles:
+    """A run's cell centres in fixed tiles of neighbours, whose kernels are solved together.
+
+    A cell's tile is the block of `KERNEL_TILE` x `KERNEL_TILE` grid positions (distinct centre
+    coordinates, sorted) holding its centre: a function of the grid and the position alone. So a
+    kernel comes out bitwise the same whichever cell, thread, process or worker first asks for
+    it, whatever the batching of cells into tasks, while a tile costs a few stacked numpy calls
+    (`solve_matching_kernels`) instead of a few per cell.
+
+    Attributes
+    ----------
+    xs, ys : `tuple` [`float`]
+        The grid's distinct cell-centre coordinates, ascending.
     """
-    return _convolve_planes([array], [kernel], edge_mode)[0]
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+
+    @classmethod
+    def from_boxes(cls, boxes: Sequence[Box2I]) -> KernelTiles:
+        """The tiles of a run's cells (``boxes0``), by their centres."""
+        centres = [box.getCenter() for box in boxes]
+        return cls.from_points([(float(c.x), float(c.y)) for c in centres])
+
+    @classmethod
+    def from_points(cls, points: Sequence[tuple[float, float]]) -> KernelTiles:
+        """The tiles of positions ``(x, y)``."""
+        return cls(tuple(sorted({x for x, _ in points})), tuple(sorted({y for _, y in points})))
+
+    def tile_of(self, x: float, y: float) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The tile's x and y coordinates holding the position ``(x, y)``; None if it is no grid position."""
+        ix, iy = bisect.bisect_left(self.xs, x), bisect.bisect_left(self.ys, y)
+        if ix == len(self.xs) or iy == len(self.ys) or self.xs[ix] != x or self.ys[iy] != y:
+            return None
+        bx, by = ix // KERNEL_TILE * KERNEL_TILE, iy // KERNEL_TILE * KERNEL_TILE
+        return self.xs[bx : bx + KERNEL_TILE], self.ys[by : by + KERNEL_TILE]
 
 
-def _convolve_planes(arrays: Sequence[np.ndarray], kernels: Sequence[np.ndarray], edge_mode: str) -> list[np.ndarray]:
-    """`convolve_cell` of equally shaped arrays, each with its own equally shaped kernel, in one FFT."""
-    from scipy import fft, ndimage
+#: Locks striped over tiles: cells of one tile running at once on threads compute it once.
+_TILE_LOCKS = tuple(threading.Lock() for _ in range(64))
 
-    radius_y, radius_x = kernels[0].shape[0] // 2, kernels[0].shape[1] // 2
-    pad = ((radius_y, radius_y), (radius_x, radius_x))
-    height, width = arrays[0].shape
-    padded: list[np.ndarray] = []
-    bads: list[np.ndarray | None] = []
-    for array in arrays:
-        data = np.asarray(array, dtype=np.float64)
-        bad = ~np.isfinite(data)
-        bads.append(bad if bad.any() else None)
-        padded.append(np.pad(np.where(bad, 0.0, data) if bad.any() else data, pad, mode=_PAD_MODES[edge_mode]))
-    stack = np.stack(padded)
-    # The linear convolution fits in the padded size plus the kernel's: no circular wrap reaches the core.
-    shape = (
-        fft.next_fast_len(stack.shape[1] + kernels[0].shape[0] - 1, real=True),
-        fft.next_fast_len(stack.shape[2] + kernels[0].shape[1] - 1, real=True),
-    )
-    product = fft.rfft2(stack, shape) * fft.rfft2(np.stack(kernels), shape)
-    full = fft.irfft2(product, shape)
-    outs = []
-    for plane, plane_bad in zip(full, bads, strict=True):
-        out = plane[2 * radius_y : 2 * radius_y + height, 2 * radius_x : 2 * radius_x + width]
-        if plane_bad is not None:
-            spread = ndimage.maximum_filter(
-                np.pad(plane_bad, pad, mode=_PAD_MODES[edge_mode]), size=kernels[0].shape, mode="constant", cval=False
-            )
-            out = np.where(spread[radius_y : radius_y + height, radius_x : radius_x + width], np.nan, out)
-        outs.append(out)
-    return outs
+
+def _tile_lock(tile: tuple[tuple[float, ...], tuple[float, ...]]) -> threading.Lock:
+    return _TILE_LOCKS[hash(tile) % len(_TILE_LOCKS)]
+
+
+#: Tiles whose kernel images, and whose kernels, are kept per process (a 2048^2 image's 4096 cells).
+_TILE_CACHE_SIZE = _CACHE_SIZE // KERNEL_TILE**2
+
+
+@functools.lru_cache(maxsize=_TILE_CACHE_SIZE)
+def _tile_images_cached(
+    psf: Psf, xs: tuple[float, ...], ys: tuple[float, ...]
+) -> dict[tuple[float, float], np.ndarray]:
+    """The PSF's kernel images at every position of a tile (`KernelTiles`), read-only.
+
+    Kept per tile rather than per position, so that a run's survey and its cells' solves share
+    them however many cells the run has: a per-position cache smaller than the run would be
+    emptied by the survey before the first cell asks.
+    """
+    return {(x, y): _kernel_image_cached.__wrapped__(psf, x, y) for y in ys for x in xs}
+
+
+def tile_kernel_images(psf: Psf, xs: tuple[float, ...], ys: tuple[float, ...]) -> dict[tuple[float, float], np.ndarray]:
+    """`_tile_images_cached`, or computed afresh for a PSF that cannot be hashed."""
+    try:
+        with _tile_lock((xs, ys)):
+            return _tile_images_cached(psf, xs, ys)
+    except TypeError as error:
+        if "unhashable" not in str(error):
+            raise
+        return _tile_images_cached.__wrapped__(psf, xs, ys)
+
+
+@functools.lru_cache(maxsize=_TILE_CACHE_SIZE)
+def _solve_tile_cached(
+    psf: Psf,
+    target: Psf,
+    xs: tuple[float, ...],
+    ys: tuple[float, ...],
+    solver: str,
+    regularization: float,
+    tolerance: float,
+    size: int | None,
+    max_radius: int | None,
+) -> dict[tuple[float, float], MatchingKernel]:
+    """The kernels at every position of a tile (`KernelTiles`), solved in stacks of equal images."""
+    images = _tile_images_cached(psf, xs, ys)
+    constant_target = isinstance(target, _AnalyticPsf)
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for (x, y), image in images.items():
+        # Positions solve together where their images share a shape and their target is the same.
+        target_key = None if constant_target else cell_kernel_image(target, Point2D(x, y)).tobytes()
+        groups.setdefault((image.shape, target_key), []).append((x, y))
+    kernels: dict[tuple[float, float], MatchingKernel] = {}
+    for members in groups.values():
+        solved = solve_matching_kernels(
+            np.stack([images[position] for position in members]),
+            cell_kernel_image(target, Point2D(*members[0])),
+            solver=solver,
+            regularization=regularization,
+            tolerance=tolerance,
+            radius=None if size is None else size // 2,
+            max_radius=max_radius,
+        )
+        kernels.update(zip(members, solved, strict=True))
+    return kernels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -590,27 +398,38 @@ _SURVEY_RELAXATION = 2.0
 @functools.lru_cache(maxsize=64)
 def _survey_cached(psf: Psf, points: tuple[tuple[float, float], ...], labels: tuple[str, ...]) -> PsfSurvey:
     moments = np.empty((len(points), 3))
-    previous = None
-    for index, (x, y) in enumerate(points):
-        moments[index] = previous = _moments(psf, x, y, previous)
-    return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
-
-
-def _moments(psf: Psf, x: float, y: float, start: tuple[float, float, float] | None) -> tuple[float, float, float]:
-    """`Psf.computeShape` at ``(x, y)``: the adaptive moments of the kernel image unless the PSF knows better.
-
-    The image comes from the per-position cache that the cells' kernel solves read, so a survey
-    of every cell evaluates each PSF once for the whole run; the iteration starts from the
-    neighbouring point's moments (``start``) and takes relaxed steps.
-    """
     if type(psf).computeShape is not Psf.computeShape:  # an analytic shape: as cheap as it is exact
-        shape = psf.computeShape(Point2D(x, y))
-        return shape.getIxx(), shape.getIyy(), shape.getIxy()
-    image = cell_kernel_image(psf, Point2D(x, y))
-    height, width = image.shape
-    centre = (width // 2, height // 2)
-    shape, _ = adaptive_moments(image, centre, start=start, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
-    return shape.getIxx(), shape.getIyy(), shape.getIxy()
+        for index, (x, y) in enumerate(points):
+            shape = psf.computeShape(Point2D(x, y))
+            moments[index] = shape.getIxx(), shape.getIyy(), shape.getIxy()
+        return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
+    # `Psf.computeShape` (adaptive moments of the kernel image) at every point, a tile of
+    # neighbouring points at a time: their images (the ones the cells' kernel solves read, so each
+    # is computed once a run) iterate together, in relaxed steps, from the previous tile's mean.
+    tiles = KernelTiles.from_points(points)
+    rows: dict[tuple[tuple[float, ...], tuple[float, ...]], list[int]] = {}
+    for index, (x, y) in enumerate(points):
+        rows.setdefault(cast(tuple, tiles.tile_of(x, y)), []).append(index)
+    start = None
+    for (xs, ys), members in rows.items():
+        images = tile_kernel_images(psf, xs, ys)
+        wanted = [points[i] for i in members]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for k, position in enumerate(wanted):
+            by_shape.setdefault(images[position].shape, []).append(k)
+        for ks in by_shape.values():
+            stack = np.stack([images[wanted[k]] for k in ks])
+            centre = (stack.shape[2] // 2, stack.shape[1] // 2)
+            if start is None:
+                first, _ = adaptive_moments(stack[0], centre, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
+                start = (first.getIxx(), first.getIyy(), first.getIxy())
+            found = adaptive_moments_many(
+                stack, centre, start=start, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION
+            )
+            moments[[members[k] for k in ks]] = found
+            # The next tile, a neighbour, starts from this one's mean: a few iterations fewer.
+            start = tuple(float(value) for value in found.mean(axis=0))
+    return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
 
 
 def survey_psf(
@@ -909,7 +728,15 @@ def clear_caches() -> None:
     The mapper keeps them per process, so later cells and runs on the same PSF reuse them;
     after this call the next run pays for all of them again (as a first run does).
     """
-    for cached in (_kernel_image_cached, _solve_cached, _survey_cached, _resolve_exact_cached, _max_psf_sigma_cached):
+    for cached in (
+        _kernel_image_cached,
+        _tile_images_cached,
+        _solve_cached,
+        _solve_tile_cached,
+        _survey_cached,
+        _resolve_exact_cached,
+        _max_psf_sigma_cached,
+    ):
         cached.cache_clear()
 
 
@@ -1030,6 +857,8 @@ class PsfMatchMapper(ImageMapper):
         """
         if self.config.method == "exact" and exposure.getPsf() is not None:
             self.checkTarget(exposure, boxes0, **kwargs)
+            # Set before the graph is built, so the mapper takes the tiles to every worker.
+            self._kernelTiles = KernelTiles.from_boxes(boxes0)
 
     def resolveTargetSigma(self, psf: Psf, fullBBox: Box2I, **kwargs: Any) -> float:
         """Return the gaussian method's target sigma: a keyword, else the config, else `max_psf_sigma`.
@@ -1052,22 +881,35 @@ class PsfMatchMapper(ImageMapper):
 
     # -- kernels ------------------------------------------------------------------------------------
     def solveKernel(self, psf: Psf, target: Psf, position: Point2D) -> MatchingKernel:
-        """Return the exact method's matching kernel at ``position`` (cached per PSF, target and position)."""
-        args = (
-            float(position.x),
-            float(position.y),
+        """Return the exact method's matching kernel at ``position`` (cached per PSF, target and position).
+
+        At a cell centre of the run that `prepareRun` saw, the kernel is solved with its tile's
+        (`KernelTiles`); elsewhere on its own.
+        """
+        x, y = float(position.x), float(position.y)
+        params = (
             self.config.kernelSolver,
             self.config.regularization,
             self.config.kernelTolerance,
             self.config.kernelSize,
             self.config.maxKernelRadius,
         )
+        tile = self._tileOf(position)
         try:
-            return _solve_cached(psf, target, *args)
+            if tile is not None:
+                with _tile_lock(tile):  # one thread solves a tile; its neighbours wait, then read it
+                    return _solve_tile_cached(psf, target, *tile, *params)[(x, y)]
+            return _solve_cached(psf, target, x, y, *params)
         except TypeError as error:
             if "unhashable" not in str(error):
                 raise
-            return _solve_cached.__wrapped__(psf, target, *args)
+            # Nothing to share a tile's solve with: solve this position alone.
+            return _solve_cached.__wrapped__(psf, target, x, y, *params)
+
+    def _tileOf(self, position: Point2D) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The tile of the run `prepareRun` saw holding ``position``; None off its cell centres."""
+        tiles: KernelTiles | None = getattr(self, "_kernelTiles", None)
+        return tiles.tile_of(float(position.x), float(position.y)) if tiles is not None else None
 
     def reach(self, exposure: Exposure | None = None) -> int | None:
         """Return the widest matching kernel's half-width in pixels over ``exposure`` (None: unknown).
@@ -1132,8 +974,13 @@ class PsfMatchMapper(ImageMapper):
         cellBBox = subExposure.getBBox()
         centre = cellBBox.getCenter()
         # Evaluated here (and cached) so that the timings tell PSF evaluation from the solve.
-        cell_kernel_image(psf, centre)
-        cell_kernel_image(target, centre)
+        tile = self._tileOf(centre)
+        if tile is not None:
+            tile_kernel_images(psf, *tile)
+        else:
+            cell_kernel_image(psf, centre)
+        if not isinstance(target, _AnalyticPsf):  # a constant target's image is computed once
+            cell_kernel_image(target, centre)
         evaluated = time.perf_counter()
         kernel = self.solveKernel(psf, target, centre)
         solved = time.perf_counter()
@@ -1142,8 +989,9 @@ class PsfMatchMapper(ImageMapper):
         mi = expandedSubExposure.maskedImage
         core = cellBBox.slices(expandedSubExposure.getXY0())
         mode = self.config.edgeMode
-        image, variance = _convolve_planes([mi.image.array, mi.variance.array], [kernel.array, kernel.array**2], mode)
-        image, variance = image[core], np.maximum(variance[core], 0.0)
+        planes = [mi.image.array, mi.variance.array]
+        image, variance = convolve_core(planes, [kernel.array, kernel.array**2], core, mode)
+        variance = np.maximum(variance, 0.0)
         mask = _grow_bits(mi.mask.array, self._growBits(mi.mask), radius)[core] if radius else mi.mask.array[core]
         out = type(expandedSubExposure).from_arrays(
             np.array(image, dtype=mi.image.array.dtype),
