@@ -256,7 +256,7 @@ def adaptive_moments_many(
     moments = np.tile(np.array(begin, dtype=np.float64), (count, 1))
     centres = np.tile(np.array([float(center[0]), float(center[1])]), (count, 1))
     done = np.zeros(count, dtype=bool)
-    failed = ~np.isfinite(data).all(axis=(1, 2))
+    failed: np.ndarray = np.logical_not(np.isfinite(data).all(axis=(1, 2)))
     xs, ys = np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64)
     max_moment = float(max(nx, ny)) ** 2
     for _ in range(max_iter):

@@ -428,7 +428,8 @@ def _survey_cached(psf: Psf, points: tuple[tuple[float, float], ...], labels: tu
             )
             moments[[members[k] for k in ks]] = found
             # The next tile, a neighbour, starts from this one's mean: a few iterations fewer.
-            start = tuple(float(value) for value in found.mean(axis=0))
+            mean_xx, mean_yy, mean_xy = (float(value) for value in found.mean(axis=0))
+            start = (mean_xx, mean_yy, mean_xy)
     return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
 
 
