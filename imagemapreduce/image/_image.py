@@ -104,10 +104,7 @@ class Image:
             array = parent.array[bbox.slices(parent.getXY0())]
             self._init_plane(array.copy() if deep else array, bbox.getBegin(), parent)
             return
-        bbox, ok = bbox_from_args(args, xy0)
-        if ok:
-            self._init_plane(np.zeros((bbox.getHeight(), bbox.getWidth()), dtype=dtype), bbox.getBegin())
-            return
+        # An array to wrap first: the engine wraps every cell's planes, so this is the hot path.
         if len(args) == 1 and hasattr(args[0], "shape") and hasattr(args[0], "dtype"):
             array = args[0]
             if array.ndim != 2:
@@ -119,6 +116,10 @@ class Image:
                     "chunk sizes); call array.compute_chunk_sizes() first"
                 )
             self._init_plane(array.copy() if deep else array, Point2I(0, 0) if xy0 is None else xy0)
+            return
+        bbox, ok = bbox_from_args(args, xy0)
+        if ok:
+            self._init_plane(np.zeros((bbox.getHeight(), bbox.getWidth()), dtype=dtype), bbox.getBegin())
             return
         raise TypeError(
             f"{type(self).__name__}() takes (width, height), (Extent2I), (Box2I), (array) or "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,18 @@ class Psf(abc.ABC):
             A new image whose xy0 is ``(-(w // 2), -(h // 2))`` for an analytic PSF.
         """
         return self._doComputeKernelImage(self._resolve(position))
+
+    def computeKernelImages(self, positions: Sequence[PositionLike]) -> np.ndarray:
+        """Return the kernel images at many positions, stacked: ``(n, height, width)``, each summing to 1.
+
+        Not in afw. Each is `computeKernelImage` at its position (to float64 rounding). The default
+        calls it once per position; models that can evaluate many positions together (the
+        polynomial varying PSFs) override it, so that a tile of cells costs a few array operations.
+        """
+        if not len(positions):
+            dims = self.getDimensions()
+            return np.empty((0, dims.y, dims.x))
+        return np.stack([self.computeKernelImage(position).array for position in positions])
 
     def computeImage(self, position: PositionLike | None = None) -> ImageD:
         """Return the PSF centred on ``position`` in parent pixel coordinates, normalised to sum 1.

@@ -24,13 +24,24 @@ from numpy.polynomial import polynomial as npoly
 
 from ..geom import Box2I, Extent2I, Point2D, Point2I
 from ..image._image import ImageD
-from ._base import PositionLike, Psf, cached_hash, check_dimension, check_sigma, kernel_origin, nearest_pixel
+from ._base import (
+    PositionLike,
+    Psf,
+    cached_hash,
+    check_dimension,
+    check_sigma,
+    kernel_origin,
+    nearest_pixel,
+    to_position,
+)
 from ._profiles import (
     PIXEL_VARIANCE,
     gaussian_profile,
+    gaussian_profiles,
     kolmogorov_image,
     moffat_alpha,
     moffat_profile,
+    moffat_profiles,
     shear_to_moments,
 )
 from ._shape import Quadrupole
@@ -73,6 +84,10 @@ def _shear_array(name: str, coeffs: Coefficients) -> np.ndarray:
     zero = np.zeros((1, 1))
     zero.flags.writeable = False
     return zero
+
+
+#: Kernel images evaluated together by `_PolynomialPsf.computeKernelImages`.
+_STAMPS_AT_ONCE = 8
 
 
 class _PolynomialPsf(Psf):
@@ -241,6 +256,33 @@ class _PolynomialPsf(Psf):
     def _doComputeKernelImage(self, position: Point2D) -> ImageD:
         return self._realise(position, 0.0, 0.0, kernel_origin(self.getDimensions()))
 
+    def _profiles(self, x: np.ndarray, y: np.ndarray, widths: np.ndarray, g1: np.ndarray, g2: np.ndarray) -> np.ndarray:
+        """`_profile` at many widths and shears, stacked; subclasses with a vectorised profile override it."""
+        return np.stack(
+            [self._profile(x, y, float(w), float(a), float(b)) for w, a, b in zip(widths, g1, g2, strict=True)]
+        )
+
+    def computeKernelImages(self, positions: Sequence[PositionLike]) -> np.ndarray:
+        """Return the kernel images at many positions, stacked, with the profiles evaluated together."""
+        if type(self)._realise is not _PolynomialPsf._realise:  # a model realised its own way, one at a time
+            return super().computeKernelImages(positions)
+        points = [to_position(position) for position in positions]
+        if not points:
+            return np.empty((0, self._height, self._width))
+        xs = np.array([p.x for p in points], dtype=np.float64)
+        ys = np.array([p.y for p in points], dtype=np.float64)
+        widths = np.atleast_1d(self._width_at(xs, ys))
+        g1, g2 = (np.broadcast_to(np.atleast_1d(g), widths.shape) for g in self._shear(xs, ys))
+        origin = kernel_origin(self.getDimensions())
+        x = np.arange(self._width, dtype=np.float64) + origin.x
+        y = np.arange(self._height, dtype=np.float64) + origin.y
+        arrays = np.empty((len(points), self._height, self._width))
+        # A few stamps at a time: their supersampled grids stay in the processor's cache.
+        for start in range(0, len(points), _STAMPS_AT_ONCE):
+            part = slice(start, start + _STAMPS_AT_ONCE)
+            arrays[part] = self._profiles(x, y, widths[part], g1[part], g2[part])
+        return arrays / arrays.sum(axis=(1, 2), keepdims=True)
+
     def _doComputeImage(self, position: Point2D) -> ImageD:
         center = nearest_pixel(position)
         origin = kernel_origin(self.getDimensions())
@@ -345,6 +387,9 @@ class VaryingGaussianPsf(_PolynomialPsf):
     def _profile(self, x: np.ndarray, y: np.ndarray, width: float, g1: float, g2: float) -> np.ndarray:
         return gaussian_profile(x, y, width, g1, g2, self._pixelIntegrated)
 
+    def _profiles(self, x: np.ndarray, y: np.ndarray, widths: np.ndarray, g1: np.ndarray, g2: np.ndarray) -> np.ndarray:
+        return gaussian_profiles(x, y, widths, g1, g2, self._pixelIntegrated)
+
     def computeShape(self, position: PositionLike | None = None) -> Quadrupole:
         """Return the moments at ``position`` analytically: ``sigma^2`` sheared by ``g``, + 1/12 if pixel-integrated."""
         point = self._resolve(position)
@@ -438,6 +483,9 @@ class VaryingMoffatPsf(_PolynomialPsf):
 
     def _profile(self, x: np.ndarray, y: np.ndarray, width: float, g1: float, g2: float) -> np.ndarray:
         return moffat_profile(x, y, width, self._beta, g1, g2, self._pixelIntegrated)
+
+    def _profiles(self, x: np.ndarray, y: np.ndarray, widths: np.ndarray, g1: np.ndarray, g2: np.ndarray) -> np.ndarray:
+        return moffat_profiles(x, y, widths, self._beta, g1, g2, self._pixelIntegrated)
 
     def _key(self) -> tuple:
         coeffs = tuple(map(tuple, self._coeffs.tolist()))

@@ -43,7 +43,6 @@ from ..psf._profiles import FWHM_PER_SIGMA, PIXEL_VARIANCE
 from .kernels import (
     KERNEL_SOLVERS,
     MatchingKernel,
-    convolve_cell,
     convolve_core,
     solve_matching_kernel,
     solve_matching_kernels,
@@ -52,7 +51,6 @@ from .kernels import (
 __all__ = [
     "PsfMatchMapperConfig",
     "PsfMatchMapper",
-    "MatchingKernel",
     "PsfSurvey",
     "TargetTooNarrowError",
     "psf_sigma",
@@ -60,8 +58,9 @@ __all__ = [
     "matching_sigma",
     "matching_kernel_1d",
     "cell_kernel_image",
-    "solve_matching_kernel",
-    "convolve_cell",
+    "KernelTiles",
+    "KERNEL_TILE",
+    "tile_kernel_images",
     "survey_psf",
     "choose_target",
     "make_target",
@@ -309,7 +308,10 @@ def _tile_images_cached(
     them however many cells the run has: a per-position cache smaller than the run would be
     emptied by the survey before the first cell asks.
     """
-    return {(x, y): _kernel_image_cached.__wrapped__(psf, x, y) for y in ys for x in xs}
+    positions = [(x, y) for y in ys for x in xs]
+    images = psf.computeKernelImages([Point2D(x, y) for x, y in positions])
+    images.flags.writeable = False
+    return dict(zip(positions, images, strict=True))
 
 
 def tile_kernel_images(psf: Psf, xs: tuple[float, ...], ys: tuple[float, ...]) -> dict[tuple[float, float], np.ndarray]:
