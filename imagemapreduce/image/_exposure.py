@@ -89,7 +89,9 @@ class Exposure:
         if len(args) == 2 and isinstance(args[0], Exposure) and isinstance(args[1], Box2I):
             parent, bbox = args
             check_subbox(parent.getBBox(), bbox, "exposure")
-            self.maskedImage = MaskedImage(parent.maskedImage, bbox, deep=deep)
+            mi = parent.maskedImage
+            # Checked once here: the engine makes two views of every cell.
+            self.maskedImage = MaskedImage(mi, bbox, deep=True) if deep else mi._checked_view(bbox)
             self._psf = parent._psf if psf is None else psf
             self._wcs = parent._wcs if wcs is None else wcs
             self._metadata = dict(parent._metadata) if metadata is None else metadata

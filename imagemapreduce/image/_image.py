@@ -181,6 +181,12 @@ class Image:
         """Return a view of the pixels inside ``bbox`` (parent coordinates)."""
         return self.Factory(self, bbox)
 
+    def _checked_view(self, bbox: Box2I) -> Self:
+        """A view of ``bbox``, which the caller has checked lies inside: no second check per plane."""
+        view = type(self).__new__(type(self))
+        view._init_plane(self.array[bbox.slices(self._xy0)], bbox.getBegin(), self)
+        return view
+
     def __getitem__(self, bbox: Box2I) -> Self:
         if not isinstance(bbox, Box2I):
             raise TypeError(f"index an image with a Box2I (parent coordinates), not {type(bbox).__name__}")

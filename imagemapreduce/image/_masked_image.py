@@ -45,8 +45,11 @@ class MaskedImage:
         if len(args) == 2 and isinstance(args[0], MaskedImage) and isinstance(args[1], Box2I):
             parent, bbox = args
             check_subbox(parent.getBBox(), bbox, "masked image")
-            planes = [plane.subset(bbox) for plane in (parent.image, parent.mask, parent.variance)]
-            self._set_planes(*(plane.clone() if deep else plane for plane in planes))
+            if deep:
+                planes = [plane.subset(bbox).clone() for plane in (parent.image, parent.mask, parent.variance)]
+                self._set_planes(*planes)
+            else:
+                self._set_checked_view(parent, bbox)
             return
         bbox, ok = bbox_from_args(args, xy0)
         if ok:
@@ -80,6 +83,18 @@ class MaskedImage:
             boxes = {"image": image.getBBox(), "mask": mask.getBBox(), "variance": variance.getBBox()}
             raise ValueError(f"image, mask and variance must share one bbox; got {boxes}")
         self.image, self.mask, self.variance = image, mask, variance
+
+    def _set_checked_view(self, parent: MaskedImage, bbox: Box2I) -> None:
+        """Become a view of ``parent`` inside ``bbox``, already checked: its planes share one bbox."""
+        self.image = parent.image._checked_view(bbox)
+        self.mask = parent.mask._checked_view(bbox)
+        self.variance = parent.variance._checked_view(bbox)
+
+    def _checked_view(self, bbox: Box2I) -> Self:
+        """A view of ``bbox``, which the caller has checked lies inside."""
+        view = type(self).__new__(type(self))
+        view._set_checked_view(self, bbox)
+        return view
 
     # -- accessors -------------------------------------------------------------------------------
     def getImage(self) -> Image:  # noqa: D102
