@@ -239,3 +239,42 @@ def test_a_stack_with_a_failing_image_raises_that_images_error():
         adaptive_moments_many(images[0], (1, 1))
     with pytest.raises(ValueError, match="relaxation must be in"):
         adaptive_moments_many(images, (1, 1), relaxation=3.0)
+
+
+def test_a_varying_target_is_solved_per_position_within_a_tile(exposure):
+    from imagemapreduce.psf import VaryingGaussianPsf
+
+    task = make_task()
+    task.generateGrid(exposure)
+    H.clear_caches()
+    task.mapper.prepareRun(exposure, task.boxes0, targetSigma=3.2)
+    psf = exposure.getPsf()
+    target = VaryingGaussianPsf.radial(31, 31, BBOX, 3.0, 3.4)
+    for box in task.boxes0[:3] + task.boxes0[-2:]:
+        centre = box.getCenter()
+        tiled = task.mapper.solveKernel(psf, target, centre)
+        alone = solve_matching_kernel(psf.computeKernelImage(centre).array, target.computeKernelImage(centre).array)
+        assert tiled.radius == alone.radius
+        np.testing.assert_allclose(tiled.array, alone.array, atol=1e-9 * np.abs(alone.array).max())
+
+
+class UnhashableMoffat(MoffatPsf):
+    """A third-party PSF that defines equality without a hash: nothing can be cached for it."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_a_psf_that_cannot_be_hashed_is_matched_cell_by_cell():
+    from imagemapreduce.psf import GaussianPsf
+
+    box = Box2I(Point2I(0, 0), Extent2I(160, 160))
+    field = simulate_exposure(160, 160, psf=MoffatPsf(25, 25, 3.0, 3.5), n_stars=12, seed=2, noise=False)[0]
+    outputs = []
+    for psf in (MoffatPsf(25, 25, 3.0, 3.5), UnhashableMoffat(25, 25, 3.0, 3.5)):
+        field.setPsf(psf)
+        H.clear_caches()
+        outputs.append(make_task(scheduler="synchronous").run(field, target=GaussianPsf(31, 31, 2.0)).exposure)
+    assert box == outputs[0].getBBox()
+    np.testing.assert_allclose(
+        outputs[1].image.array, outputs[0].image.array, rtol=0, atol=1e-5 * np.abs(outputs[0].image.array).max()
+    )

@@ -293,6 +293,14 @@ class KernelTiles:
 _TILE_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _tile_lock(tile: tuple[tuple[float, ...], tuple[float, ...]]) -> threading.Lock:
     return _TILE_LOCKS[hash(tile) % len(_TILE_LOCKS)]
 
@@ -902,7 +910,7 @@ class PsfMatchMapper(ImageMapper):
             self.config.kernelSize,
             self.config.maxKernelRadius,
         )
-        tile = self._tileOf(position)
+        tile = self._tileOf(position, psf)
         try:
             if tile is not None:
                 with _tile_lock(tile):  # one thread solves a tile; its neighbours wait, then read it
@@ -914,10 +922,16 @@ class PsfMatchMapper(ImageMapper):
             # Nothing to share a tile's solve with: solve this position alone.
             return _solve_cached.__wrapped__(psf, target, x, y, *params)
 
-    def _tileOf(self, position: Point2D) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-        """The tile of the run `prepareRun` saw holding ``position``; None off its cell centres."""
+    def _tileOf(self, position: Point2D, psf: Psf) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The tile of the run `prepareRun` saw holding ``position``; None off its cell centres.
+
+        None too for a PSF that cannot be hashed: nothing could keep its tile's work for the
+        tile's other cells, so each cell evaluates and solves its own position.
+        """
         tiles: KernelTiles | None = getattr(self, "_kernelTiles", None)
-        return tiles.tile_of(float(position.x), float(position.y)) if tiles is not None else None
+        if tiles is None or not _hashable(psf):
+            return None
+        return tiles.tile_of(float(position.x), float(position.y))
 
     def reach(self, exposure: Exposure | None = None) -> int | None:
         """Return the widest matching kernel's half-width in pixels over ``exposure`` (None: unknown).
@@ -966,8 +980,9 @@ class PsfMatchMapper(ImageMapper):
             ``subExposure`` (the matched cell, with the cell's bbox, its PSF the target) and
             ``targetSigma`` (the target's moments radius for the exact method, its sigma for the
             gaussian one). Exact: also ``target`` (the `Psf`), ``kernel`` (`MatchingKernel`) and
-            ``timings`` (seconds: ``psf``, ``solve``, ``convolve``). Gaussian: ``localSigma`` and
-            ``kernelSigma`` (pixels).
+            ``timings`` (seconds: ``psf``, ``solve``, ``convolve``; the cell that first asks for
+            its tile's images or kernels carries the whole tile's evaluation or solve, the others
+            read them). Gaussian: ``localSigma`` and ``kernelSigma`` (pixels).
         """
         psf = self._psfOf(expandedSubExposure)
         if self.config.method == "gaussian":
@@ -982,7 +997,7 @@ class PsfMatchMapper(ImageMapper):
         cellBBox = subExposure.getBBox()
         centre = cellBBox.getCenter()
         # Evaluated here (and cached) so that the timings tell PSF evaluation from the solve.
-        tile = self._tileOf(centre)
+        tile = self._tileOf(centre, psf)
         if tile is not None:
             tile_kernel_images(psf, *tile)
         else:
