@@ -83,6 +83,14 @@ def inverse_shape(g1: float, g2: float) -> tuple[float, float, float]:
     return float(a.item()), float(b.item()), float(c.item())
 
 
+def check_moffat_beta(beta: Any) -> float:
+    """Return ``beta`` as a float > 1 (a Moffat profile of finite flux), or raise naming the problem."""
+    value = check_sigma("beta", beta)
+    if not value > 1.0:
+        raise ValueError(f"beta must be > 1 for a Moffat profile of finite flux, got {beta}")
+    return value
+
+
 def moffat_alpha(fwhm: Any, beta: float) -> Any:
     """Return the Moffat core radius ``alpha`` of a profile ``(1 + r^2/alpha^2)^-beta`` of FWHM ``fwhm``."""
     return fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
@@ -356,10 +364,7 @@ class MoffatPsf(_ProfilePsf):
     ) -> None:
         self._init_common(width, height, g1, g2, pixelIntegrated)
         self._set("_fwhm", check_sigma("fwhm", fwhm))
-        beta_value = check_sigma("beta", beta)
-        if not beta_value > 1.0:
-            raise ValueError(f"beta must be > 1 for a Moffat profile of finite flux, got {beta}")
-        self._set("_beta", beta_value)
+        self._set("_beta", check_moffat_beta(beta))
 
     def getFwhm(self) -> float:  # noqa: D102 - accessor
         return self._fwhm

@@ -36,6 +36,7 @@ from ._base import (
 )
 from ._profiles import (
     PIXEL_VARIANCE,
+    check_moffat_beta,
     gaussian_profile,
     gaussian_profiles,
     kolmogorov_image,
@@ -449,10 +450,7 @@ class VaryingMoffatPsf(_PolynomialPsf):
         g2_coeffs: Coefficients = 0.0,
         pixelIntegrated: bool = False,
     ) -> None:
-        beta_value = check_sigma("beta", beta)
-        if not beta_value > 1.0:
-            raise ValueError(f"beta must be > 1 for a Moffat profile of finite flux, got {beta}")
-        self._set("_beta", beta_value)
+        self._set("_beta", check_moffat_beta(beta))
         self._init_polynomial(width, height, fwhm_coeffs, bbox, g1_coeffs, g2_coeffs, pixelIntegrated)
 
     def getBeta(self) -> float:  # noqa: D102 - accessor in the LSST style

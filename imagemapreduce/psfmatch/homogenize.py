@@ -75,6 +75,16 @@ _log = logging.getLogger(__name__)
 _MIN_KERNEL_VARIANCE = 1e-6
 
 
+def _cached(function: Any, *args: Any) -> Any:
+    """``function(*args)`` through its ``functools`` cache; uncached if an argument (a PSF) cannot be hashed."""
+    try:
+        return function(*args)
+    except TypeError as error:
+        if "unhashable" not in str(error):
+            raise
+        return function.__wrapped__(*args)
+
+
 def psf_sigma(psf: Psf, position: Point2D) -> float:
     """Return the PSF's Gaussian-equivalent sigma at ``position``: the determinant radius of `computeShape`.
 
@@ -103,10 +113,7 @@ def max_psf_sigma(psf: Psf, bbox: Box2I, points: int = 9) -> float:
     (PSF, box), since every cell of a run asks the same question.
     """
     box = (bbox.getMinX(), bbox.getMinY(), bbox.getMaxX(), bbox.getMaxY())
-    try:
-        return _max_psf_sigma_cached(psf, box, int(points))
-    except TypeError:  # an unhashable third-party PSF: no cache
-        return _max_psf_sigma_cached.__wrapped__(psf, box, int(points))
+    return _cached(_max_psf_sigma_cached, psf, box, int(points))
 
 
 def matching_sigma(local_sigma: float, target_sigma: float) -> float:
@@ -216,10 +223,7 @@ def cell_kernel_image(psf: Psf, position: Point2D) -> np.ndarray:
     and a second run on the same exposure asks for the same cells: the image is computed once.
     A PSF that cannot be hashed is evaluated every time.
     """
-    try:
-        return _kernel_image_cached(psf, float(position.x), float(position.y))
-    except TypeError:  # an unhashable third-party PSF
-        return _kernel_image_cached.__wrapped__(psf, float(position.x), float(position.y))
+    return _cached(_kernel_image_cached, psf, float(position.x), float(position.y))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -327,13 +331,8 @@ def _tile_images_cached(
 
 def tile_kernel_images(psf: Psf, xs: tuple[float, ...], ys: tuple[float, ...]) -> dict[tuple[float, float], np.ndarray]:
     """`_tile_images_cached`, or computed afresh for a PSF that cannot be hashed."""
-    try:
-        with _tile_lock((xs, ys)):
-            return _tile_images_cached(psf, xs, ys)
-    except TypeError as error:
-        if "unhashable" not in str(error):
-            raise
-        return _tile_images_cached.__wrapped__(psf, xs, ys)
+    with _tile_lock((xs, ys)):
+        return _cached(_tile_images_cached, psf, xs, ys)
 
 
 @functools.lru_cache(maxsize=_TILE_CACHE_SIZE)
@@ -351,11 +350,11 @@ def _solve_tile_cached(
     """The kernels at every position of a tile (`KernelTiles`), solved in stacks of equal images."""
     images = _tile_images_cached(psf, xs, ys)
     constant_target = isinstance(target, _AnalyticPsf)
-    groups: dict[tuple, list[tuple[float, float]]] = {}
-    for (x, y), image in images.items():
-        # Positions solve together where their images share a shape and their target is the same.
+    groups: dict[bytes | None, list[tuple[float, float]]] = {}
+    for x, y in images:
+        # Positions solve together where their target is the same (the images are one stack).
         target_key = None if constant_target else cell_kernel_image(target, Point2D(x, y)).tobytes()
-        groups.setdefault((image.shape, target_key), []).append((x, y))
+        groups.setdefault(target_key, []).append((x, y))
     kernels: dict[tuple[float, float], MatchingKernel] = {}
     for members in groups.values():
         solved = solve_matching_kernels(
@@ -426,23 +425,17 @@ def _survey_cached(psf: Psf, points: tuple[tuple[float, float], ...], labels: tu
     start = None
     for (xs, ys), members in rows.items():
         images = tile_kernel_images(psf, xs, ys)
-        wanted = [points[i] for i in members]
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for k, position in enumerate(wanted):
-            by_shape.setdefault(images[position].shape, []).append(k)
-        for ks in by_shape.values():
-            stack = np.stack([images[wanted[k]] for k in ks])
-            centre = (stack.shape[2] // 2, stack.shape[1] // 2)
-            if start is None:
-                first, _ = adaptive_moments(stack[0], centre, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
-                start = (first.getIxx(), first.getIyy(), first.getIxy())
-            found = adaptive_moments_many(
-                stack, centre, start=start, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION
-            )
-            moments[[members[k] for k in ks]] = found
-            # The next tile, a neighbour, starts from this one's mean: a few iterations fewer.
-            mean_xx, mean_yy, mean_xy = (float(value) for value in found.mean(axis=0))
-            start = (mean_xx, mean_yy, mean_xy)
+        # The tile's images are one stack (`Psf.computeKernelImages`): one shape.
+        stack = np.stack([images[points[i]] for i in members])
+        centre = (stack.shape[2] // 2, stack.shape[1] // 2)
+        if start is None:
+            first, _ = adaptive_moments(stack[0], centre, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
+            start = (first.getIxx(), first.getIyy(), first.getIxy())
+        found = adaptive_moments_many(stack, centre, start=start, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
+        moments[members] = found
+        # The next tile, a neighbour, starts from this one's mean: a few iterations fewer.
+        mean_xx, mean_yy, mean_xy = (float(value) for value in found.mean(axis=0))
+        start = (mean_xx, mean_yy, mean_xy)
     return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
 
 
@@ -478,10 +471,7 @@ def survey_psf(
         ys = np.linspace(bbox.getMinY(), bbox.getMaxY(), points)
         pts = tuple((float(x), float(y)) for y in ys for x in xs)
         labels = tuple(f"the cells near ({x:.1f}, {y:.1f})" for x, y in pts)
-    try:
-        return _survey_cached(psf, pts, labels)
-    except TypeError:  # unhashable PSF
-        return _survey_cached.__wrapped__(psf, pts, labels)
+    return _cached(_survey_cached, psf, pts, labels)
 
 
 class TargetTooNarrowError(ValueError):
@@ -849,12 +839,7 @@ class PsfMatchMapper(ImageMapper):
             self.config.outputPsfSize,
             check,
         )
-        try:
-            return _resolve_exact_cached(psf, *args)
-        except TypeError as error:
-            if "unhashable" not in str(error):
-                raise
-            return _resolve_exact_cached.__wrapped__(psf, *args)
+        return _cached(_resolve_exact_cached, psf, *args)
 
     def checkTarget(self, exposure: Exposure, boxes: Sequence[Box2I], **kwargs: Any) -> Psf:
         """Check the target against the PSF at the centre of each of ``boxes`` (a task's ``boxes0``), before a run.
@@ -910,26 +895,20 @@ class PsfMatchMapper(ImageMapper):
             self.config.kernelSize,
             self.config.maxKernelRadius,
         )
-        tile = self._tileOf(position, psf)
-        try:
-            if tile is not None:
-                with _tile_lock(tile):  # one thread solves a tile; its neighbours wait, then read it
-                    return _solve_tile_cached(psf, target, *tile, *params)[(x, y)]
-            return _solve_cached(psf, target, x, y, *params)
-        except TypeError as error:
-            if "unhashable" not in str(error):
-                raise
-            # Nothing to share a tile's solve with: solve this position alone.
-            return _solve_cached.__wrapped__(psf, target, x, y, *params)
+        tile = self._tileOf(position, psf, target)
+        if tile is not None:
+            with _tile_lock(tile):  # one thread solves a tile; its neighbours wait, then read it
+                return _solve_tile_cached(psf, target, *tile, *params)[(x, y)]
+        return _cached(_solve_cached, psf, target, x, y, *params)
 
-    def _tileOf(self, position: Point2D, psf: Psf) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    def _tileOf(self, position: Point2D, *psfs: Psf) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """The tile of the run `prepareRun` saw holding ``position``; None off its cell centres.
 
-        None too for a PSF that cannot be hashed: nothing could keep its tile's work for the
+        None too if one of ``psfs`` cannot be hashed: nothing could keep its tile's work for the
         tile's other cells, so each cell evaluates and solves its own position.
         """
         tiles: KernelTiles | None = getattr(self, "_kernelTiles", None)
-        if tiles is None or not _hashable(psf):
+        if tiles is None or not all(_hashable(psf) for psf in psfs):
             return None
         return tiles.tile_of(float(position.x), float(position.y))
 

@@ -223,9 +223,8 @@ class _Grid:
         size = fft.next_fast_len(max(*psf_images.shape[1:], *target_image.shape) + 2 * extra + 2, real=True)
         self.size = size
         self.shape = (size, size)
-        self.psf = _on_grid(psf_images, size)
         self.target = _on_grid(target_image, size)
-        self.p_hat = fft.rfft2(self.psf)
+        self.p_hat = fft.rfft2(_on_grid(psf_images, size))
         self.t_hat = fft.rfft2(self.target)
         self.peak = float(self.target.max())
         self.norm = float(np.sum(self.target**2))
