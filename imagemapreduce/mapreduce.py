@@ -718,10 +718,14 @@ class ImageMapReduceTask(Task):
                 self._recordTraffic(choice.traffic())
 
     def _recordTraffic(self, traffic: dict[str, int]) -> None:
-        """``bytesMoved`` (the total) and its parts: ``bytesScattered``, ``bytesGathered``, ``bytesBetweenWorkers``."""
+        """``bytesMoved`` (the total) and its parts: ``bytesScattered``, ``bytesGathered``, ``bytesBetweenWorkers``.
+
+        Also ``bytesSharedMemory``: pixels a same-host cluster read and wrote through shared memory.
+        """
         self.metadata["bytesMoved"] = traffic["total"]
         for kind in TRAFFIC_KINDS:
             self.metadata["bytes" + kind[0].upper() + kind[1:]] = traffic[kind]
+        self.metadata["bytesSharedMemory"] = traffic.get("sharedMemory", 0)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

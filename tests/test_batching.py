@@ -3,6 +3,7 @@
 # ruff: noqa: D103
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pytest
 from array_funcs import smooth
@@ -214,6 +215,12 @@ def test_reduce_none_returns_each_cell_in_grid_order_however_packed():
 
 
 def test_a_local_cluster_gives_the_threads_bits_and_reports_bytes_moved(local_cluster):
+    # Over the network: same-host shared memory (tests/test_shared_memory.py) would carry the pixels.
+    with dask.config.set({"imagemapreduce.shared-memory": False}):
+        _bits_and_bytes_over_the_network(local_cluster)
+
+
+def _bits_and_bytes_over_the_network(local_cluster):
     exposure = make_exposure(160, 130, xy0=(3, 5), seed=12)
     threads = imr.ImageMapReduceTask(config=task_config(GaussianSmoothMapper, cells_per_task=1))
     expected = threads.run(exposure)

@@ -19,12 +19,13 @@ from typing import Any, NamedTuple
 import numpy as np
 from dask.sizeof import sizeof
 
-from ..geom import Box2I
+from ..geom import Box2I, Point2I
 from ..image import Exposure
 from ..pipe_base import Struct
 from ..stitch import IMAGE_REDUCE_OPERATIONS, all_finite
+from .shared_memory import SharedArrayRef
 from .sizes import OBJECT_BYTES, nbytes_of
-from .sources import ArrayCut, LazyCut, materialize, read_only
+from .sources import ArrayCut, LazyCut, local_corners, materialize, read_only
 
 __all__ = [
     "CellFailure",
@@ -45,6 +46,7 @@ __all__ = [
     "array_piece",
     "CellBatch",
     "run_batch",
+    "cores_of",
 ]
 
 
@@ -436,6 +438,9 @@ class CellBatch:
     grid_indices: np.ndarray | None = None
     #: Per cell, where its core goes in a shared output (plain arrays written directly), or None.
     outs: list[np.ndarray] | None = None
+    #: The output in a same-host cluster's shared memory and its origin ``(x, y)``, mapped while the
+    #: batch runs to give `outs` (plain arrays written directly); or None.
+    shared_out: tuple[SharedArrayRef, tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -464,6 +469,13 @@ def run_batch(batch: CellBatch, *cuts: Any) -> list[CellOutcome]:
     box, or a deferred cut of it), so batching never changes a result. The outcomes come back
     in grid order.
     """
+    if batch.shared_out is not None:
+        ref, (ox, oy) = batch.shared_out
+        with ref.open(writable=True) as output:
+            mapped = replace(batch, outs=cores_of(output, batch.cells, Point2I(ox, oy)), shared_out=None)
+            outcomes = run_batch(mapped, *cuts)
+            del mapped  # its views of the mapping go before the mapping does
+        return outcomes
     whole = [materialize(cut) for cut in cuts]
     x0, y0 = batch.box[0], batch.box[1]
     outcomes = []
@@ -471,6 +483,11 @@ def run_batch(batch: CellBatch, *cuts: Any) -> list[CellOutcome]:
         own = [_sub_cut(plane, task.box1, x0, y0) for plane in whole]
         outcomes.append(batch.runner(task, *own))
     return outcomes
+
+
+def cores_of(output: np.ndarray, cells: np.ndarray, origin: Point2I) -> list[np.ndarray]:
+    """The view of ``output`` under each cell (``(n, 4)`` boxes, parent coordinates)."""
+    return [output[y0 : y1 + 1, x0 : x1 + 1] for x0, y0, x1, y1 in local_corners(cells, origin)]
 
 
 def _sub_cut(whole: Any, box: Box2I, x0: int, y0: int) -> Any:

@@ -36,7 +36,9 @@ from .batches import auto_cells_per_task, pack_cells
 from .cells import WRITTEN, CellOutcome, CellSummary, FailedCell, Piece
 from .plans import ArrayPlan, ExposurePlan
 from .scheduling import SchedulerChoice
+from .shared_memory import SharedOutput
 from .sizes import OBJECT_BYTES, nbytes_of
+from .sources import materialize
 
 __all__ = [
     "StitchReport",
@@ -324,7 +326,7 @@ def cell_layer(
     region_size: int,
     scheduler: SchedulerChoice | None,
     cells: np.ndarray | None = None,
-    direct_out: np.ndarray | None = None,
+    direct_out: Any = None,
     largest_tile: int | None = None,
 ) -> CellLayer:
     """Pack the cells ``cells`` (all when None) into batches for ``scheduler`` and build their tasks.
@@ -377,9 +379,10 @@ def stitch_group(
     """`stitch_region` for each region of the group, on its cells gathered from the batches (or picks)."""
     outcomes = flat_outcomes(parts)
     origin = group.bbox.getBegin()
+    whole = None if input_mask is None else np.asarray(materialize(input_mask))
     answers = []
     for task in group.regions:
-        mask = None if input_mask is None else np.asarray(input_mask)[task.bbox.slices(origin)]
+        mask = None if whole is None else whole[task.bbox.slices(origin)]
         answers.append(stitch_region(task, mask, [o for o in outcomes if o.index in task.cells]))
     return answers
 
@@ -455,7 +458,8 @@ def _stitch_graph(
         key = (region_name, gi, gj)
         needed = np.unique(np.concatenate(wanted)) if wanted else empty
         inputs = _group_inputs(graph, cells, needed, sizes, picks, key)
-        mask = mask_source.cut(union) if mask_source is not None else None
+        # A deferred cut (numpy) or a block task (Dask): a cluster reads a deferred one from shared memory.
+        mask = mask_source.cell_cuts(np.array([_corners(union)]))[0] if mask_source is not None else None
         graph[key] = (stitch_group, RegionGroup(tasks, union), inputs, mask)
         keys.append(key)
         where.update((task.index, (key, position)) for position, task in enumerate(tasks))
@@ -483,6 +487,10 @@ def _group_inputs(
         else:
             inputs.append((cells.name, number))
     return inputs
+
+
+def _corners(box: Box2I) -> tuple[int, int, int, int]:
+    return (box.getMinX(), box.getMinY(), box.getMaxX(), box.getMaxY())
 
 
 def _union(boxes: Any) -> Box2I:
@@ -548,17 +556,28 @@ def stitch_graph(
     scheduler: SchedulerChoice | None,
     output: Exposure | np.ndarray | None = None,
     layout: PlaneLayout | None = None,
+    writer: Any = None,
 ) -> tuple[dict, list, CellLayer]:
     """The whole graph of a stitched run: the cell batches and the region tasks reading them.
 
-    Regions write into ``output`` when given (shared memory), else return their planes. Returns
-    the graph, the region tasks' keys and the cell layer. This is what `execute_stitch` runs.
+    Regions write into ``output`` when given (shared memory), else into ``writer`` when given,
+    else return their planes. Returns the graph, the region tasks' keys and the cell layer. This
+    is what `execute_stitch` runs.
     """
     cell_name, region_name = _tokens()
     layer = cell_layer(plan, cell_name, region_size, scheduler)
     shares = scheduler is None or scheduler.shares_memory
     regions, keys, _, _ = _stitch_graph(
-        plan, layer, region_name, region_size, dtype, bad_bits, output=output, layout=layout, picks=not shares
+        plan,
+        layer,
+        region_name,
+        region_size,
+        dtype,
+        bad_bits,
+        output=output,
+        writer=writer,
+        layout=layout,
+        picks=not shares,
     )
     return {**layer.graph, **regions}, keys, layer
 
@@ -586,19 +605,30 @@ def execute_stitch(
     # Regions write in place only where tasks share our memory and the output already holds the
     # input's mask (a lazy input's mask is read region by region instead).
     shared = output if scheduler.shares_memory and not plan.lazy else None
-    if isinstance(shared, np.ndarray) and isinstance(plan, ArrayPlan) and plan.writes_directly():
-        return _execute_direct(plan, shared, bad_bits, region_size, scheduler, progress)
+    if isinstance(output, np.ndarray) and isinstance(plan, ArrayPlan) and not plan.lazy and plan.writes_directly():
+        if shared is not None:
+            return _execute_direct(plan, output, bad_bits, region_size, scheduler, progress)
+        with SharedOutput.open(output, plan.bbox.getBegin(), scheduler) as via:
+            if via is not None:  # a same-host cluster: its cells write their cores into shared memory
+                report = _execute_direct(plan, via.image, bad_bits, region_size, scheduler, progress, via.image_ref)
+                via.copy_region(output, plan.bbox)
+                return report
     if layout is None:
         layout = default_layout(plan, bad_bits, output)
-    graph, keys, layer = stitch_graph(plan, output.dtype, bad_bits, region_size, scheduler, shared, layout)
-    report = StitchReport()
-    for answers in scheduler.iterate(graph, keys, layer.keys):
-        for outcome in answers:
-            if outcome.planes is not None:
-                _copy_region(output, outcome, plan.bbox.getBegin())
-            report.add(outcome)
-        if progress is not None:
-            progress(len(report.summaries), layer.cell_count)
+    origin = plan.bbox.getBegin()
+    with SharedOutput.open(output, origin, scheduler if shared is None else None) as via:
+        writer = via.writer if via is not None else None
+        graph, keys, layer = stitch_graph(plan, output.dtype, bad_bits, region_size, scheduler, shared, layout, writer)
+        report = StitchReport()
+        for answers in scheduler.iterate(graph, keys, layer.keys):
+            for outcome in answers:
+                if via is not None:
+                    via.copy_region(output, outcome.bbox)
+                elif outcome.planes is not None:
+                    _copy_region(output, outcome, origin)
+                report.add(outcome)
+            if progress is not None:
+                progress(len(report.summaries), layer.cell_count)
     report.finish()
     if layout is not None and isinstance(output, Exposure):
         settle_mask_planes(output.mask, report, layout)
@@ -624,8 +654,12 @@ def _execute_direct(
     region_size: int,
     scheduler: SchedulerChoice,
     progress: Callable[[int, int], None] | None,
+    direct_out: Any = None,
 ) -> StitchReport:
     """Cells that tile the image without overlap write their own cores; regions only mend the rest.
+
+    ``direct_out``: what the cells write into, when not ``output`` itself (a `SharedArrayRef` to
+    it, for a same-host cluster's workers).
 
     Each pixel then has one cell, so a cell whose core is all finite writes the stitcher's bits
     itself, while its answer is still in cache, and the graph is the cells alone (no region
@@ -634,7 +668,7 @@ def _execute_direct(
     hand, with the written cores read back as those cells' results.
     """
     cell_name, _ = _tokens()
-    layer = cell_layer(plan, cell_name, region_size, scheduler, direct_out=output)
+    layer = cell_layer(plan, cell_name, region_size, scheduler, direct_out=output if direct_out is None else direct_out)
     outcomes: list[CellOutcome] = []
     for batch in scheduler.iterate(layer.graph, layer.keys, layer.keys):
         outcomes += batch

@@ -25,12 +25,14 @@ from .cells import (
     CellTask,
     FailurePolicy,
     array_piece,
+    cores_of,
     exposure_piece,
     run_array_cell,
     run_batch,
     run_cell,
 )
-from .sources import CompanionSource, ExposureSource, PlaneSource, local_corners
+from .shared_memory import SharedArrayRef
+from .sources import CompanionSource, ExposureSource, PlaneSource
 
 __all__ = ["ExposurePlan", "ArrayPlan", "cells_disjoint"]
 
@@ -115,11 +117,6 @@ def _box(corners: tuple[int, int, int, int]) -> Box2I:
 def _with_weight_function(obj: Any, weighting: Weighting | None) -> list[Any]:
     """``obj`` and the weighting's user function, if it has one."""
     return [obj] + ([weighting.function] if weighting and weighting.function else [])
-
-
-def _cores_of(output: np.ndarray, cells: np.ndarray, origin: Point2I) -> list[np.ndarray]:
-    """The view of ``output`` under each cell (``(n, 4)`` boxes, parent coordinates)."""
-    return [output[y0 : y1 + 1, x0 : x1 + 1] for x0, y0, x1, y1 in local_corners(cells, origin)]
 
 
 @dataclass(kw_only=True)
@@ -222,11 +219,14 @@ class ArrayPlan:
         return self.grid.cells
 
     @builds_graph
-    def batch_graph(self, name: str, batches: list[np.ndarray], direct_out: np.ndarray | None = None) -> dict:
+    def batch_graph(
+        self, name: str, batches: list[np.ndarray], direct_out: np.ndarray | SharedArrayRef | None = None
+    ) -> dict:
         """One task per batch of cells (rows of the grid), each holding (or reading) its box of every array.
 
         With ``direct_out`` (the output array, on a shared-memory scheduler, for cells that tile
-        the image: `writes_directly`), each cell writes its all-finite core straight into it.
+        the image: `writes_directly`), each cell writes its all-finite core straight into it; a
+        `SharedArrayRef` (a same-host cluster's output in shared memory) is mapped by each batch.
         """
         sources = [PlaneSource(self.array, self.origin)]
         sources += [PlaneSource(a, self.origin) for a in self.companions.values()]
@@ -245,9 +245,12 @@ class ArrayPlan:
             policy=self.policy,
         )
         cell_batches, boxes = _batches(run_array_cell, template, self.grid, batches, self.grid_indices)
-        if direct_out is not None:
+        if isinstance(direct_out, SharedArrayRef):  # a same-host cluster: the workers map it themselves
             for batch in cell_batches:
-                batch.outs = _cores_of(direct_out, batch.cells, self.origin)
+                batch.shared_out = (direct_out, (self.origin.getX(), self.origin.getY()))
+        elif direct_out is not None:
+            for batch in cell_batches:
+                batch.outs = cores_of(direct_out, batch.cells, self.origin)
         # Every source's cuts in one call each (slice bounds for all the batch boxes at once).
         cuts = zip(*(source.cell_cuts(boxes) for source in sources))
         graph.update(

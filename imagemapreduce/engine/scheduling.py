@@ -31,10 +31,14 @@ import dask
 import dask.local
 import dask.multiprocessing
 import dask.threaded
+import numpy as np
 from dask.base import get_scheduler
 from dask.core import get_dependencies
 from dask.sizeof import sizeof
 from dask.system import CPU_COUNT
+
+from ..image import Exposure
+from .sources import ArrayCut, ExposureParts, LazyCut, SharedExposureCut
 
 __all__ = ["SchedulerChoice", "choose_scheduler", "SCHEDULER_NAMES", "TRAFFIC_KINDS"]
 
@@ -66,6 +70,12 @@ class SchedulerChoice:
     owns_client: bool = False
     #: Bytes moved on a cluster so far (see `traffic`): counted by `iterate` and `get`.
     moved: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRAFFIC_KINDS, 0))
+    #: Bytes of pixels passed to and from the workers through same-host shared memory instead.
+    shared_bytes: int = 0
+    #: Whether the cluster's workers read this process's shared memory (probed once, when first asked).
+    _same_host: bool | None = field(default=None, repr=False)
+    #: Shared-memory copies of in-memory input arrays while a graph runs: ``id(array) -> (array, segment)``.
+    _shared_inputs: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     def traffic(self) -> dict[str, int]:
         """Bytes this choice has moved, by kind, and their ``total``.
@@ -73,14 +83,29 @@ class SchedulerChoice:
         ``scattered``: pixels sent to the workers; ``gathered``: results brought back;
         ``betweenWorkers``: cell results one worker fetched from another. Zero on the
         schedulers that share this process's memory; on worker processes, the pickled graph
-        and results are not counted.
+        and results are not counted. ``sharedMemory`` (not in the total): pixels that went to
+        and from a same-host cluster's workers through shared memory instead of the network.
         """
-        return {**self.moved, "total": sum(self.moved.values())}
+        return {**self.moved, "total": sum(self.moved.values()), "sharedMemory": self.shared_bytes}
 
     @property
     def shares_memory(self) -> bool:
         """Whether tasks run in this process and may write into the caller's arrays."""
         return self.kind in ("synchronous", "threads")
+
+    def same_host_memory(self) -> bool:
+        """Whether this is a cluster whose every worker reads this process's shared memory.
+
+        Then in-memory pixels go to the workers, and regions come back, through shared memory
+        (`imagemapreduce.engine.shared_memory`) rather than the network. Probed once per choice.
+        """
+        if self.kind != "distributed":
+            return False
+        if self._same_host is None:
+            from .shared_memory import probe_workers
+
+            self._same_host = probe_workers(self.client, sorted(self.client.nthreads()))
+        return self._same_host
 
     def worker_count(self) -> int:
         """How many tasks can run at once: threads or processes here, or the cluster's worker threads."""
@@ -136,6 +161,7 @@ class SchedulerChoice:
                     return
                 remaining = lost
         finally:
+            self._release_shared_inputs()
             # Dask counts what a worker sends to us with what it sends to its peers.
             after = self._worker_transfers()
             sent = sum(max(0, after.get(w, 0) - before.get(w, 0)) for w in after)
@@ -191,12 +217,19 @@ class SchedulerChoice:
         """
         literals: list[Any] = []
         where: list[tuple[Any, int]] = []
+        shared: dict[Any, dict[int, Any]] = {}
         for key, task in graph.items():
             if isinstance(task, tuple) and task and callable(task[0]):
                 for position, arg in enumerate(task[1:], start=1):
-                    if holds_pixels(arg):
+                    if isinstance(arg, (ArrayCut, LazyCut)) and (cut := self._shared_cut(arg)) is not None:
+                        shared.setdefault(key, {})[position] = cut
+                    elif holds_pixels(arg):
                         literals.append(arg)
                         where.append((key, position))
+        if shared:
+            graph = dict(graph)
+            for key, replacements in shared.items():
+                graph[key] = tuple(replacements.get(position, arg) for position, arg in enumerate(graph[key]))
         if not literals:
             return graph
         self.moved["scattered"] += sum(sizeof(literal) for literal in literals)
@@ -214,6 +247,58 @@ class SchedulerChoice:
             task[position] = future
             graph[key] = tuple(task)
         return graph
+
+    def _shared_cut(self, cut: ArrayCut | LazyCut) -> Any:
+        """``cut`` reading a shared-memory copy of its pixels, or None to send it as before.
+
+        An array (`ArrayCut`) or an exposure's three planes (a `LazyCut` of an `Exposure`) are
+        copied into shared memory once per graph, when the workers share this host's memory and
+        ``/dev/shm`` has room (see `same_host_memory`).
+        """
+        if not self.same_host_memory():
+            return None
+        from .shared_memory import SharedArrayCut
+
+        if isinstance(cut, ArrayCut):
+            ref = self._shared_ref(cut.array)
+            return None if ref is None else SharedArrayCut(ref, cut.rows, cut.cols)
+        exposure = cut.image
+        if not isinstance(exposure, Exposure):
+            return None
+        refs = [self._shared_ref(plane.array) for plane in (exposure.image, exposure.mask, exposure.variance)]
+        if any(ref is None for ref in refs):
+            return None
+        parts = ExposureParts(
+            type(exposure), cut.box, exposure.getPsf(), exposure.getWcs(), exposure.mask.getMaskPlaneDict()
+        )
+        xy0 = exposure.getXY0()
+        return SharedExposureCut(tuple(refs), parts, (xy0.getX(), xy0.getY()))
+
+    def _shared_ref(self, array: Any) -> Any:
+        """A reference to a shared-memory copy of ``array`` (made once per graph), or None.
+
+        Only in-memory numpy arrays: copying a file-backed one (``numpy.memmap``) would pull the
+        whole file into memory.
+        """
+        if not isinstance(array, np.ndarray) or isinstance(array, np.memmap):
+            return None
+        from .shared_memory import SharedSegment
+
+        entry = self._shared_inputs.get(id(array))
+        if entry is None:
+            try:
+                segment = SharedSegment(array.nbytes)
+            except OSError:
+                return None
+            segment.array(array.shape, array.dtype)[...] = array
+            self.shared_bytes += array.nbytes
+            entry = self._shared_inputs[id(array)] = (array, segment)
+        return entry[1].ref(array.shape, array.dtype)
+
+    def _release_shared_inputs(self) -> None:
+        for _, segment in self._shared_inputs.values():
+            segment.close()
+        self._shared_inputs.clear()
 
     def check_importable(self, objects: list[Any]) -> None:
         """Check, before any work, that ``objects`` (the mapper or function) can travel to the workers.

@@ -17,6 +17,7 @@ import numpy as np
 from .._lazy import is_dask_array
 from ..geom import Box2I, Point2I
 from ..image import Exposure, Image, Mask, MaskedImage
+from .shared_memory import SharedArrayCut, SharedArrayRef
 
 __all__ = [
     "PlaneSource",
@@ -231,8 +232,35 @@ class ArrayCut:
         return (_same, (self.materialize(),))
 
 
+class SharedExposureCut:
+    """A box of an in-memory exposure whose planes a same-host cluster reads from shared memory.
+
+    The shared-memory `LazyCut` (see `imagemapreduce.engine.shared_memory`): the planes' segment
+    references, what the exposure is besides its pixels (``parts``, whose box is the cut's), and
+    the exposure's ``xy0``. Materialised, it is a read-only sub-exposure holding copies of the
+    box's pixels, which never refer to the segments.
+    """
+
+    __slots__ = ("planes", "parts", "origin")
+
+    def __init__(self, planes: tuple[SharedArrayRef, ...], parts: ExposureParts, origin: tuple[int, int]):
+        self.planes, self.parts, self.origin = planes, parts, origin
+
+    def materialize(self) -> Exposure:
+        """The sub-exposure of the box, its pixels copied out of the segments."""
+        rows, cols = self.parts.bbox.slices(Point2I(*self.origin))
+        copies = []
+        for ref in self.planes:
+            with ref.open() as array:
+                copies.append(np.array(array[rows, cols]))
+        return read_only(build_exposure(self.parts, *copies))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (SharedExposureCut, (self.planes, self.parts, self.origin))
+
+
 #: Cuts that become their pixels when a cell runs (or is pickled).
-DEFERRED_CUTS = (LazyCut, ArrayCut)
+DEFERRED_CUTS = (LazyCut, ArrayCut, SharedArrayCut, SharedExposureCut)
 
 
 def materialize(obj: Any) -> Any:
