@@ -14,7 +14,7 @@ import pickle
 import dask
 import numpy as np
 import pytest
-from array_funcs import smooth
+from array_funcs import minus_min_with_holes, smooth
 from conftest import make_exposure
 
 import imagemapreduce as imr
@@ -167,4 +167,15 @@ def test_memmapped_input_is_not_copied_into_shared_memory(local_cluster, tmp_pat
     kwargs = {"cell_size": 32, "border": 4, "func_kwargs": {"sigma": 1.0}}
     expected = map_reduce(np.array(image), smooth, scheduler="threads", **kwargs)
     got = map_reduce(image, smooth, scheduler=local_cluster, **kwargs)
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_cells_that_cannot_write_their_cores_are_mended_and_copied_out(local_cluster):
+    # Tiling cells whose cores hold NaN do not write them: their regions are stitched afterwards in
+    # the client, into the shared output, and copied out from there.
+    image = np.random.default_rng(24).standard_normal((100, 90)).astype(np.float32)
+    kwargs = {"cell_size": 20, "border": 2, "reduce": "copy"}
+    expected = map_reduce(image, minus_min_with_holes, scheduler="threads", **kwargs)
+    got = map_reduce(image, minus_min_with_holes, scheduler=local_cluster, **kwargs)
+    assert np.isnan(expected).any()
     assert got.tobytes() == expected.tobytes()

@@ -610,9 +610,17 @@ def execute_stitch(
             return _execute_direct(plan, output, bad_bits, region_size, scheduler, progress)
         with SharedOutput.open(output, plan.bbox.getBegin(), scheduler) as via:
             if via is not None:  # a same-host cluster: its cells write their cores into shared memory
-                report = _execute_direct(plan, via.image, bad_bits, region_size, scheduler, progress, via.image_ref)
-                via.copy_region(output, plan.bbox)
-                return report
+                # Each core is copied out as its batch comes back, while the workers go on.
+                return _execute_direct(
+                    plan,
+                    via.image,
+                    bad_bits,
+                    region_size,
+                    scheduler,
+                    progress,
+                    via.image_ref,
+                    written=lambda box: via.copy_region(output, box),
+                )
     if layout is None:
         layout = default_layout(plan, bad_bits, output)
     origin = plan.bbox.getBegin()
@@ -655,11 +663,13 @@ def _execute_direct(
     scheduler: SchedulerChoice,
     progress: Callable[[int, int], None] | None,
     direct_out: Any = None,
+    written: Callable[[Box2I], None] | None = None,
 ) -> StitchReport:
     """Cells that tile the image without overlap write their own cores; regions only mend the rest.
 
     ``direct_out``: what the cells write into, when not ``output`` itself (a `SharedArrayRef` to
-    it, for a same-host cluster's workers).
+    it, for a same-host cluster's workers). ``written`` is called with each box of ``output``
+    that is final: a cell's core as its batch comes back, a mended region once stitched.
 
     Each pixel then has one cell, so a cell whose core is all finite writes the stitcher's bits
     itself, while its answer is still in cache, and the graph is the cells alone (no region
@@ -672,6 +682,10 @@ def _execute_direct(
     outcomes: list[CellOutcome] = []
     for batch in scheduler.iterate(layer.graph, layer.keys, layer.keys):
         outcomes += batch
+        if written is not None:
+            for outcome in batch:
+                if _wrote(outcome):
+                    written(outcome.box0)
         if progress is not None:
             progress(len(outcomes), len(plan.grid))
     outcomes.sort(key=lambda o: o.index)
@@ -700,6 +714,8 @@ def _execute_direct(
         )
         cells = [_read_back(outcomes[k], output, plan.bbox.getBegin()) for k in members[(i, j)].tolist()]
         parts.append(stitch_region(task, None, cells).stats)
+        if written is not None:
+            written(region)
     if plan.operation == "average":  # every other pixel has exactly one contribution
         restitched = set(dirty)
         for i, row in enumerate(rows):
