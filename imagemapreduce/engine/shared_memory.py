@@ -7,8 +7,9 @@ two copies through sockets that the machine's memory makes unnecessary. Here the
 each input plane once into a POSIX shared-memory segment (a file under ``/dev/shm`` on Linux),
 the tasks carry references (`SharedArrayCut`: a segment name and a box), and each worker copies
 the box it needs straight out of the segment. Regions write their planes into an output segment
-(`SharedRegionWriter`), which is copied into the caller's output at the end. The pixels, and so
-the output bits, are the same as over the network.
+(`SharedRegionWriter`), or cells that tile the image their cores, and each region (or core) is
+copied into the caller's output as its answer arrives (`SharedOutput`). The pixels, and so the
+output bits, are the same as over the network.
 
 Rules that keep it safe:
 
@@ -206,10 +207,7 @@ class SharedRegionWriter:
 
     def write(self, index: tuple[int, int], outcome: Any) -> None:
         """Write one region's planes into the output segments (the region's report travels as usual)."""
-        x0, y0 = self.origin
-        bbox = outcome.bbox
-        rows = slice(bbox.getMinY() - y0, bbox.getMaxY() - y0 + 1)
-        cols = slice(bbox.getMinX() - x0, bbox.getMaxX() - x0 + 1)
+        rows, cols = outcome.bbox.slices(Point2I(*self.origin))
         for ref, plane in zip(self.planes, outcome.planes, strict=True):
             if ref is not None and plane is not None:
                 with ref.open(writable=True) as array:
@@ -224,7 +222,6 @@ class SharedOutput:
     """
 
     def __init__(self, planes: list[np.ndarray | None], segments: list[SharedSegment | None], origin: Point2I):
-        self._segments = segments
         self._views = [
             None if s is None or p is None else s.array(p.shape, p.dtype) for p, s in zip(planes, segments, strict=True)
         ]
@@ -276,8 +273,9 @@ class SharedOutput:
         rows, cols = bbox.slices(self.origin)
         for plane, view in zip(_planes_of(output), self._views, strict=True):
             if view is not None and plane is not None:
-                plane[rows, cols] = view[rows, cols]
-                self.nbytes += plane[rows, cols].nbytes
+                part = view[rows, cols]
+                plane[rows, cols] = part
+                self.nbytes += part.nbytes
 
 
 def _planes_of(output: Exposure | np.ndarray) -> list[Any]:

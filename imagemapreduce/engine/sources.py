@@ -249,10 +249,7 @@ class SharedExposureCut:
     def materialize(self) -> Exposure:
         """The sub-exposure of the box, its pixels copied out of the segments."""
         rows, cols = self.parts.bbox.slices(Point2I(*self.origin))
-        copies = []
-        for ref in self.planes:
-            with ref.open() as array:
-                copies.append(np.array(array[rows, cols]))
+        copies = [SharedArrayCut(ref, rows, cols).materialize() for ref in self.planes]
         return read_only(build_exposure(self.parts, *copies))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
