@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 import lsst.pex.config as pexConfig
@@ -67,3 +68,35 @@ class ImageMapper(Task, metaclass=abc.ABCMeta):
             For ``none`` it may hold anything.
         """
         return Struct(subExposure=subExposure)
+
+    def runCells(self, cells: Sequence[tuple[Exposure, Exposure]], fullBBox: Box2I, **kwargs: Any) -> list[Struct]:
+        """Perform the operation on several neighbouring cells at once (not in LSST): override to batch work.
+
+        The engine packs neighbouring cells into one Dask task (``cellsPerTask``). A mapper that
+        overrides this method gets each task's cells in one call, and can share work between
+        them: stacked FFTs or solves, one lookup of a shared model. This default runs `run` on
+        each cell, and a mapper that does not override it is called through `run`, cell by cell.
+
+        Parameters
+        ----------
+        cells : sequence of `tuple` [`Exposure`, `Exposure`]
+            ``(subExposure, expandedSubExposure)`` of each cell, as `run` takes them.
+        fullBBox : `Box2I`
+            The bounding box of the whole exposure.
+        **kwargs
+            The keyword arguments given to `ImageMapReduceTask.run`.
+
+        Returns
+        -------
+        results : `list` [`Struct`]
+            One per cell, in order: for each exactly what `run` returns for that cell, bit for
+            bit, so that the output never depends on how cells are packed into tasks.
+
+        Notes
+        -----
+        The engine calls it for tasks of two or more cells without companion images or a cell
+        timeout; the cells share the call's time evenly in the per-cell timings. If it raises,
+        or a result fails the reducer's checks, every cell of the task runs again alone through
+        `run`, so a failure (retried, masked or raised) is reported for its own cell as without it.
+        """
+        return [self.run(sub, expanded, fullBBox, **kwargs) for sub, expanded in cells]

@@ -191,3 +191,37 @@ class InterruptibleMapper(imr.ImageMapper):
         centre = subExposure.getBBox().getCenter()
         out.setPsf(imr.GaussianPsf(15, 15, 1.5 + 0.01 * centre.x + 0.003 * centre.y))
         return Struct(subExposure=out)
+
+
+#: Sizes of the ``runCells`` calls of the mappers below, in this process (threads, synchronous).
+RUN_CELLS_CALLS: list[int] = []
+
+
+class TogetherMapper(CentreValueMapper):
+    """`CentreValueMapper` with its own ``runCells``, which logs each call's number of cells."""
+
+    _DefaultName = "test_TogetherMapper"
+
+    def runCells(self, cells, fullBBox, **kwargs):
+        RUN_CELLS_CALLS.append(len(cells))
+        return [self.run(sub, expanded, fullBBox, **kwargs) for sub, expanded in cells]
+
+
+class FailingTogetherMapper(FailingMapper):
+    """`FailingMapper` with a ``runCells`` that fails as a whole when one of its cells would."""
+
+    _DefaultName = "test_FailingTogetherMapper"
+
+    def runCells(self, cells, fullBBox, **kwargs):
+        RUN_CELLS_CALLS.append(len(cells))
+        return [self.run(sub, expanded, fullBBox, **kwargs) for sub, expanded in cells]
+
+
+class ShortTogetherMapper(CentreValueMapper):
+    """A ``runCells`` that drops its last result: the engine must notice and run each cell alone."""
+
+    _DefaultName = "test_ShortTogetherMapper"
+
+    def runCells(self, cells, fullBBox, **kwargs):
+        RUN_CELLS_CALLS.append(len(cells))
+        return [self.run(sub, expanded, fullBBox, **kwargs) for sub, expanded in cells][:-1]

@@ -7,7 +7,16 @@ import dask
 import numpy as np
 import pytest
 from array_funcs import smooth
-from cell_mappers import CentreValueMapper, FailingMapper, FlakyMapper, InterruptibleMapper
+from cell_mappers import (
+    RUN_CELLS_CALLS,
+    CentreValueMapper,
+    FailingMapper,
+    FailingTogetherMapper,
+    FlakyMapper,
+    InterruptibleMapper,
+    ShortTogetherMapper,
+    TogetherMapper,
+)
 from conftest import make_exposure
 from lsst.pex.config import FieldValidationError
 from test_zarr import config_for as zarr_config_for
@@ -203,6 +212,62 @@ def test_each_cell_is_retried_on_its_own_inside_a_batch(tmp_path):
         calls = [len(list(folder.iterdir())) for folder in markers.iterdir()]
         assert len(calls) == task.metadata["numCells"] and set(calls) == {3}  # two failures, then success
     assert outputs["auto"] == outputs[1]
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_a_mapper_with_run_cells_gets_each_task_in_one_call_and_gives_the_same_bits(scheduler):
+    exposure = make_exposure(150, 110, xy0=(9, -4), seed=8)
+    plain = imr.ImageMapReduceTask(config=task_config(CentreValueMapper, scheduler=scheduler, cells_per_task=1))
+    reference = planes_of(plain.run(exposure).exposure)
+    for packing in (1, 5, "auto"):
+        RUN_CELLS_CALLS.clear()
+        task = imr.ImageMapReduceTask(config=task_config(TogetherMapper, scheduler=scheduler, cells_per_task=packing))
+        assert planes_of(task.run(exposure).exposure) == reference, packing
+        cells = task.metadata["numCells"]
+        assert len(task.metadata.getArray("cellWallTime")) == cells
+        if packing == 1:
+            assert RUN_CELLS_CALLS == []  # a task of one cell runs it through run()
+        else:
+            assert sum(RUN_CELLS_CALLS) >= cells - len(RUN_CELLS_CALLS) and max(RUN_CELLS_CALLS) > 1
+            assert len(RUN_CELLS_CALLS) < cells
+
+
+def test_a_failing_run_cells_falls_back_to_each_cell_alone_and_reports_the_same_failures():
+    exposure = make_exposure(150, 110, seed=9)
+    reports = {}
+    for mapper in (FailingMapper, FailingTogetherMapper):
+        RUN_CELLS_CALLS.clear()
+        task = imr.ImageMapReduceTask(config=task_config(mapper, cells_per_task=16, maskFailures=True))
+        result = task.run(exposure, failAt=(40, 30))
+        reports[mapper] = (
+            planes_of(result.exposure),
+            [str(f) for f in result.failures],
+            task.metadata["numFailedCells"],
+        )
+    assert RUN_CELLS_CALLS  # the hook was tried
+    assert reports[FailingTogetherMapper] == reports[FailingMapper] and reports[FailingMapper][2] >= 1
+    with pytest.raises(imr.CellFailure, match="boom in this cell"):
+        imr.ImageMapReduceTask(config=task_config(FailingTogetherMapper, cells_per_task=16)).run(
+            exposure, failAt=(40, 30)
+        )
+
+
+def test_a_run_cells_with_too_few_results_is_not_trusted():
+    exposure = make_exposure(120, 100, seed=12)
+    RUN_CELLS_CALLS.clear()
+    short = imr.ImageMapReduceTask(config=task_config(ShortTogetherMapper, cells_per_task=16)).run(exposure)
+    plain = imr.ImageMapReduceTask(config=task_config(CentreValueMapper, cells_per_task=16)).run(exposure)
+    assert RUN_CELLS_CALLS and planes_of(short.exposure) == planes_of(plain.exposure)
+
+
+def test_run_cells_is_not_used_with_a_cell_timeout_or_companion_images():
+    exposure = make_exposure(120, 100, seed=13)
+    RUN_CELLS_CALLS.clear()
+    imr.ImageMapReduceTask(config=task_config(TogetherMapper, cells_per_task=16, cellTimeout=60.0)).run(exposure)
+    imr.ImageMapReduceTask(config=task_config(TogetherMapper, cells_per_task=16)).run(exposure, template=exposure)
+    assert RUN_CELLS_CALLS == []
+    imr.ImageMapReduceTask(config=task_config(TogetherMapper, cells_per_task=16)).run(exposure)
+    assert RUN_CELLS_CALLS
 
 
 def test_reduce_none_returns_each_cell_in_grid_order_however_packed():

@@ -278,3 +278,78 @@ def test_a_psf_that_cannot_be_hashed_is_matched_cell_by_cell():
     np.testing.assert_allclose(
         outputs[1].image.array, outputs[0].image.array, rtol=0, atol=1e-5 * np.abs(outputs[0].image.array).max()
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cores_convolved_together_are_bitwise_the_cores_convolved_alone(dtype):
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(90, 100)).astype(np.float32)
+    image[40, 44] = np.nan
+    variance = rng.random((90, 100)).astype(np.float32)
+    cells = []
+    for k, (y, x) in enumerate([(0, 0), (20, 30), (20, 50), (50, 60), (60, 0), (70, 80)] * 4):
+        kernel = rng.random((2 * (2 + k % 3) + 1,) * 2)
+        core = (slice(y, y + 20), slice(x, x + 20))  # edge cells padded, inner ones not
+        cells.append(([image, variance], [kernel, kernel**2], core))
+    assert 2 * len(cells) > K._PLANES_AT_ONCE  # more planes of one shape than one FFT call takes
+    together = K.convolve_cores(cells, "reflect", dtype)
+    assert len(together) == len(cells)
+    for (arrays, kernels, core), got in zip(cells, together, strict=True):
+        alone = convolve_core(arrays, kernels, core, "reflect", dtype)
+        assert all(a.dtype == dtype and np.array_equal(a, b, equal_nan=True) for a, b in zip(got, alone, strict=True))
+        expected = ndimage.convolve(np.nan_to_num(image.astype(np.float64)), kernels[0], mode="reflect")[core]
+        finite = np.isfinite(got[0])
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(
+            got[0][finite], expected[finite], atol=(1e-5 if dtype == np.float32 else 1e-12) * scale
+        )
+
+
+def test_single_precision_ffts_stay_within_their_rounding_of_double_precision():
+    rng = np.random.default_rng(6)
+    array = (1e4 * rng.random((80, 80)) ** 8).astype(np.float32)  # a few bright pixels on a faint floor
+    kernel = rng.random((11, 11))
+    kernel /= kernel.sum()
+    core = (slice(10, 70), slice(10, 70))
+    (single,) = convolve_core([array], [kernel], core, "nearest", np.float32)
+    (double,) = convolve_core([array], [kernel], core, "nearest", np.float64)
+    error = np.abs(single.astype(np.float64) - double).max()
+    assert 0 < error <= 1e-6 * np.abs(array).max()
+
+
+@pytest.mark.parametrize("method", ["exact", "gaussian"])
+def test_run_cells_returns_what_run_returns_for_each_cell_bit_for_bit(exposure, method):
+    task = make_task()
+    task.mapper.config.method = method
+    task.generateGrid(exposure)
+    mapper, bbox = task.mapper, exposure.getBBox()
+    H.clear_caches()
+    mapper.prepareRun(exposure, task.boxes0, targetSigma=2.6)
+    picked = [0, 1, 9, 10, 11, len(task.boxes0) - 1]  # corner, edge and inner cells
+    cells = [(exposure[task.boxes0[k]], exposure[task.boxes1[k]]) for k in picked]
+    together = mapper.runCells(cells, bbox, targetSigma=2.6)
+    assert len(together) == len(cells)
+    for (sub, expanded), got in zip(cells, together, strict=True):
+        alone = mapper.run(sub, expanded, bbox, targetSigma=2.6)
+        for plane in ("image", "variance", "mask"):
+            a, b = getattr(got.subExposure, plane).array, getattr(alone.subExposure, plane).array
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), plane
+        assert got.subExposure.getBBox() == sub.getBBox() and got.targetSigma == alone.targetSigma
+        if method == "exact":
+            assert np.array_equal(got.kernel.array, alone.kernel.array) and got.target == alone.target
+            assert set(got.timings) == {"psf", "solve", "convolve"} and got.timings["convolve"] > 0
+
+
+def test_double_precision_convolution_is_the_single_precision_result_to_float32_rounding(exposure):
+    outputs = {}
+    for precision in ("image", "double"):
+        H.clear_caches()
+        task = make_task(scheduler="synchronous")
+        task.mapper.config.convolutionPrecision = precision
+        outputs[precision] = task.run(exposure, targetSigma=2.6).exposure.image.array
+    single, double = outputs["image"], outputs["double"]
+    assert single.dtype == double.dtype == np.float32
+    finite = np.isfinite(double)
+    assert np.array_equal(finite, np.isfinite(single))
+    error = np.abs(single[finite].astype(np.float64) - double[finite]).max()
+    assert 0 < error <= 2e-6 * np.abs(double[finite]).max()

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from dask.sizeof import sizeof
@@ -39,6 +39,8 @@ __all__ = [
     "ArrayCellTask",
     "Piece",
     "run_cell",
+    "run_cells_together",
+    "runs_cells_together",
     "run_array_cell",
     "cell_array",
     "write_core",
@@ -215,13 +217,8 @@ class CellTask:
     companion_names: tuple[str, ...] = ()
 
 
-def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcome:
-    """Run the mapper on one cell (``expanded`` is its read-only expanded sub-exposure).
-
-    ``companions`` are the companion images cut to the expanded box, passed to the mapper under
-    ``task.companion_names`` in place of the whole images.
-    """
-    start_wall, start_cpu = time.perf_counter(), time.thread_time()
+def _cell_inputs(task: CellTask, expanded: Exposure, companions: tuple[Any, ...]) -> tuple[Exposure, Exposure, dict]:
+    """The mapper's arguments for one cell: its sub-exposure, expanded sub-exposure and keywords."""
     # Read-only however the cut arrived: a view (threads) or an unpickled copy (processes, a cluster),
     # so that a mapper writing into its input fails the same way on every scheduler.
     expanded = read_only(materialize(expanded))
@@ -231,7 +228,30 @@ def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcom
     sub = expanded.subset(task.box0)
     if task.do_clone:
         sub = sub.clone()  # private copies that do not share pixels with each other either
-    kwargs = {**task.kwargs, **dict(zip(task.companion_names, companions))}
+    return sub, expanded, {**task.kwargs, **dict(zip(task.companion_names, companions))}
+
+
+def _checked_result(task: CellTask, result: Any, sub: Exposure, expanded: Exposure) -> Any:
+    """The mapper's result for one cell, its inputs added if asked for, checked for the reducer."""
+    if task.return_sub_images:
+        result.mergeItems(
+            Struct(inputSubExposure=sub, inputExpandedSubExposure=expanded),
+            "inputSubExposure",
+            "inputExpandedSubExposure",
+        )
+    if task.operation in IMAGE_REDUCE_OPERATIONS:
+        _check_exposure_result(task, result)
+    return result
+
+
+def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcome:
+    """Run the mapper on one cell (``expanded`` is its read-only expanded sub-exposure).
+
+    ``companions`` are the companion images cut to the expanded box, passed to the mapper under
+    ``task.companion_names`` in place of the whole images.
+    """
+    start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    sub, expanded, kwargs = _cell_inputs(task, expanded, companions)
     helper_cpu: list[float] = []
     try:
         result = _call_with_retries(
@@ -241,16 +261,44 @@ def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcom
         if task.policy.mask_failures:
             return _failed_outcome(task.index, task.box0, task.box1, exc, (start_wall, start_cpu))
         raise _fail(f"mapper {type(task.mapper).__name__}", task.index, task.box0, task.box1, exc) from exc
-    if task.return_sub_images:
-        result.mergeItems(
-            Struct(inputSubExposure=sub, inputExpandedSubExposure=expanded),
-            "inputSubExposure",
-            "inputExpandedSubExposure",
-        )
-    if task.operation in IMAGE_REDUCE_OPERATIONS:
-        _check_exposure_result(task, result)
+    result = _checked_result(task, result, sub, expanded)
     cpu = time.thread_time() - start_cpu + sum(helper_cpu)
     return CellOutcome(task.index, task.box0, result, time.perf_counter() - start_wall, cpu, _worker_name())
+
+
+def runs_cells_together(mapper: Any) -> bool:
+    """Whether ``mapper`` has its own `~imagemapreduce.mapper.ImageMapper.runCells` (not the base class's loop)."""
+    from ..mapper import ImageMapper
+
+    hook = getattr(type(mapper), "runCells", None)
+    return callable(hook) and hook is not ImageMapper.runCells
+
+
+def run_cells_together(tasks: list[CellTask], expandeds: list[Any]) -> list[CellOutcome]:
+    """Run a batch's cells through one call of the mapper's ``runCells``, or one by one if it raises.
+
+    The cells share the call's wall and CPU time evenly. If ``runCells`` raises, or a result
+    fails its checks, every cell of the batch runs alone through `run_cell` instead (its own
+    retries, failure, masking), so a failure is reported for its cell exactly as without the hook.
+    """
+    template = tasks[0]
+    start_wall, start_cpu = time.perf_counter(), time.thread_time()
+    inputs = [_cell_inputs(task, expanded, ()) for task, expanded in zip(tasks, expandeds, strict=True)]
+    try:
+        results = template.mapper.runCells(
+            [(sub, exp) for sub, exp, _ in inputs], template.full_bbox, **template.kwargs
+        )
+        if len(results) != len(tasks):
+            raise ValueError(f"runCells returned {len(results)} results for {len(tasks)} cells")
+        checked = [
+            _checked_result(task, result, sub, exp) for task, result, (sub, exp, _) in zip(tasks, results, inputs)
+        ]
+    except Exception:  # noqa: BLE001 - each cell again on its own, which names (or masks) the failing one
+        return [run_cell(task, expanded) for task, expanded in zip(tasks, expandeds, strict=True)]
+    wall = (time.perf_counter() - start_wall) / len(tasks)
+    cpu = (time.thread_time() - start_cpu) / len(tasks)
+    worker = _worker_name()
+    return [CellOutcome(t.index, t.box0, result, wall, cpu, worker) for t, result in zip(tasks, checked, strict=True)]
 
 
 def _check_exposure_result(task: CellTask, result: Any) -> None:
@@ -466,8 +514,9 @@ def run_batch(batch: CellBatch, *cuts: Any) -> list[CellOutcome]:
     """Run each cell of ``batch`` on its own expanded box of ``cuts`` (which cover ``batch.box``).
 
     Each cell gets exactly what a task of its own would get (a read-only view of its expanded
-    box, or a deferred cut of it), so batching never changes a result. The outcomes come back
-    in grid order.
+    box, or a deferred cut of it), so batching never changes a result. A mapper with its own
+    ``runCells`` gets the batch's cells in one call (`run_cells_together`), which must return
+    what ``run`` would for each. The outcomes come back in grid order.
     """
     if batch.shared_out is not None:
         ref, (ox, oy) = batch.shared_out
@@ -478,11 +527,28 @@ def run_batch(batch: CellBatch, *cuts: Any) -> list[CellOutcome]:
         return outcomes
     whole = [materialize(cut) for cut in cuts]
     x0, y0 = batch.box[0], batch.box[1]
-    outcomes = []
-    for task in batch.tasks():
-        own = [_sub_cut(plane, task.box1, x0, y0) for plane in whole]
-        outcomes.append(batch.runner(task, *own))
-    return outcomes
+    tasks = batch.tasks()
+    owns = [[_sub_cut(plane, task.box1, x0, y0) for plane in whole] for task in tasks]
+    if _together(batch, tasks):
+        return run_cells_together(cast(list[CellTask], tasks), [own[0] for own in owns])
+    return [batch.runner(task, *own) for task, own in zip(tasks, owns, strict=True)]
+
+
+def _together(batch: CellBatch, tasks: list[CellTask | ArrayCellTask]) -> bool:
+    """Whether a batch's cells go to the mapper in one ``runCells`` call.
+
+    Only exposure cells without companions (whose keywords would differ per cell) or a timeout
+    (which bounds one cell's call), two or more, and a mapper with its own ``runCells``.
+    """
+    template = batch.template
+    return (
+        len(tasks) > 1
+        and batch.runner is run_cell
+        and isinstance(template, CellTask)
+        and not template.companion_names
+        and template.policy.timeout is None
+        and runs_cells_together(template.mapper)
+    )
 
 
 def cores_of(output: np.ndarray, cells: np.ndarray, origin: Point2I) -> list[np.ndarray]:
