@@ -25,9 +25,11 @@ import functools
 import logging
 import math
 import operator
+import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import lsst.pex.config as pexConfig
@@ -406,6 +408,8 @@ class PsfSurvey:
 #: a third of the iterations.
 _SURVEY_TOLERANCE = 1e-7
 _SURVEY_RELAXATION = 2.0
+#: Threads at most that survey a PSF's tiles side by side.
+_SURVEY_THREADS = 8
 
 
 @functools.lru_cache(maxsize=64)
@@ -418,25 +422,37 @@ def _survey_cached(psf: Psf, points: tuple[tuple[float, float], ...], labels: tu
         return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
     # `Psf.computeShape` (adaptive moments of the kernel image) at every point, a tile of
     # neighbouring points at a time: their images (the ones the cells' kernel solves read, so each
-    # is computed once a run) iterate together, in relaxed steps, from the previous tile's mean.
+    # is computed once a run) iterate together, in relaxed steps, from the first tile's mean.
     tiles = KernelTiles.from_points(points)
     rows: dict[tuple[tuple[float, ...], tuple[float, ...]], list[int]] = {}
     for index, (x, y) in enumerate(points):
         rows.setdefault(cast(tuple, tiles.tile_of(x, y)), []).append(index)
-    start = None
-    for (xs, ys), members in rows.items():
-        images = tile_kernel_images(psf, xs, ys)
+
+    def measure(
+        tile: tuple[tuple[float, ...], tuple[float, ...]], start: tuple[float, float, float] | None
+    ) -> np.ndarray:
+        images = tile_kernel_images(psf, *tile)
         # The tile's images are one stack (`Psf.computeKernelImages`): one shape.
-        stack = np.stack([images[points[i]] for i in members])
+        stack = np.stack([images[points[i]] for i in rows[tile]])
         centre = (stack.shape[2] // 2, stack.shape[1] // 2)
         if start is None:
             first, _ = adaptive_moments(stack[0], centre, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
             start = (first.getIxx(), first.getIyy(), first.getIxy())
-        found = adaptive_moments_many(stack, centre, start=start, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
-        moments[members] = found
-        # The next tile, a neighbour, starts from this one's mean: a few iterations fewer.
-        mean_xx, mean_yy, mean_xy = (float(value) for value in found.mean(axis=0))
-        start = (mean_xx, mean_yy, mean_xy)
+        return adaptive_moments_many(stack, centre, start=start, tol=_SURVEY_TOLERANCE, relaxation=_SURVEY_RELAXATION)
+
+    first, *others = rows
+    moments[rows[first]] = measure(first, None)
+    start = cast(tuple[float, float, float], tuple(float(v) for v in moments[rows[first]].mean(axis=0)))
+    # The tiles are independent stacks of numpy work that mostly runs without the global lock:
+    # a few threads measure them side by side (each tile's result is the same in any order).
+    threads = min(len(others), os.cpu_count() or 1, _SURVEY_THREADS)
+    if threads > 1:
+        with ThreadPoolExecutor(threads, thread_name_prefix="imr-psf-survey") as pool:
+            found = list(pool.map(lambda tile: measure(tile, start), others))
+    else:
+        found = [measure(tile, start) for tile in others]
+    for tile, values in zip(others, found, strict=True):
+        moments[rows[tile]] = values
     return PsfSurvey(np.array(points, dtype=np.float64), moments, labels)
 
 

@@ -9,6 +9,7 @@ kernel's radius around it.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 from collections.abc import Sequence
@@ -179,11 +180,15 @@ def solve_matching_kernels(
     if solver == "wiener":
         return [_solve_wiener(image, target, regularization, tolerance, max_radius, radius) for image in stack]
     kernels: list[MatchingKernel] = []
+    start_radius = None
     # A few images at a time: their normal equations and grids stay in the processor's cache,
     # which halves the time of one stack of 64.
     for start in range(0, len(stack), _IMAGES_AT_ONCE):
         part = stack[start : start + _IMAGES_AT_ONCE]
-        kernels += _solve_least_squares(part, target, regularization, tolerance, max_radius, radius)
+        found = _solve_least_squares(part, target, regularization, tolerance, max_radius, radius, start_radius)
+        # Neighbouring images need similar kernels: the next few start where these ended.
+        start_radius = min(kernel.radius for kernel in found)
+        kernels += found
     return kernels
 
 
@@ -265,6 +270,7 @@ def _solve_least_squares(
     tolerance: float,
     max_radius: int | None,
     radius: int | None,
+    start_radius: int | None = None,
 ) -> list[MatchingKernel]:
     from scipy import fft
 
@@ -281,9 +287,26 @@ def _solve_least_squares(
     for flag in (True, False):
         members = np.flatnonzero(symmetric == flag)
         if len(members):
-            found = _search_radii(auto, cross, members, radii, regularization, tolerance, grid.norm, flag)
+            found = _search_radii(
+                auto,
+                cross,
+                members,
+                radii,
+                regularization,
+                tolerance,
+                grid.norm,
+                flag,
+                _start_rung(radii, start_radius),
+            )
             chosen.update(zip(members.tolist(), found, strict=True))
     return grid.results([chosen[k] for k in range(len(stack))], np.arange(len(stack)))
+
+
+def _start_rung(radii: list[int], start_radius: int | None) -> int:
+    """Where a radius search starts on ``radii``: at ``start_radius`` (the rung at or above it), else at 4 px."""
+    if start_radius is None:
+        return min(_LSQ_START, len(radii) - 1)
+    return min(bisect.bisect_left(radii, start_radius), len(radii) - 1)
 
 
 def _search_radii(
@@ -295,15 +318,17 @@ def _search_radii(
     tolerance: float,
     norm: float,
     symmetric: bool,
+    start: int,
 ) -> list[np.ndarray]:
     """The smallest radius of the ladder that fits, for each member image, all advanced together.
 
-    Searched from the middle of the usual range (4 px) down or up, as one image's search would
-    go: two or three solves for most PSFs, and the same answer as a full scan. Each step solves,
+    Searched from the rung ``start`` down or up, as one image's search would go: the middle of
+    the usual range (4 px), or where the stack's previous images ended (a neighbour's kernel is
+    a good guess); two or three solves for most PSFs, and the same answer as a full scan. Each step solves,
     in one batch, every image still searching at the same rung.
     """
     count = len(members)
-    index = np.full(count, min(_LSQ_START, len(radii) - 1))
+    index = np.full(count, start)
     best: list[np.ndarray] = [np.empty(0)] * count
     step = np.zeros(count, dtype=int)  # 0: first attempt, -1: searching down, +1: searching up
     active = np.ones(count, dtype=bool)
@@ -327,9 +352,30 @@ def _search_radii(
     return best
 
 
+@dataclasses.dataclass(frozen=True)
+class _Basis:
+    """A radius-``r`` kernel's unknowns and where its normal equations read the correlations.
+
+    ``uy, ux``: each unknown's offset; ``pair``: 1 where the unknown stands for two pixels (the
+    point-symmetric basis), else 0; ``minus``/``plus``: flat lag indices on the grid of
+    ``u - v`` and ``u + v`` for every pair of unknowns, with the factors their terms carry;
+    ``at``/``opposite``: the flat indices of ``u`` and ``-u``.
+    """
+
+    uy: np.ndarray
+    ux: np.ndarray
+    pair: np.ndarray
+    minus: np.ndarray
+    minus_factor: np.ndarray
+    plus: np.ndarray
+    plus_factor: np.ndarray
+    at: np.ndarray
+    opposite: np.ndarray
+
+
 @functools.lru_cache(maxsize=64)
-def _basis(r: int, symmetric: bool, size: int) -> tuple[np.ndarray, ...]:
-    """Offsets of a radius-``r`` kernel's unknowns and the lag indices of its normal equations."""
+def _basis(r: int, symmetric: bool, size: int) -> _Basis:
+    """The unknowns of a radius-``r`` kernel on a ``size`` grid, cached: every solve at that radius reads them."""
     offsets = np.arange(-r, r + 1)
     dy, dx = np.repeat(offsets, 2 * r + 1), np.tile(offsets, 2 * r + 1)
     if symmetric:
@@ -338,11 +384,24 @@ def _basis(r: int, symmetric: bool, size: int) -> tuple[np.ndarray, ...]:
         pair = ((uy != 0) | (ux != 0)).astype(np.float64)  # 1 where the basis has two pixels
     else:
         uy, ux, pair = dy, dx, np.zeros(len(dy))
-    minus = ((uy[:, None] - uy[None, :]) % size, (ux[:, None] - ux[None, :]) % size)
-    plus = ((uy[:, None] + uy[None, :]) % size, (ux[:, None] + ux[None, :]) % size)
-    for array in (uy, ux, pair, *minus, *plus):
+
+    def flat(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return (y % size) * size + x % size
+
+    basis = _Basis(
+        uy,
+        ux,
+        pair,
+        flat(uy[:, None] - uy[None, :], ux[:, None] - ux[None, :]),
+        1.0 + pair[:, None] * pair[None, :],
+        flat(uy[:, None] + uy[None, :], ux[:, None] + ux[None, :]),
+        pair[:, None] + pair[None, :],
+        flat(uy, ux),
+        flat(-uy, -ux),
+    )
+    for array in dataclasses.astuple(basis):
         array.flags.writeable = False
-    return uy, ux, pair, minus[0], minus[1], plus[0], plus[1]
+    return basis
 
 
 def _least_squares_kernels(
@@ -357,22 +416,24 @@ def _least_squares_kernels(
     ``|P ⊗ K - T|^2 - |T|^2``: the squared misfit less the target's squared norm.
     """
     size = auto.shape[-1]
-    uy, ux, pair, my, mx, py, px = _basis(r, symmetric, size)
+    basis = _basis(r, symmetric, size)
+    uy, ux, pair = basis.uy, basis.ux, basis.pair
     # <P ⊗ b_u, P ⊗ b_v> summed over the basis' signed copies; the autocorrelation is even.
     # Gathered straight from the flattened stacks by flat lag index: no copy of a whole
     # correlation per image, one index array per gather.
     flat_auto, flat_cross = auto.reshape(len(auto), -1), cross.reshape(len(cross), -1)
     picked = flat_auto[rows]
-    normal = np.take(picked, my * size + mx, axis=1) * (1.0 + pair[:, None] * pair[None, :])
+    normal = np.take(picked, basis.minus, axis=1)
+    normal *= basis.minus_factor
     if symmetric:
-        normal += np.take(picked, py * size + px, axis=1) * (pair[:, None] + pair[None, :])
+        normal += np.take(picked, basis.plus, axis=1) * basis.plus_factor
     weight = 1.0 + pair  # pixels per basis function: sum(K) and |K|^2 in the coefficients
     crossed = flat_cross[rows]
-    rhs = np.take(crossed, (uy % size) * size + ux % size, axis=1)
-    rhs += pair * np.take(crossed, (-uy % size) * size + (-ux % size), axis=1)
-    plain = normal.copy()
+    rhs = np.take(crossed, basis.at, axis=1)
+    rhs += pair * np.take(crossed, basis.opposite, axis=1)
     diagonal = np.arange(len(uy))
-    normal[:, diagonal, diagonal] += regularization * picked[:, :1] * weight
+    ridge = regularization * picked[:, :1] * weight
+    normal[:, diagonal, diagonal] += ridge
     # One factorisation per image (batched) solves for both right-hand sides: the data and the
     # flux constraint.
     both = np.stack([rhs, np.broadcast_to(weight, rhs.shape)], axis=-1)
@@ -380,8 +441,13 @@ def _least_squares_kernels(
     # Lagrange multiplier for sum(K) = 1: flux is kept exactly.
     multiplier = (free @ weight - 1.0) / (unit @ weight)
     coefficients = free - multiplier[:, None] * unit
-    misfits = np.einsum("ni,nij,nj->n", coefficients, plain, coefficients) - 2.0 * np.einsum(
-        "ni,ni->n", rhs, coefficients
+    # |P ⊗ K - T|^2 - |T|^2 = c.A c - 2 rhs.c, with A the normal matrix less the ridge; since
+    # (A + ridge) c = rhs - multiplier weight and weight.c = 1, that is -rhs.c - multiplier -
+    # c.ridge c: no quadratic form over the whole matrix.
+    misfits = (
+        -np.einsum("ni,ni->n", rhs, coefficients)
+        - multiplier
+        - np.einsum("ni,ni->n", ridge * coefficients, coefficients)
     )
     kernels = np.zeros((len(rows), 2 * r + 1, 2 * r + 1))
     kernels[:, uy + r, ux + r] = coefficients
