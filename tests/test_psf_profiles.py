@@ -258,7 +258,11 @@ def test_the_cell_survey_matches_compute_shape():
     survey = survey_psf(psf, boxes=boxes)
     for box, (ixx, iyy, ixy) in zip(boxes, survey.moments, strict=True):
         shape = psf.computeShape(box.getCenter())
-        assert (ixx, iyy, ixy) == pytest.approx((shape.getIxx(), shape.getIyy(), shape.getIxy()), rel=1e-6, abs=1e-8)
+        expected = (shape.getIxx(), shape.getIyy(), shape.getIxy())
+        # The survey converges to 1e-6 of the trace (far below the 1e-4 that `check_target`
+        # resolves); each moment, the small cross term included, agrees to that scale.
+        trace = expected[0] + expected[1]
+        assert (ixx, iyy, ixy) == pytest.approx(expected, rel=0, abs=1e-6 * trace)
 
 
 @pytest.mark.parametrize("profile", ["gaussian", "moffat", "kolmogorov"])
