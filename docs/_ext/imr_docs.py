@@ -54,7 +54,6 @@ MACHINE_FIELDS = (
 )
 
 
-
 def _machine_table(data: dict[str, Any]) -> list[Any]:
     """The machine a result was measured on, as a table (nothing if the result does not say)."""
     machine = data.get("machine")
@@ -64,6 +63,7 @@ def _machine_table(data: dict[str, Any]) -> list[Any]:
     if isinstance(shown.get("git_commit"), str):
         shown["git_commit"] = shown["git_commit"][:12]
     return [_key_value_table(shown or machine, "machine", ("machine", "value"))]
+
 
 def _format(value: Any) -> str:
     """A table cell: floats to 4 significant digits, lists joined, None as an empty cell."""
