@@ -6,6 +6,7 @@ a result the stitcher needs: a box and its planes (variance and mask may be abse
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import threading
@@ -215,6 +216,9 @@ class CellTask:
     kwargs: dict[str, Any]
     policy: FailurePolicy = field(default_factory=FailurePolicy)
     companion_names: tuple[str, ...] = ()
+    #: Who runs the cell, when known before it runs (a batch asks once for all its cells); else
+    #: asked when the cell ends (`_worker_name`).
+    worker: str = ""
 
 
 def _cell_inputs(task: CellTask, expanded: Exposure, companions: tuple[Any, ...]) -> tuple[Exposure, Exposure, dict]:
@@ -263,7 +267,9 @@ def run_cell(task: CellTask, expanded: Exposure, *companions: Any) -> CellOutcom
         raise _fail(f"mapper {type(task.mapper).__name__}", task.index, task.box0, task.box1, exc) from exc
     result = _checked_result(task, result, sub, expanded)
     cpu = time.thread_time() - start_cpu + sum(helper_cpu)
-    return CellOutcome(task.index, task.box0, result, time.perf_counter() - start_wall, cpu, _worker_name())
+    return CellOutcome(
+        task.index, task.box0, result, time.perf_counter() - start_wall, cpu, task.worker or _worker_name()
+    )
 
 
 def runs_cells_together(mapper: Any) -> bool:
@@ -357,6 +363,8 @@ class ArrayCellTask:
     policy: FailurePolicy = field(default_factory=FailurePolicy)
     # Where the cell's core goes in the output, when the cell may write it itself (see `graph`).
     out: np.ndarray | None = None
+    #: Who runs the cell, as `CellTask.worker`.
+    worker: str = ""
 
 
 class _Written(Enum):
@@ -412,7 +420,9 @@ def run_array_cell(task: ArrayCellTask, expanded: np.ndarray, *companions: np.nd
             write_core(task.operation, result, task.out)
             result = WRITTEN
     cpu = time.thread_time() - start_cpu + sum(helper_cpu)
-    return CellOutcome(task.index, task.box0, result, time.perf_counter() - start_wall, cpu, _worker_name())
+    return CellOutcome(
+        task.index, task.box0, result, time.perf_counter() - start_wall, cpu, task.worker or _worker_name()
+    )
 
 
 def write_core(operation: str, core: np.ndarray, out: np.ndarray) -> None:
@@ -498,15 +508,23 @@ class CellBatch:
         from ..grid import boxes_from_array
 
         boxes0, boxes1 = boxes_from_array(self.cells), boxes_from_array(self.expanded)
+        template, is_array = self.template, isinstance(self.template, ArrayCellTask)
+        grid_indices = self.grid_indices.tolist() if is_array and self.grid_indices is not None else None
+        # Every cell of a batch runs in this call, on this thread of this worker: ask who once.
+        worker = _worker_name()
         tasks = []
         for k, index in enumerate(self.indices.tolist()):
-            own: dict[str, Any] = {"index": index, "box0": boxes0[k], "box1": boxes1[k]}
-            if isinstance(self.template, ArrayCellTask):
-                if self.grid_indices is not None:
-                    own["grid_index"] = tuple(self.grid_indices[k].tolist())
+            # A shallow copy with the cell's own fields set: the template's fields are already
+            # checked, so `dataclasses.replace` (a full __init__ per cell) would only cost time.
+            task = copy.copy(template)
+            task.index, task.box0, task.box1, task.worker = index, boxes0[k], boxes1[k], worker
+            if is_array:
+                array_task = cast(ArrayCellTask, task)
+                if grid_indices is not None:
+                    array_task.grid_index = tuple(grid_indices[k])
                 if self.outs is not None:
-                    own["out"] = self.outs[k]
-            tasks.append(replace(self.template, **own))
+                    array_task.out = self.outs[k]
+            tasks.append(task)
         return tasks
 
 
